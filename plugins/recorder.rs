@@ -1,0 +1,100 @@
+//! mm-recorder: a tiny CNI plugin for tests and the demo.
+//!
+//! It records every call as one JSON line in `recordFile`, keeps a marker
+//! file per attachment in `leakDir` while attached (so tests can see leaks),
+//! and fails on demand. It touches no network namespace.
+//!
+//! Config fields (all optional):
+//!   recordFile: path   append {"command","ifname","containerID","netns","args","path","config"}
+//!   leakDir:    path   ADD creates <leakDir>/<containerID>-<ifname>, DEL removes it
+//!   failOn:     "ADD" | ["ADD","DEL",...]   fail these commands
+//!   failCode:   number (default 11)
+//!   crash:      true   fail without CNI error JSON (exit 3)
+//!   sleepMs:    number sleep before answering
+//!   address:    CIDR reported in the result (default 203.0.113.9/24)
+
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+
+fn main() {
+    let cmd = std::env::var("CNI_COMMAND").unwrap_or_default();
+    let mut input = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut input);
+    let conf: Value = serde_json::from_slice(&input).unwrap_or(Value::Null);
+    let version = conf
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("1.0.0")
+        .to_string();
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let (cid, ifname, netns) = (env("CNI_CONTAINERID"), env("CNI_IFNAME"), env("CNI_NETNS"));
+    if cmd == "VERSION" {
+        println!(
+            "{}",
+            json!({"cniVersion": version, "supportedVersions": ["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]})
+        );
+        return;
+    }
+    if let Some(f) = conf.get("recordFile").and_then(Value::as_str) {
+        let line = json!({"command": cmd, "ifname": ifname, "containerID": cid, "netns": netns,
+            "args": env("CNI_ARGS"), "path": env("CNI_PATH"), "config": conf});
+        if let Ok(mut fh) = std::fs::OpenOptions::new().create(true).append(true).open(f) {
+            // One write per line so concurrent plugins never interleave.
+            let _ = fh.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+    if let Some(ms) = conf.get("sleepMs").and_then(Value::as_u64) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    let fail_on = match conf.get("failOn") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+        _ => vec![],
+    };
+    if fail_on.iter().any(|c| *c == cmd) {
+        if conf.get("crash").and_then(Value::as_bool) == Some(true) {
+            eprintln!("mm-recorder: crashing on {cmd} as configured");
+            std::process::exit(3);
+        }
+        let code = conf.get("failCode").and_then(Value::as_u64).unwrap_or(11);
+        println!(
+            "{}",
+            json!({"cniVersion": version, "code": code, "msg": format!("mm-recorder: {cmd} failed as configured")})
+        );
+        std::process::exit(1);
+    }
+    let marker = conf
+        .get("leakDir")
+        .and_then(Value::as_str)
+        .map(|d| std::path::Path::new(d).join(format!("{cid}-{ifname}")));
+    match cmd.as_str() {
+        "ADD" => {
+            if let Some(m) = &marker {
+                let _ = std::fs::write(m, b"attached\n");
+            }
+            if let Some(prev) = conf.get("prevResult") {
+                println!("{prev}");
+                return;
+            }
+            let addr = conf
+                .get("address")
+                .and_then(Value::as_str)
+                .unwrap_or("203.0.113.9/24");
+            let mut ip = json!({"address": addr, "interface": 0});
+            if !version.starts_with('1') {
+                ip["version"] = json!(if addr.contains(':') { "6" } else { "4" });
+            }
+            println!(
+                "{}",
+                json!({"cniVersion": version, "interfaces": [{"name": ifname, "sandbox": netns}],
+                       "ips": [ip], "dns": {}})
+            );
+        }
+        "DEL" => {
+            if let Some(m) = &marker {
+                let _ = std::fs::remove_file(m);
+            }
+        }
+        _ => {}
+    }
+}

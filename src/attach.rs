@@ -1,0 +1,464 @@
+//! Attachments: ADD, DEL, CHECK, GC and STATUS for both ways of running.
+//!
+//! Meta-plugin: run the cluster network, `defaultNetworks` and (later) the
+//! pod's requested networks as delegates, then program capture. Chained:
+//! program capture only and pass prevResult through.
+//!
+//! Failure handling: state is written before the first delegate runs and
+//! after each one returns, so whatever ADD did can always be undone — by
+//! ADD's own rollback, by DEL, or by the next ADD finding a crashed one.
+
+use crate::capture::{self, Programmed};
+use crate::cni::{self, Env};
+use crate::config::{self, NetConf};
+use crate::delegate::{Delegate, Runner};
+use crate::error::{code, CniError, Result};
+use crate::netns::NetNs;
+use crate::state::{self, Attachment, ContainerLock, Mode, Record};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// A delegate to attach on an interface.
+pub struct Planned {
+    pub ifname: String,
+    pub delegate: Delegate,
+    pub runtime_config: Option<Map<String, Value>>,
+}
+
+fn runner(conf: &NetConf, env: &Env) -> Runner {
+    Runner {
+        bin_dir: conf.bin_dir.clone(),
+        cni_path: env.path.clone(),
+        container_id: env.container_id.clone(),
+        netns: env.netns.clone(),
+        args: env.args.clone(),
+    }
+}
+
+/// The static attachment list: the cluster network (first delegate or
+/// `clusterNetwork`) on CNI_IFNAME, then `defaultNetworks` and any further
+/// delegates as net1, net2, ...
+pub fn plan_static(conf: &NetConf, ifname: &str) -> Result<Vec<Planned>> {
+    let mut raw: Vec<Value> = Vec::new();
+    let rest: &[Value] = match &conf.cluster_network {
+        Some(cn) => {
+            raw.push(config::load_network(&conf.conf_dir, cn)?);
+            &conf.delegates
+        }
+        None if !conf.delegates.is_empty() => {
+            raw.push(conf.delegates[0].clone());
+            &conf.delegates[1..]
+        }
+        None => &[],
+    };
+    for dn in &conf.default_networks {
+        raw.push(config::load_network(&conf.conf_dir, dn)?);
+    }
+    raw.extend(rest.iter().cloned());
+    let mut out = Vec::new();
+    for (i, v) in raw.iter().enumerate() {
+        let d = Delegate::from_value(v, &conf.cni_version)
+            .map_err(|e| e.context(format!("delegate {i}")))?;
+        let ifname = if i == 0 {
+            ifname.to_string()
+        } else {
+            format!("net{i}")
+        };
+        out.push(Planned {
+            ifname,
+            delegate: d,
+            // As Multus: the runtime's runtimeConfig (portMappings, ...)
+            // belongs to the cluster network.
+            runtime_config: if i == 0 { conf.runtime_config.clone() } else { None },
+        });
+    }
+    Ok(out)
+}
+
+fn attachments_of(planned: &[Planned]) -> Vec<Attachment> {
+    planned
+        .iter()
+        .map(|p| Attachment {
+            ifname: p.ifname.clone(),
+            name: p.delegate.name.clone(),
+            conf: if p.delegate.plugins.len() == 1 && p.delegate.plugins[0].get("plugins").is_none() {
+                let mut m = p.delegate.plugins[0].clone();
+                m.insert("name".into(), p.delegate.name.clone().into());
+                m.insert("cniVersion".into(), p.delegate.version.clone().into());
+                Value::Object(m)
+            } else {
+                serde_json::json!({"name": p.delegate.name, "cniVersion": p.delegate.version,
+                    "plugins": p.delegate.plugins})
+            },
+            runtime_config: p.runtime_config.clone().map(Value::Object),
+            result: None,
+            started: false,
+        })
+        .collect()
+}
+
+fn rc_of(a: &Attachment) -> Option<Map<String, Value>> {
+    a.runtime_config.as_ref().and_then(Value::as_object).cloned()
+}
+
+/// Does another record of this container still want capture?
+fn capture_shared(lock: &ContainerLock, ifname: &str) -> bool {
+    lock.records()
+        .iter()
+        .any(|r| r.ifname != ifname && r.capture.is_some())
+}
+
+/// Undo a record: capture first, then delegates in reverse. Every step is
+/// tried; on errors the record keeps what is left and the first error is
+/// returned, so a later DEL can finish the job.
+fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -> Result<()> {
+    let mut errors: Vec<CniError> = Vec::new();
+    if let Some(c) = rec.capture.clone() {
+        if capture_shared(lock, &rec.ifname) {
+            crate::log::verbose("capture kept: another attachment of this pod uses it");
+            rec.capture = None;
+        } else {
+            match remove_capture(&c, netns, lock.dir()) {
+                Ok(()) => rec.capture = None,
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    let mut remaining = Vec::new();
+    for a in rec.attachments.iter().rev() {
+        if !a.started {
+            continue;
+        }
+        let res = Delegate::from_value(&a.conf, &rec.cni_version)
+            .and_then(|d| run.del(&d, &a.ifname, rc_of(a).as_ref(), a.result.as_ref()));
+        if let Err(e) = res {
+            errors.push(e);
+            remaining.push(a.clone());
+        }
+    }
+    remaining.reverse();
+    rec.attachments = remaining;
+    if errors.is_empty() {
+        lock.delete(&rec.ifname)
+    } else {
+        let _ = lock.save(rec);
+        let n = errors.len();
+        let first = errors.remove(0);
+        Err(if n > 1 {
+            first.context(format!("{n} teardown steps failed, first"))
+        } else {
+            first
+        })
+    }
+}
+
+fn remove_capture(c: &Value, netns: &str, dir: &Path) -> Result<()> {
+    if netns.is_empty() {
+        return Ok(());
+    }
+    let p = Programmed::from_json(c)?;
+    match NetNs::open(Path::new(netns))? {
+        None => Ok(()), // the netns is gone and the rules with it
+        Some(ns) => capture::remove(&p, &ns, dir),
+    }
+}
+
+fn lock(conf: &NetConf, env: &Env, create: bool) -> Result<Option<ContainerLock>> {
+    ContainerLock::acquire(&conf.cni_dir, &env.container_id, create)
+}
+
+/// Programme capture for a record (saved first, so a crash leaves a trace).
+fn add_capture(conf: &NetConf, rec: &mut Record, lk: &ContainerLock, ns: &NetNs, ipv6: bool) -> Result<()> {
+    let variant = match conf.capture.backend {
+        capture::Backend::Iptables => capture::iptables::resolve_variant(conf.capture.variant, lk.dir())?,
+        capture::Backend::Nftables => capture::Variant::Auto,
+    };
+    let p = Programmed {
+        config: conf.capture.clone(),
+        variant,
+        ipv6,
+    };
+    rec.capture = Some(p.to_json());
+    lk.save(rec)?;
+    capture::apply(&p, ns, lk.dir())
+}
+
+fn open_netns(env: &Env) -> Result<NetNs> {
+    NetNs::open(Path::new(&env.netns))?.ok_or_else(|| {
+        CniError::new(code::NETNS, format!("netns {} does not exist", env.netns))
+    })
+}
+
+fn new_record(conf: &NetConf, env: &Env, mode: Mode, attachments: Vec<Attachment>) -> Record {
+    Record {
+        network: conf.name.clone(),
+        cni_version: conf.cni_version.clone(),
+        container_id: env.container_id.clone(),
+        ifname: env.ifname.clone(),
+        netns: env.netns.clone(),
+        cni_args: env.args.clone(),
+        mode,
+        complete: false,
+        attachments,
+        capture: None,
+    }
+}
+
+fn readiness(conf: &NetConf, code_: u32) -> Result<()> {
+    if let Some(f) = &conf.readiness_indicator_file {
+        if !f.exists() {
+            return Err(CniError::new(
+                code_,
+                format!("readiness indicator file {} does not exist yet", f.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
+    readiness(conf, code::TRY_AGAIN)?;
+    let ns = open_netns(env)?;
+    let run = runner(conf, env);
+    let planned = if conf.is_meta() {
+        let p = plan_static(conf, &env.ifname)?;
+        // Refuse before anything runs: every plugin must be found.
+        for x in &p {
+            run.resolve(&x.delegate)?;
+        }
+        p
+    } else {
+        Vec::new()
+    };
+    let lk = lock(conf, env, true)?.ok_or_else(|| CniError::new(code::STATE, "state directory vanished"))?;
+    if let Some(mut old) = lk.load(&env.ifname)? {
+        if old.complete && old.mode == Mode::Meta {
+            return Err(CniError::new(
+                code::ALREADY_ATTACHED,
+                format!(
+                    "container {} already has {} attached by multimesh; DEL it first",
+                    env.container_id, env.ifname
+                ),
+            ));
+        }
+        // A crashed or interrupted ADD (or a chained re-ADD): undo it first.
+        crate::log::verbose("found an unfinished ADD; undoing it");
+        teardown(&mut old, &lk, &run, &env.netns)
+            .map_err(|e| CniError::new(code::TRY_AGAIN, format!("cleaning up an earlier ADD failed: {e}")))?;
+    }
+    if conf.is_meta() {
+        add_meta(conf, env, &lk, &ns, &run, &planned)
+    } else {
+        add_chained(conf, env, &lk, &ns, &run)
+    }
+}
+
+fn add_meta(conf: &NetConf, env: &Env, lk: &ContainerLock, ns: &NetNs, run: &Runner, planned: &[Planned]) -> Result<Value> {
+    let mut rec = new_record(conf, env, Mode::Meta, attachments_of(planned));
+    let others = lk.records();
+    for a in &rec.attachments {
+        if others.iter().any(|r| r.ifname == a.ifname || r.attachments.iter().any(|x| x.ifname == a.ifname)) {
+            return Err(CniError::new(
+                code::ALREADY_ATTACHED,
+                format!("interface {} is already attached to container {}", a.ifname, env.container_id),
+            ));
+        }
+    }
+    if let Some(a) = rec.attachments.first_mut() {
+        a.started = true;
+    }
+    lk.save(&rec)?;
+    let fail = |rec: &mut Record, e: CniError| -> CniError {
+        crate::log::error(&format!("ADD failed, rolling back: {e}"));
+        if let Err(re) = teardown(rec, lk, run, &env.netns) {
+            crate::log::error(&format!("rollback incomplete (DEL will retry): {re}"));
+        }
+        e
+    };
+    for (i, p) in planned.iter().enumerate() {
+        match run.add(&p.delegate, &p.ifname, p.runtime_config.as_ref()) {
+            Ok(res) => {
+                rec.attachments[i].result = Some(res);
+                if let Some(next) = rec.attachments.get_mut(i + 1) {
+                    next.started = true;
+                }
+                if let Err(e) = lk.save(&rec) {
+                    return Err(fail(&mut rec, e));
+                }
+            }
+            Err(e) => return Err(fail(&mut rec, e)),
+        }
+    }
+    if conf.capture.enabled {
+        let ipv6 = rec
+            .attachments
+            .iter()
+            .filter_map(|a| a.result.as_ref())
+            .any(cni::result_has_ipv6);
+        if let Err(e) = add_capture(conf, &mut rec, lk, ns, ipv6) {
+            return Err(fail(&mut rec, e));
+        }
+    }
+    rec.complete = true;
+    if let Err(e) = lk.save(&rec) {
+        return Err(fail(&mut rec, e));
+    }
+    let first = rec.attachments[0].result.clone().unwrap_or(Value::Null);
+    cni::convert_result(&first, &conf.cni_version)
+}
+
+fn add_chained(conf: &NetConf, env: &Env, lk: &ContainerLock, ns: &NetNs, run: &Runner) -> Result<Value> {
+    let out = match &conf.prev_result {
+        Some(p) => p.clone(),
+        None => cni::empty_result(&conf.cni_version),
+    };
+    let mut rec = new_record(conf, env, Mode::Chained, Vec::new());
+    if conf.capture.enabled {
+        let ipv6 = conf.prev_result.as_ref().is_some_and(cni::result_has_ipv6)
+            || lk.records().iter().any(|r| {
+                r.capture
+                    .as_ref()
+                    .and_then(|c| Programmed::from_json(c).ok())
+                    .is_some_and(|p| p.ipv6)
+            });
+        if let Err(e) = add_capture(conf, &mut rec, lk, ns, ipv6) {
+            let _ = teardown(&mut rec, lk, run, &env.netns);
+            return Err(e);
+        }
+    }
+    rec.complete = true;
+    lk.save(&rec)?;
+    Ok(out)
+}
+
+pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
+    let run = runner(conf, env);
+    let lk = lock(conf, env, true)?.ok_or_else(|| CniError::new(code::STATE, "state directory vanished"))?;
+    let mut rec = match lk.load(&env.ifname)? {
+        Some(r) => r,
+        None => {
+            // No state (never added, already deleted, or cniDir lost): do
+            // what the config says, as Multus does, so IPs are not leaked.
+            let atts = if conf.is_meta() {
+                match plan_static(conf, &env.ifname) {
+                    Ok(p) => {
+                        let mut a = attachments_of(&p);
+                        a.iter_mut().for_each(|x| x.started = true);
+                        a
+                    }
+                    Err(e) => {
+                        crate::log::error(&format!("DEL without state: {e}"));
+                        Vec::new()
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let mut r = new_record(conf, env, if conf.is_meta() { Mode::Meta } else { Mode::Chained }, atts);
+            if conf.capture.enabled && !capture_shared(&lk, &env.ifname) {
+                let p = Programmed {
+                    config: conf.capture.clone(),
+                    variant: conf.capture.variant,
+                    ipv6: true,
+                };
+                r.capture = Some(p.to_json());
+            }
+            r
+        }
+    };
+    let netns = if env.netns.is_empty() { String::new() } else { env.netns.clone() };
+    teardown(&mut rec, &lk, &run, &netns)
+}
+
+pub fn check(conf: &NetConf, env: &Env) -> Result<()> {
+    let lk = lock(conf, env, false)?.ok_or_else(|| no_state(env))?;
+    let rec = lk.load(&env.ifname)?.ok_or_else(|| no_state(env))?;
+    if !rec.complete {
+        return Err(CniError::new(code::NO_STATE, "ADD did not complete for this attachment"));
+    }
+    let run = runner(conf, env);
+    for a in &rec.attachments {
+        let d = Delegate::from_value(&a.conf, &rec.cni_version)?;
+        let prev = a.result.as_ref().ok_or_else(|| no_state(env))?;
+        run.check(&d, &a.ifname, rc_of(a).as_ref(), prev)?;
+    }
+    if let Some(c) = &rec.capture {
+        let p = Programmed::from_json(c)?;
+        let ns = open_netns(env)?;
+        capture::check(&p, &ns, lk.dir())?;
+    }
+    Ok(())
+}
+
+fn no_state(env: &Env) -> CniError {
+    CniError::new(
+        code::NO_STATE,
+        format!(
+            "no multimesh state for container {} interface {}",
+            env.container_id, env.ifname
+        ),
+    )
+}
+
+/// GC: tear down this network's records not in the valid list.
+pub fn gc(conf: &NetConf, env: &Env) -> Result<()> {
+    let valid = conf
+        .raw
+        .get("cni.dev/valid-attachments")
+        .or_else(|| conf.raw.get("cni.dev/attachments"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let is_valid = |cid: &str, ifname: &str| {
+        valid.iter().any(|a| {
+            a.get("containerID").and_then(Value::as_str) == Some(cid)
+                && a.get("ifname").and_then(Value::as_str) == Some(ifname)
+        })
+    };
+    let mut errors = Vec::new();
+    for cid in state::container_ids(&conf.cni_dir) {
+        let Ok(Some(lk)) = ContainerLock::acquire(&conf.cni_dir, &cid, false) else {
+            continue;
+        };
+        for mut rec in lk.records() {
+            if rec.network != conf.name || is_valid(&cid, &rec.ifname) {
+                continue;
+            }
+            crate::log::verbose(&format!("GC: removing {cid}/{}", rec.ifname));
+            let run = Runner {
+                bin_dir: conf.bin_dir.clone(),
+                cni_path: env.path.clone(),
+                container_id: cid.clone(),
+                netns: rec.netns.clone(),
+                args: rec.cni_args.clone(),
+            };
+            let netns = rec.netns.clone();
+            if let Err(e) = teardown(&mut rec, &lk, &run, &netns) {
+                errors.push(e);
+            }
+        }
+    }
+    match errors.into_iter().next() {
+        None => Ok(()),
+        Some(e) => Err(e.context("GC")),
+    }
+}
+
+/// STATUS: ready when the readiness file exists and every delegate's
+/// plugins are installed (and, for 1.1.0 delegates, report ready).
+pub fn status(conf: &NetConf, env: &Env) -> Result<()> {
+    readiness(conf, code::NOT_AVAILABLE)?;
+    if conf.is_meta() {
+        let run = runner(conf, env);
+        for p in plan_static(conf, "eth0")? {
+            run.status(&p.delegate).map_err(|e| {
+                if e.code == code::PLUGIN_NOT_FOUND {
+                    CniError::new(code::NOT_AVAILABLE, e.msg)
+                } else {
+                    e
+                }
+            })?;
+        }
+    }
+    Ok(())
+}

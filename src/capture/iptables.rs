@@ -1,0 +1,426 @@
+//! iptables backend: one atomic `iptables-restore --noflush` per family in
+//! the pod netns, with the node's variant (legacy or nft).
+//!
+//! Rules are rendered in the canonical form `iptables-save` prints, so CHECK
+//! compares text. ADD tries a fast path first (`-N` our chains + rules: one
+//! exec in a fresh netns); when any chain already exists that payload fails
+//! atomically and the slow path reads `iptables-save -t nat` and writes a
+//! payload that converges to the plan. DEL does the same in reverse.
+
+use super::plan::{Chain, Family, Match, Plan, Rule, Target};
+use super::{find_tool, Variant, TOOL_TIMEOUT};
+use crate::error::{code, CniError, Result};
+use crate::netns::{run_tool, NetNs};
+use std::fmt::Write as _;
+use std::path::Path;
+
+pub const CHAIN_PREFIX: &str = "MULTIMESH_";
+
+pub fn chain_name(c: Chain) -> &'static str {
+    match c {
+        Chain::Prerouting => "PREROUTING",
+        Chain::Output => "OUTPUT",
+        Chain::Inbound => "MULTIMESH_INBOUND",
+        Chain::InRedirect => "MULTIMESH_IN_REDIRECT",
+        Chain::Outbound => "MULTIMESH_OUTPUT",
+        Chain::Redirect => "MULTIMESH_REDIRECT",
+    }
+}
+
+/// One rule in `iptables-save` canonical form, without the `-A CHAIN ` head.
+pub fn rule_spec(r: &Rule) -> String {
+    let mut s = String::new();
+    let mut push = |x: &str| {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push_str(x);
+    };
+    // iptables-save order: -s, -d, -i, -o, -p, then matches, then -j.
+    for m in &r.matches {
+        if let Match::Src(c) = m {
+            push(&format!("-s {c}"));
+        }
+    }
+    for m in &r.matches {
+        match m {
+            Match::Dst(c) => push(&format!("-d {c}")),
+            Match::NotDst(c) => push(&format!("! -d {c}")),
+            _ => {}
+        }
+    }
+    for m in &r.matches {
+        if let Match::InIface(i) = m {
+            push(&format!("-i {i}"));
+        }
+    }
+    for m in &r.matches {
+        if let Match::OutIface(i) = m {
+            push(&format!("-o {i}"));
+        }
+    }
+    let tcp = r.matches.iter().any(|m| matches!(m, Match::Tcp | Match::Dport(_)))
+        || matches!(r.target, Target::Redirect(_));
+    if tcp {
+        push("-p tcp");
+    }
+    for m in &r.matches {
+        match m {
+            Match::Uid(u) => push(&format!("-m owner --uid-owner {u}")),
+            Match::NotUid(u) => push(&format!("-m owner ! --uid-owner {u}")),
+            Match::Gid(g) => push(&format!("-m owner --gid-owner {g}")),
+            Match::NotGid(g) => push(&format!("-m owner ! --gid-owner {g}")),
+            _ => {}
+        }
+    }
+    for m in &r.matches {
+        if let Match::Dport(p) = m {
+            push(&format!("-m tcp --dport {p}"));
+        }
+    }
+    match r.target {
+        Target::Jump(c) => push(&format!("-j {}", chain_name(c))),
+        Target::Return => push("-j RETURN"),
+        Target::Redirect(p) => push(&format!("-j REDIRECT --to-ports {p}")),
+    }
+    s
+}
+
+/// The `-A ...` lines for a family, in order.
+pub fn rule_lines(plan: &Plan, fam: Family) -> Vec<String> {
+    plan.rules(fam)
+        .iter()
+        .map(|r| format!("-A {} {}", chain_name(r.chain), rule_spec(r)))
+        .collect()
+}
+
+/// The fast-path ADD payload: creates our chains (fails if any exists).
+pub fn render_create(plan: &Plan, fam: Family) -> String {
+    let mut s = String::from("*nat\n");
+    for c in Chain::OWN {
+        let _ = writeln!(s, "-N {}", chain_name(c));
+    }
+    for l in rule_lines(plan, fam) {
+        s.push_str(&l);
+        s.push('\n');
+    }
+    s.push_str("COMMIT\n");
+    s
+}
+
+/// The payload that converges any existing state to the plan: declaring a
+/// chain in --noflush mode creates or flushes it; stale jumps are deleted.
+pub fn render_converge(plan: &Plan, fam: Family, saved: &Saved) -> String {
+    let mut s = String::from("*nat\n");
+    for c in Chain::OWN {
+        let _ = writeln!(s, ":{} - [0:0]", chain_name(c));
+    }
+    for j in &saved.jumps {
+        let _ = writeln!(s, "-D{}", &j[2..]);
+    }
+    for l in rule_lines(plan, fam) {
+        s.push_str(&l);
+        s.push('\n');
+    }
+    s.push_str("COMMIT\n");
+    s
+}
+
+/// The fast-path DEL payload (fails if anything is already gone).
+pub fn render_delete(plan_has_inbound: bool) -> String {
+    let mut s = String::from("*nat\n");
+    if plan_has_inbound {
+        s.push_str("-D PREROUTING -p tcp -j MULTIMESH_INBOUND\n");
+    }
+    s.push_str("-D OUTPUT -p tcp -j MULTIMESH_OUTPUT\n");
+    for c in Chain::OWN {
+        let _ = writeln!(s, "-F {}", chain_name(c));
+    }
+    for c in Chain::OWN {
+        let _ = writeln!(s, "-X {}", chain_name(c));
+    }
+    s.push_str("COMMIT\n");
+    s
+}
+
+/// Remove whatever of ours `saved` shows; None when nothing is there.
+pub fn render_cleanup(saved: &Saved) -> Option<String> {
+    if saved.chains.is_empty() && saved.jumps.is_empty() {
+        return None;
+    }
+    let mut s = String::from("*nat\n");
+    for j in &saved.jumps {
+        let _ = writeln!(s, "-D{}", &j[2..]);
+    }
+    for c in &saved.chains {
+        let _ = writeln!(s, "-F {c}");
+    }
+    for c in &saved.chains {
+        let _ = writeln!(s, "-X {c}");
+    }
+    s.push_str("COMMIT\n");
+    Some(s)
+}
+
+/// What `iptables-save -t nat` shows of multimesh.
+#[derive(Debug, Default, PartialEq)]
+pub struct Saved {
+    /// Our chains that exist.
+    pub chains: Vec<String>,
+    /// `-A` lines in other chains that jump to ours.
+    pub jumps: Vec<String>,
+    /// `-A` lines of our chains, in order.
+    pub own_rules: Vec<String>,
+}
+
+pub fn parse_save(text: &str) -> Saved {
+    let mut out = Saved::default();
+    let mut in_nat = false;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if let Some(t) = line.strip_prefix('*') {
+            in_nat = t == "nat";
+            continue;
+        }
+        if !in_nat {
+            continue;
+        }
+        if let Some(decl) = line.strip_prefix(':') {
+            let name = decl.split_whitespace().next().unwrap_or("");
+            if name.starts_with(CHAIN_PREFIX) {
+                out.chains.push(name.to_string());
+            }
+        } else if let Some(rest) = line.strip_prefix("-A ") {
+            let chain = rest.split_whitespace().next().unwrap_or("");
+            if chain.starts_with(CHAIN_PREFIX) {
+                out.own_rules.push(line.to_string());
+            } else if jump_target(rest).is_some_and(|t| t.starts_with(CHAIN_PREFIX)) {
+                out.jumps.push(line.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn jump_target(rule: &str) -> Option<&str> {
+    let mut it = rule.split_whitespace();
+    while let Some(w) = it.next() {
+        if w == "-j" || w == "-g" {
+            return it.next();
+        }
+    }
+    None
+}
+
+struct Tools {
+    restore: std::path::PathBuf,
+    save: std::path::PathBuf,
+}
+
+fn tools(variant: Variant, fam: Family) -> Result<Tools> {
+    let base = match fam {
+        Family::V4 => "iptables",
+        Family::V6 => "ip6tables",
+    };
+    let v = match variant {
+        Variant::Legacy => "legacy",
+        _ => "nft",
+    };
+    let find = |suffix: &str| {
+        find_tool(&format!("{base}-{v}-{suffix}")).ok_or_else(|| {
+            CniError::new(
+                code::CAPTURE_APPLY,
+                format!("{base}-{v}-{suffix} not found in PATH (install iptables)"),
+            )
+        })
+    };
+    Ok(Tools {
+        restore: find("restore")?,
+        save: find("save")?,
+    })
+}
+
+fn restore(t: &Tools, ns: &NetNs, lock: &Path, payload: &str) -> Result<crate::netns::ToolOutput> {
+    let mut cmd = ns.command(&t.restore);
+    // -w: wait (bounded) for the lock; the lock is per pod, not the node's
+    // global /run/xtables.lock, so pods never contend with each other.
+    cmd.args(["--noflush", "-w", "10"]).env("XTABLES_LOCKFILE", lock);
+    run_tool(cmd, payload.as_bytes(), TOOL_TIMEOUT).map_err(|e| {
+        CniError::new(
+            code::CAPTURE_APPLY,
+            format!("run {}: {e}", t.restore.display()),
+        )
+    })
+}
+
+fn save(t: &Tools, ns: &NetNs) -> Result<String> {
+    let mut cmd = ns.command(&t.save);
+    cmd.args(["-t", "nat"]);
+    let out = run_tool(cmd, b"", TOOL_TIMEOUT).map_err(|e| {
+        CniError::new(code::CAPTURE_APPLY, format!("run {}: {e}", t.save.display()))
+    })?;
+    if !out.ok() {
+        return Err(CniError::new(
+            code::CAPTURE_APPLY,
+            format!("{} failed: {}", t.save.display(), out.failure()),
+        ));
+    }
+    Ok(out.stdout)
+}
+
+fn lock_file(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("xtables.lock")
+}
+
+pub fn apply(plan: &Plan, variant: Variant, ns: &NetNs, state_dir: &Path) -> Result<()> {
+    let lock = lock_file(state_dir);
+    for fam in plan.families() {
+        let t = tools(variant, fam)?;
+        let out = restore(&t, ns, &lock, &render_create(plan, fam))?;
+        if out.ok() {
+            continue;
+        }
+        let saved = parse_save(&save(&t, ns)?);
+        let out = restore(&t, ns, &lock, &render_converge(plan, fam, &saved))?;
+        if !out.ok() {
+            return Err(CniError::new(
+                code::CAPTURE_APPLY,
+                format!("{} failed: {}", t.restore.display(), out.failure()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn remove(variant: Variant, ipv6: bool, ns: &NetNs, state_dir: &Path) -> Result<()> {
+    let lock = lock_file(state_dir);
+    let fams: &[Family] = if ipv6 { &[Family::V4, Family::V6] } else { &[Family::V4] };
+    for &fam in fams {
+        let t = tools(variant, fam)?;
+        // The fast path only fits the usual shape (both jumps present).
+        let out = restore(&t, ns, &lock, &render_delete(true))?;
+        if out.ok() {
+            continue;
+        }
+        let saved = parse_save(&save(&t, ns)?);
+        if let Some(payload) = render_cleanup(&saved) {
+            let out = restore(&t, ns, &lock, &payload)?;
+            if !out.ok() {
+                return Err(CniError::new(
+                    code::CAPTURE_APPLY,
+                    format!("{} failed: {}", t.restore.display(), out.failure()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Differences between the plan and what `iptables-save` shows, if any.
+pub fn diff(plan: &Plan, fam: Family, saved: &Saved) -> Option<String> {
+    let expected = rule_lines(plan, fam);
+    let mut actual: Vec<String> = saved.jumps.clone();
+    actual.extend(saved.own_rules.iter().cloned());
+    // Compare as ordered lists per chain: the builtin-chain jumps may sit
+    // among other rules, ours must be exactly the plan.
+    let mut missing_chains: Vec<&str> = Chain::OWN
+        .iter()
+        .map(|c| chain_name(*c))
+        .filter(|c| !saved.chains.iter().any(|s| s == c))
+        .collect();
+    missing_chains.sort();
+    if !missing_chains.is_empty() {
+        return Some(format!("missing chains: {}", missing_chains.join(", ")));
+    }
+    let mut exp_sorted = expected.clone();
+    exp_sorted.sort();
+    let mut act_sorted = actual.clone();
+    act_sorted.sort();
+    if exp_sorted != act_sorted {
+        let missing: Vec<_> = expected.iter().filter(|l| !actual.contains(l)).collect();
+        let extra: Vec<_> = actual.iter().filter(|l| !expected.contains(l)).collect();
+        return Some(format!("missing rules {missing:?}; unexpected rules {extra:?}"));
+    }
+    // Same rules: check the order within our chains.
+    let exp_own: Vec<&String> = expected
+        .iter()
+        .filter(|l| l[3..].starts_with(CHAIN_PREFIX))
+        .collect();
+    let act_own: Vec<&String> = saved.own_rules.iter().collect();
+    if exp_own != act_own {
+        return Some("rules are out of order".into());
+    }
+    None
+}
+
+pub fn check(plan: &Plan, variant: Variant, ns: &NetNs) -> Result<()> {
+    for fam in plan.families() {
+        let t = tools(variant, fam)?;
+        let saved = parse_save(&save(&t, ns)?);
+        if let Some(d) = diff(plan, fam, &saved) {
+            let f = if fam == Family::V4 { "iptables" } else { "ip6tables" };
+            return Err(CniError::new(
+                code::CAPTURE_DRIFT,
+                format!("capture rules changed ({f}): {d}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Count rules a save command shows in the current (host) netns.
+fn count_rules(tool: &str) -> Option<usize> {
+    let path = find_tool(tool)?;
+    let out = run_tool(std::process::Command::new(path), b"", TOOL_TIMEOUT).ok()?;
+    if !out.ok() {
+        return None;
+    }
+    Some(out.stdout.lines().filter(|l| l.starts_with("-A ")).count())
+}
+
+/// Resolve `Auto` to the variant the node uses: the one whose tables hold
+/// more rules (as kube-proxy's iptables-wrapper decides), ties going to the
+/// variant `iptables` itself is. Cached in `cniDir/iptables-variant`.
+pub fn resolve_variant(v: Variant, state_dir: &Path) -> Result<Variant> {
+    if v != Variant::Auto {
+        return Ok(v);
+    }
+    // state_dir is cniDir/<container>; the cache lives in cniDir.
+    let cache = state_dir
+        .parent()
+        .unwrap_or(state_dir)
+        .join("iptables-variant");
+    if let Ok(s) = std::fs::read_to_string(&cache) {
+        match s.trim() {
+            "legacy" => return Ok(Variant::Legacy),
+            "nft" => return Ok(Variant::Nft),
+            _ => {}
+        }
+    }
+    let legacy = count_rules("iptables-legacy-save");
+    let nft = count_rules("iptables-nft-save");
+    let detected = match (legacy, nft) {
+        (Some(l), Some(n)) if l > n => Variant::Legacy,
+        (Some(l), Some(n)) if n > l => Variant::Nft,
+        (Some(_), None) => Variant::Legacy,
+        (None, Some(_)) => Variant::Nft,
+        (None, None) => {
+            return Err(CniError::new(
+                code::CAPTURE_APPLY,
+                "no iptables found (neither iptables-legacy-save nor iptables-nft-save)",
+            ))
+        }
+        _ => {
+            let default_is_legacy = find_tool("iptables")
+                .and_then(|p| std::fs::canonicalize(p).ok())
+                .is_some_and(|p| p.to_string_lossy().contains("legacy"));
+            if default_is_legacy {
+                Variant::Legacy
+            } else {
+                Variant::Nft
+            }
+        }
+    };
+    let _ = crate::state::write_atomic(&cache, detected.name().as_bytes());
+    Ok(detected)
+}

@@ -1,0 +1,488 @@
+//! Mesh capture: TCP interception in a pod network namespace.
+//!
+//! The core is pure: a [`CaptureConfig`] (from the `capture` object, later
+//! merged with pod annotations) becomes a [`Plan`], and the plan becomes a
+//! list of [`Rule`]s per address family. Renderers turn rules into an
+//! `iptables-restore` payload or an nftables ruleset; the backends apply a
+//! payload in one atomic step inside the pod netns. Nothing here splices
+//! user text into rules: every value is parsed into a number, an address or
+//! a validated interface name first.
+
+pub mod iptables;
+pub mod nft;
+pub mod plan;
+
+pub use plan::{Cidr, Family, Plan};
+
+use crate::error::{code, CniError, Result};
+use crate::netns::NetNs;
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Istio,
+    Linkerd,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Istio => "istio",
+            Profile::Linkerd => "linkerd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Iptables,
+    Nftables,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Iptables => "iptables",
+            Backend::Nftables => "nftables",
+        }
+    }
+}
+
+/// Which iptables implementation to drive. `Auto` detects the node's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Auto,
+    Legacy,
+    Nft,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Auto => "auto",
+            Variant::Legacy => "legacy",
+            Variant::Nft => "nft",
+        }
+    }
+}
+
+/// Ports to redirect inbound: all but some, only some, or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortSet {
+    AllExcept(Vec<u16>),
+    Only(Vec<u16>),
+}
+
+/// The `capture` object, validated. Every field has its profile default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureConfig {
+    pub enabled: bool,
+    pub profile: Profile,
+    pub backend: Backend,
+    pub variant: Variant,
+    pub inbound_port: u16,
+    pub outbound_port: u16,
+    pub proxy_uid: u32,
+    pub proxy_gid: Option<u32>,
+    /// Inbound TCP ports captured (`*` minus excludeInboundPorts by default).
+    pub inbound: PortSet,
+    pub exclude_outbound_ports: Vec<u16>,
+    pub include_outbound_ports: Vec<u16>,
+    /// None: all destinations.
+    pub include_outbound_cidrs: Option<Vec<Cidr>>,
+    pub exclude_outbound_cidrs: Vec<Cidr>,
+    pub exclude_interfaces: Vec<String>,
+    pub exclude_namespaces: Vec<String>,
+}
+
+const KNOWN_KEYS: &[&str] = &[
+    "enabled",
+    "profile",
+    "backend",
+    "iptablesVariant",
+    "inboundPort",
+    "outboundPort",
+    "proxyUID",
+    "proxyGID",
+    "includeInboundPorts",
+    "excludeInboundPorts",
+    "excludeOutboundPorts",
+    "includeOutboundPorts",
+    "includeOutboundCIDRs",
+    "excludeOutboundCIDRs",
+    "excludeInterfaces",
+    "excludeNamespaces",
+];
+
+impl CaptureConfig {
+    pub fn defaults(profile: Profile) -> Self {
+        match profile {
+            Profile::Istio => CaptureConfig {
+                enabled: true,
+                profile,
+                backend: Backend::Iptables,
+                variant: Variant::Auto,
+                inbound_port: 15006,
+                outbound_port: 15001,
+                proxy_uid: 1337,
+                proxy_gid: Some(1337),
+                inbound: PortSet::AllExcept(vec![15008, 15020, 15021, 15090]),
+                exclude_outbound_ports: vec![15020],
+                include_outbound_ports: vec![],
+                include_outbound_cidrs: None,
+                exclude_outbound_cidrs: vec![],
+                exclude_interfaces: vec![],
+                exclude_namespaces: vec!["kube-system".into()],
+            },
+            Profile::Linkerd => CaptureConfig {
+                enabled: true,
+                profile,
+                backend: Backend::Iptables,
+                variant: Variant::Auto,
+                inbound_port: 4143,
+                outbound_port: 4140,
+                proxy_uid: 2102,
+                proxy_gid: None,
+                // The proxy's own admin/tap ports, and linkerd's default
+                // opaque-skip ports.
+                inbound: PortSet::AllExcept(vec![4190, 4191, 4567, 4568]),
+                exclude_outbound_ports: vec![4567, 4568],
+                include_outbound_ports: vec![],
+                include_outbound_cidrs: None,
+                exclude_outbound_cidrs: vec![],
+                exclude_interfaces: vec![],
+                exclude_namespaces: vec!["kube-system".into()],
+            },
+        }
+    }
+
+    /// Parse the `capture` object. `None` (absent) gives the istio defaults.
+    pub fn from_json(v: Option<&Value>) -> Result<Self> {
+        let obj = match v {
+            None | Some(Value::Null) => return Ok(Self::defaults(Profile::Istio)),
+            Some(Value::Object(o)) => o,
+            Some(_) => return Err(CniError::config("capture: must be an object")),
+        };
+        for k in obj.keys() {
+            if !KNOWN_KEYS.contains(&k.as_str()) {
+                return Err(CniError::new(
+                    code::UNSUPPORTED_FIELD,
+                    format!("capture.{k}: unknown field"),
+                ));
+            }
+        }
+        let profile = match obj.get("profile") {
+            None => Profile::Istio,
+            Some(Value::String(s)) if s == "istio" => Profile::Istio,
+            Some(Value::String(s)) if s == "linkerd" => Profile::Linkerd,
+            Some(_) => {
+                return Err(CniError::config(
+                    "capture.profile: must be \"istio\" or \"linkerd\"",
+                ))
+            }
+        };
+        let mut c = Self::defaults(profile);
+        let f = |k: &str| obj.get(k).filter(|v| !v.is_null());
+        if let Some(v) = f("enabled") {
+            c.enabled = v
+                .as_bool()
+                .ok_or_else(|| CniError::config("capture.enabled: must be a boolean"))?;
+        }
+        if let Some(v) = f("backend") {
+            c.backend = match v.as_str() {
+                Some("iptables") => Backend::Iptables,
+                Some("nftables") => Backend::Nftables,
+                _ => {
+                    return Err(CniError::config(
+                        "capture.backend: must be \"iptables\" or \"nftables\"",
+                    ))
+                }
+            };
+        }
+        if let Some(v) = f("iptablesVariant") {
+            c.variant = match v.as_str() {
+                Some("auto") => Variant::Auto,
+                Some("legacy") => Variant::Legacy,
+                Some("nft") => Variant::Nft,
+                _ => {
+                    return Err(CniError::config(
+                        "capture.iptablesVariant: must be \"auto\", \"legacy\" or \"nft\"",
+                    ))
+                }
+            };
+        }
+        if let Some(v) = f("inboundPort") {
+            c.inbound_port = parse_port(v, "capture.inboundPort")?;
+        }
+        if let Some(v) = f("outboundPort") {
+            c.outbound_port = parse_port(v, "capture.outboundPort")?;
+        }
+        if let Some(v) = f("proxyUID") {
+            c.proxy_uid = parse_id(v, "capture.proxyUID")?;
+        }
+        if let Some(v) = f("proxyGID") {
+            c.proxy_gid = Some(parse_id(v, "capture.proxyGID")?);
+        }
+        let excl_in = match f("excludeInboundPorts") {
+            Some(v) => Some(parse_ports(v, "capture.excludeInboundPorts")?),
+            None => None,
+        };
+        match f("includeInboundPorts") {
+            Some(v) if is_star(v) => {}
+            Some(v) => c.inbound = PortSet::Only(parse_ports(v, "capture.includeInboundPorts")?),
+            None => {}
+        }
+        if let (Some(ex), PortSet::AllExcept(_)) = (excl_in, &c.inbound) {
+            c.inbound = PortSet::AllExcept(ex);
+        }
+        if let Some(v) = f("excludeOutboundPorts") {
+            c.exclude_outbound_ports = parse_ports(v, "capture.excludeOutboundPorts")?;
+        }
+        if let Some(v) = f("includeOutboundPorts") {
+            c.include_outbound_ports = parse_ports(v, "capture.includeOutboundPorts")?;
+        }
+        if let Some(v) = f("includeOutboundCIDRs") {
+            c.include_outbound_cidrs = if is_star(v) {
+                None
+            } else {
+                Some(parse_cidrs(v, "capture.includeOutboundCIDRs")?)
+            };
+        }
+        if let Some(v) = f("excludeOutboundCIDRs") {
+            c.exclude_outbound_cidrs = parse_cidrs(v, "capture.excludeOutboundCIDRs")?;
+        }
+        if let Some(v) = f("excludeInterfaces") {
+            c.exclude_interfaces = parse_ifnames(v, "capture.excludeInterfaces")?;
+        }
+        if let Some(v) = f("excludeNamespaces") {
+            c.exclude_namespaces = string_list(v, "capture.excludeNamespaces")?;
+        }
+        Ok(c)
+    }
+
+    /// The canonical JSON form (every field explicit), stored in state so
+    /// CHECK and DEL rebuild exactly the plan ADD programmed.
+    pub fn to_json(&self) -> Value {
+        let ports = |p: &[u16]| Value::from(p.to_vec());
+        let cidrs = |c: &[Cidr]| Value::from(c.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+        let mut m = Map::new();
+        m.insert("enabled".into(), self.enabled.into());
+        m.insert("profile".into(), self.profile.name().into());
+        m.insert("backend".into(), self.backend.name().into());
+        m.insert("iptablesVariant".into(), self.variant.name().into());
+        m.insert("inboundPort".into(), self.inbound_port.into());
+        m.insert("outboundPort".into(), self.outbound_port.into());
+        m.insert("proxyUID".into(), self.proxy_uid.into());
+        if let Some(g) = self.proxy_gid {
+            m.insert("proxyGID".into(), g.into());
+        }
+        match &self.inbound {
+            PortSet::AllExcept(ex) => {
+                m.insert("includeInboundPorts".into(), "*".into());
+                m.insert("excludeInboundPorts".into(), ports(ex));
+            }
+            PortSet::Only(p) => {
+                m.insert("includeInboundPorts".into(), ports(p));
+            }
+        }
+        m.insert("excludeOutboundPorts".into(), ports(&self.exclude_outbound_ports));
+        m.insert("includeOutboundPorts".into(), ports(&self.include_outbound_ports));
+        m.insert(
+            "includeOutboundCIDRs".into(),
+            match &self.include_outbound_cidrs {
+                None => "*".into(),
+                Some(c) => cidrs(c),
+            },
+        );
+        m.insert("excludeOutboundCIDRs".into(), cidrs(&self.exclude_outbound_cidrs));
+        m.insert("excludeInterfaces".into(), json!(self.exclude_interfaces));
+        m.insert("excludeNamespaces".into(), json!(self.exclude_namespaces));
+        Value::Object(m)
+    }
+}
+
+fn is_star(v: &Value) -> bool {
+    v.as_str().map(str::trim) == Some("*")
+}
+
+/// A list given as a JSON array or as a comma-separated string (the form
+/// mesh annotations use). Empty items are ignored.
+fn items(v: &Value, field: &str) -> Result<Vec<String>> {
+    match v {
+        Value::String(s) => Ok(s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| match x {
+                Value::String(s) => Ok(s.trim().to_string()),
+                Value::Number(n) => Ok(n.to_string()),
+                _ => Err(CniError::config(format!(
+                    "{field}: items must be strings or numbers"
+                ))),
+            })
+            .collect(),
+        _ => Err(CniError::config(format!(
+            "{field}: must be a list or a comma-separated string"
+        ))),
+    }
+}
+
+fn string_list(v: &Value, field: &str) -> Result<Vec<String>> {
+    items(v, field)
+}
+
+pub fn parse_port_str(s: &str, field: &str) -> Result<u16> {
+    match s.parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) && s.bytes().all(|b| b.is_ascii_digit()) => Ok(p as u16),
+        _ => Err(CniError::config(format!(
+            "{field}: {s:?} is not a port number (1-65535)"
+        ))),
+    }
+}
+
+fn parse_port(v: &Value, field: &str) -> Result<u16> {
+    match v {
+        Value::Number(n) => match n.as_u64() {
+            Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
+            _ => Err(CniError::config(format!(
+                "{field}: {n} is not a port number (1-65535)"
+            ))),
+        },
+        Value::String(s) => parse_port_str(s.trim(), field),
+        _ => Err(CniError::config(format!("{field}: must be a port number"))),
+    }
+}
+
+/// Ports: numbers; duplicates removed, order kept.
+pub fn parse_ports(v: &Value, field: &str) -> Result<Vec<u16>> {
+    let mut out = Vec::new();
+    for s in items(v, field)? {
+        let p = parse_port_str(&s, field)?;
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_id(v: &Value, field: &str) -> Result<u32> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+        _ => None,
+    };
+    match n {
+        // 4294967295 is (uid_t)-1, "no change": never a real owner.
+        Some(n) if n < u32::MAX as u64 => Ok(n as u32),
+        _ => Err(CniError::config(format!(
+            "{field}: must be a numeric id (0-4294967294)"
+        ))),
+    }
+}
+
+pub fn parse_cidrs(v: &Value, field: &str) -> Result<Vec<Cidr>> {
+    let mut out = Vec::new();
+    for s in items(v, field)? {
+        let c: Cidr = s
+            .parse()
+            .map_err(|e| CniError::config(format!("{field}: {e}")))?;
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+pub fn parse_ifnames(v: &Value, field: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for s in items(v, field)? {
+        crate::cni::validate_ifname(&s).map_err(|e| CniError::config(format!("{field}: {e}")))?;
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// What ADD programmed, kept in state so DEL and CHECK need nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Programmed {
+    pub config: CaptureConfig,
+    /// The resolved iptables variant (never Auto) for the iptables backend.
+    pub variant: Variant,
+    pub ipv6: bool,
+}
+
+impl Programmed {
+    pub fn to_json(&self) -> Value {
+        json!({"config": self.config.to_json(), "variant": self.variant.name(), "ipv6": self.ipv6})
+    }
+    pub fn from_json(v: &Value) -> Result<Self> {
+        let config = CaptureConfig::from_json(v.get("config"))?;
+        let variant = match v.get("variant").and_then(Value::as_str) {
+            Some("legacy") => Variant::Legacy,
+            Some("nft") => Variant::Nft,
+            _ => Variant::Auto,
+        };
+        Ok(Programmed {
+            config,
+            variant,
+            ipv6: v.get("ipv6").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+    pub fn plan(&self) -> Plan {
+        Plan::new(&self.config, self.ipv6)
+    }
+}
+
+/// Program capture in `ns`. Idempotent: converges to exactly the plan.
+/// `state_dir` (the pod's state directory) holds its xtables lock file.
+pub fn apply(p: &Programmed, ns: &NetNs, state_dir: &Path) -> Result<()> {
+    let plan = p.plan();
+    match p.config.backend {
+        Backend::Iptables => {
+            let variant = iptables::resolve_variant(p.variant, state_dir)?;
+            iptables::apply(&plan, variant, ns, state_dir)
+        }
+        Backend::Nftables => nft::apply(&plan, ns),
+    }
+}
+
+/// Remove what multimesh programmed; succeeds when it is partly or wholly gone.
+pub fn remove(p: &Programmed, ns: &NetNs, state_dir: &Path) -> Result<()> {
+    match p.config.backend {
+        Backend::Iptables => {
+            let variant = iptables::resolve_variant(p.variant, state_dir)?;
+            iptables::remove(variant, p.ipv6, ns, state_dir)
+        }
+        Backend::Nftables => nft::remove(ns),
+    }
+}
+
+/// Compare what is in `ns` with the plan; CAPTURE_DRIFT when they differ.
+pub fn check(p: &Programmed, ns: &NetNs, state_dir: &Path) -> Result<()> {
+    let plan = p.plan();
+    match p.config.backend {
+        Backend::Iptables => {
+            let variant = iptables::resolve_variant(p.variant, state_dir)?;
+            iptables::check(&plan, variant, ns)
+        }
+        Backend::Nftables => nft::check(&plan, ns),
+    }
+}
+
+/// Locate a tool in PATH or the usual sbin directories.
+pub(crate) fn find_tool(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"].iter().map(Into::into))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+pub(crate) const TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);

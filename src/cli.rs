@@ -1,0 +1,204 @@
+//! The command line for people: `--version`, `--help`, `rules`, `inspect`.
+
+use crate::capture::{self, iptables, nft, Backend, Family, Plan, Variant};
+use crate::config::NetConf;
+use crate::netns::{run_tool, NetNs};
+use std::io::Read;
+use std::path::Path;
+
+const HELP: &str = "\
+multimesh - CNI meta-plugin with service-mesh TCP capture on every pod interface
+
+Usage:
+  multimesh --version
+  multimesh --help
+  multimesh rules --config FILE [--ipv6] [--backend iptables|nftables]
+      Print the capture rules multimesh would program for a network config
+      (FILE or - for stdin), without touching the system.
+  multimesh inspect --netns PATH
+      Show what multimesh programmed in a pod network namespace.
+
+As a CNI plugin it is run by the container runtime with CNI_COMMAND set;
+see README.md and docs/ for the configuration.
+";
+
+pub fn main(args: Vec<String>) -> i32 {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    match a.first().copied() {
+        Some("--version" | "-V" | "version") => {
+            println!(
+                "multimesh {} (CNI {})",
+                env!("CARGO_PKG_VERSION"),
+                crate::cni::SUPPORTED_VERSIONS.join(", ")
+            );
+            0
+        }
+        Some("--help" | "-h" | "help") | None => {
+            print!("{HELP}");
+            if a.is_empty() {
+                2
+            } else {
+                0
+            }
+        }
+        Some("rules") => report(rules(&a[1..])),
+        Some("inspect") => report(inspect(&a[1..])),
+        Some(other) => {
+            eprintln!("multimesh: unknown command {other:?}\n\n{HELP}");
+            2
+        }
+    }
+}
+
+fn report(r: Result<String, String>) -> i32 {
+    match r {
+        Ok(s) => {
+            print!("{s}");
+            0
+        }
+        Err(e) => {
+            eprintln!("multimesh: {e}");
+            1
+        }
+    }
+}
+
+fn opt<'a>(args: &[&'a str], name: &str) -> Result<Option<&'a str>, String> {
+    match args.iter().position(|x| *x == name) {
+        None => Ok(None),
+        Some(i) => args
+            .get(i + 1)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| format!("{name} needs a value")),
+    }
+}
+
+fn rules(args: &[&str]) -> Result<String, String> {
+    let file = opt(args, "--config")?.ok_or("rules: --config FILE is required")?;
+    let mut bytes = Vec::new();
+    if file == "-" {
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("read stdin: {e}"))?;
+    } else {
+        bytes = std::fs::read(file).map_err(|e| format!("read {file}: {e}"))?;
+    }
+    let conf = NetConf::parse(&bytes).map_err(|e| e.to_string())?;
+    let mut cfg = conf.capture.clone();
+    match opt(args, "--backend")? {
+        Some("iptables") => cfg.backend = Backend::Iptables,
+        Some("nftables") => cfg.backend = Backend::Nftables,
+        Some(b) => return Err(format!("unknown backend {b:?}")),
+        None => {}
+    }
+    let ipv6 = args.contains(&"--ipv6");
+    Ok(render(&cfg, ipv6))
+}
+
+/// The rules for a capture config, as the chosen backend would apply them.
+pub fn render(cfg: &capture::CaptureConfig, ipv6: bool) -> String {
+    if !cfg.enabled {
+        return "# capture disabled: no rules\n".into();
+    }
+    let plan = Plan::new(cfg, ipv6);
+    match cfg.backend {
+        Backend::Nftables => nft::render_table(&plan),
+        Backend::Iptables => {
+            let mut s = String::new();
+            for fam in plan.families() {
+                s.push_str(match fam {
+                    Family::V4 => "# iptables-restore --noflush (IPv4)\n",
+                    Family::V6 => "# ip6tables-restore --noflush (IPv6)\n",
+                });
+                s.push_str(&iptables::render_converge(&plan, fam, &Default::default()));
+            }
+            s
+        }
+    }
+}
+
+fn inspect(args: &[&str]) -> Result<String, String> {
+    let path = opt(args, "--netns")?.ok_or("inspect: --netns PATH is required")?;
+    let ns = NetNs::open(Path::new(path))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{path}: no such network namespace"))?;
+    let mut out = format!("netns: {path}\n");
+    let ifaces = ns
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/dev").unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    let names: Vec<&str> = ifaces
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    out.push_str(&format!("interfaces: {}\n", names.join(" ")));
+    if let Some(ip) = capture::find_tool("ip") {
+        let mut c = ns.command(ip);
+        c.args(["-brief", "address"]);
+        if let Ok(o) = run_tool(c, b"", capture::TOOL_TIMEOUT) {
+            for l in o.stdout.lines() {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
+    }
+    let mut found = false;
+    for variant in [Variant::Legacy, Variant::Nft] {
+        for (fam, base) in [(Family::V4, "iptables"), (Family::V6, "ip6tables")] {
+            let tool = format!("{base}-{}-save", variant.name());
+            let Some(t) = capture::find_tool(&tool) else { continue };
+            let mut c = ns.command(t);
+            c.args(["-t", "nat"]);
+            let Ok(o) = run_tool(c, b"", capture::TOOL_TIMEOUT) else { continue };
+            let saved = iptables::parse_save(&o.stdout);
+            if saved.chains.is_empty() {
+                continue;
+            }
+            found = true;
+            let _ = fam;
+            out.push_str(&format!("backend: iptables ({}, {base})\n", variant.name()));
+            out.push_str(&summary(saved.own_rules.iter().chain(saved.jumps.iter())));
+            for l in saved.jumps.iter().chain(saved.own_rules.iter()) {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
+    }
+    if let Ok(Some(t)) = nft::list(&ns) {
+        found = true;
+        out.push_str("backend: nftables (table inet multimesh)\n");
+        out.push_str(&t);
+    }
+    if !found {
+        out.push_str("capture: none (no multimesh rules in this netns)\n");
+    }
+    Ok(out)
+}
+
+fn summary<'a>(lines: impl Iterator<Item = &'a String>) -> String {
+    let mut redirects = Vec::new();
+    let mut ifs = Vec::new();
+    for l in lines {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        for (i, x) in w.iter().enumerate() {
+            if *x == "--to-ports" {
+                if let Some(p) = w.get(i + 1) {
+                    let dir = if l.starts_with("-A MULTIMESH_IN_REDIRECT") { "inbound" } else { "outbound" };
+                    redirects.push(format!("{dir} -> {p}"));
+                }
+            }
+            if (*x == "-i" || *x == "-o") && w.get(i + 1) != Some(&"lo") {
+                if let Some(n) = w.get(i + 1) {
+                    if !ifs.contains(n) {
+                        ifs.push(*n);
+                    }
+                }
+            }
+        }
+    }
+    format!(
+        "  ports: {}\n  excluded interfaces: {}\n",
+        redirects.join(", "),
+        if ifs.is_empty() { "none".to_string() } else { ifs.join(" ") }
+    )
+}

@@ -1,0 +1,297 @@
+//! Running delegate plugins the way libcni does: a single conf, or a
+//! conflist whose plugins run in order with prevResult (DEL in reverse).
+
+use crate::cni::{self, Command};
+use crate::error::{code, CniError, Result};
+use crate::netns::{run_tool, ToolOutput};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Longest a single delegate call may run before it is killed.
+pub const DELEGATE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A delegate network: one plugin or a chain of plugins.
+#[derive(Debug, Clone)]
+pub struct Delegate {
+    pub name: String,
+    pub version: String,
+    pub plugins: Vec<Map<String, Value>>,
+}
+
+/// A plugin `type` must be a bare file name: no path separator, no `..`.
+pub fn validate_type(t: &str) -> Result<()> {
+    if t.is_empty() || t.contains('/') || t.contains("..") || t.contains('\0') || t.starts_with('.') {
+        return Err(CniError::config(format!(
+            "plugin type {t:?} is not a bare plugin name (no '/', no '..')"
+        )));
+    }
+    Ok(())
+}
+
+impl Delegate {
+    /// Parse a conf or conflist object. `default_version` fills a missing cniVersion.
+    pub fn from_value(v: &Value, default_version: &str) -> Result<Delegate> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| CniError::config("delegate: must be a JSON object"))?;
+        let version = match obj.get("cniVersion") {
+            None => default_version.to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err(CniError::config("delegate: cniVersion must be a string")),
+        };
+        let name = match obj.get("name") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            None => String::new(),
+            Some(_) => return Err(CniError::config("delegate: name must be a non-empty string")),
+        };
+        let plugins: Vec<Map<String, Value>> = match obj.get("plugins") {
+            Some(Value::Array(list)) => {
+                if list.is_empty() {
+                    return Err(CniError::config(format!(
+                        "delegate {name:?}: plugins list is empty"
+                    )));
+                }
+                list.iter()
+                    .map(|p| {
+                        p.as_object().cloned().ok_or_else(|| {
+                            CniError::config(format!("delegate {name:?}: plugin is not an object"))
+                        })
+                    })
+                    .collect::<Result<_>>()?
+            }
+            Some(_) => {
+                return Err(CniError::config(format!(
+                    "delegate {name:?}: plugins must be a list"
+                )))
+            }
+            None => vec![obj.clone()],
+        };
+        cni::check_version(&version).map_err(|e| e.context(format!("delegate {name:?}")))?;
+        for p in &plugins {
+            let t = p.get("type").and_then(Value::as_str).ok_or_else(|| {
+                CniError::config(format!("delegate {name:?}: plugin without a type"))
+            })?;
+            validate_type(t).map_err(|e| e.context(format!("delegate {name:?}")))?;
+        }
+        Ok(Delegate {
+            name,
+            version,
+            plugins,
+        })
+    }
+
+    pub fn types(&self) -> impl Iterator<Item = &str> {
+        self.plugins
+            .iter()
+            .filter_map(|p| p.get("type").and_then(Value::as_str))
+    }
+}
+
+/// What every delegate call of one multimesh invocation shares.
+pub struct Runner {
+    pub bin_dir: PathBuf,
+    /// CNI_PATH as the runtime gave it.
+    pub cni_path: String,
+    pub container_id: String,
+    pub netns: String,
+    pub args: String,
+}
+
+impl Runner {
+    fn search_path(&self) -> String {
+        if self.cni_path.is_empty() {
+            self.bin_dir.display().to_string()
+        } else {
+            format!("{}:{}", self.bin_dir.display(), self.cni_path)
+        }
+    }
+
+    /// Find a plugin binary: binDir first, then CNI_PATH.
+    pub fn find(&self, t: &str) -> Result<PathBuf> {
+        validate_type(t)?;
+        let dirs = std::iter::once(self.bin_dir.clone()).chain(
+            self.cni_path
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+        );
+        for d in dirs {
+            let p = d.join(t);
+            if is_executable(&p) {
+                return Ok(p);
+            }
+        }
+        Err(CniError::new(
+            code::PLUGIN_NOT_FOUND,
+            format!(
+                "plugin {t:?} not found in binDir {} or CNI_PATH {:?}",
+                self.bin_dir.display(),
+                self.cni_path
+            ),
+        ))
+    }
+
+    /// Check every plugin of a delegate can be found, before anything runs.
+    pub fn resolve(&self, d: &Delegate) -> Result<()> {
+        for t in d.types() {
+            self.find(t)?;
+        }
+        Ok(())
+    }
+
+    fn exec(&self, cmd: Command, t: &str, ifname: &str, stdin: &[u8]) -> Result<ToolOutput> {
+        let bin = self.find(t)?;
+        let mut c = std::process::Command::new(&bin);
+        c.env("CNI_COMMAND", cmd.as_str())
+            .env("CNI_CONTAINERID", &self.container_id)
+            .env("CNI_NETNS", &self.netns)
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_ARGS", &self.args)
+            .env("CNI_PATH", self.search_path());
+        crate::log::debug(&format!(
+            "exec {} {} ifname={ifname}",
+            bin.display(),
+            cmd.as_str()
+        ));
+        let out = run_tool(c, stdin, DELEGATE_TIMEOUT).map_err(|e| {
+            CniError::new(code::DELEGATE_FAILED, format!("cannot run plugin {t:?}: {e}"))
+        })?;
+        if !out.stderr.trim().is_empty() {
+            crate::log::debug(&format!("plugin {t} stderr: {}", out.stderr.trim()));
+        }
+        if out.ok() {
+            return Ok(out);
+        }
+        // A failed plugin prints a CNI error on stdout; anything else is a
+        // crash, a kill or garbage.
+        let parsed: Option<CniError> = serde_json::from_str::<Value>(out.stdout.trim())
+            .ok()
+            .and_then(|v| CniError::from_json(&v));
+        Err(match parsed {
+            Some(e) => e,
+            None => CniError::new(
+                code::DELEGATE_FAILED,
+                format!("plugin {t:?} failed ({})", out.failure()),
+            ),
+        })
+    }
+
+    /// ADD a delegate on `ifname`; returns the final result.
+    pub fn add(&self, d: &Delegate, ifname: &str, rc: Option<&Map<String, Value>>) -> Result<Value> {
+        let mut prev: Option<Value> = None;
+        for p in &d.plugins {
+            let t = p.get("type").and_then(Value::as_str).unwrap_or("");
+            let stdin = cni::plugin_stdin(p, &d.name, &d.version, rc, prev.as_ref())?;
+            let out = self
+                .exec(Command::Add, t, ifname, &stdin)
+                .map_err(|e| e.context(format!("delegate {:?} ({t}) ADD on {ifname}", d.name)))?;
+            let trimmed = out.stdout.trim();
+            if trimmed.is_empty() && prev.is_some() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(trimmed).map_err(|e| {
+                CniError::new(
+                    code::DELEGATE_FAILED,
+                    format!("delegate {:?} ({t}) ADD on {ifname}: invalid result: {e}", d.name),
+                )
+            })?;
+            if !v.is_object() {
+                return Err(CniError::new(
+                    code::DELEGATE_FAILED,
+                    format!("delegate {:?} ({t}) ADD on {ifname}: result is not an object", d.name),
+                ));
+            }
+            prev = Some(v);
+        }
+        prev.ok_or_else(|| CniError::new(code::DELEGATE_FAILED, "delegate produced no result"))
+    }
+
+    /// DEL a delegate (plugins in reverse). Every plugin is called even when
+    /// one fails; the first error is returned.
+    pub fn del(&self, d: &Delegate, ifname: &str, rc: Option<&Map<String, Value>>, prev: Option<&Value>) -> Result<()> {
+        let mut first: Option<CniError> = None;
+        for p in d.plugins.iter().rev() {
+            let t = p.get("type").and_then(Value::as_str).unwrap_or("");
+            // A cached result from another version is converted; DEL must
+            // not fail on a result it cannot convert, so drop it then.
+            let prev_ok = prev.filter(|pr| cni::convert_result(pr, &d.version).is_ok());
+            let res = cni::plugin_stdin(p, &d.name, &d.version, rc, prev_ok)
+                .and_then(|stdin| self.exec(Command::Del, t, ifname, &stdin));
+            if let Err(e) = res {
+                let e = e.context(format!("delegate {:?} ({t}) DEL on {ifname}", d.name));
+                crate::log::error(&e.to_string());
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// CHECK a delegate with its cached result (skipped below 0.4.0, as the
+    /// spec defines CHECK from 0.4.0 on).
+    pub fn check(&self, d: &Delegate, ifname: &str, rc: Option<&Map<String, Value>>, prev: &Value) -> Result<()> {
+        if !cni::version_at_least(&d.version, "0.4.0") {
+            return Ok(());
+        }
+        for p in &d.plugins {
+            let t = p.get("type").and_then(Value::as_str).unwrap_or("");
+            let stdin = cni::plugin_stdin(p, &d.name, &d.version, rc, Some(prev))?;
+            self.exec(Command::Check, t, ifname, &stdin)
+                .map_err(|e| e.context(format!("delegate {:?} ({t}) CHECK on {ifname}", d.name)))?;
+        }
+        Ok(())
+    }
+
+    /// STATUS (1.1.0 delegates only).
+    pub fn status(&self, d: &Delegate) -> Result<()> {
+        self.resolve(d)?;
+        if !cni::version_at_least(&d.version, "1.1.0") {
+            return Ok(());
+        }
+        for p in &d.plugins {
+            let t = p.get("type").and_then(Value::as_str).unwrap_or("");
+            let stdin = cni::plugin_stdin(p, &d.name, &d.version, None, None)?;
+            self.exec(Command::Status, t, "", &stdin)
+                .map_err(|e| e.context(format!("delegate {:?} ({t}) STATUS", d.name)))?;
+        }
+        Ok(())
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn types_must_be_bare_names() {
+        for bad in ["../bridge", "/bin/sh", "a/b", "..", "x..y", "", ".hidden"] {
+            assert_eq!(validate_type(bad).unwrap_err().code, code::INVALID_CONFIG, "{bad}");
+        }
+        assert!(validate_type("bridge").is_ok());
+        assert!(validate_type("host-local").is_ok());
+    }
+
+    #[test]
+    fn parses_conf_and_conflist() {
+        let d = Delegate::from_value(&json!({"name": "a", "type": "bridge", "x": 1}), "1.0.0").unwrap();
+        assert_eq!(d.plugins.len(), 1);
+        assert_eq!(d.version, "1.0.0");
+        let d = Delegate::from_value(
+            &json!({"name": "l", "cniVersion": "0.4.0", "plugins": [{"type": "bridge"}, {"type": "portmap"}]}),
+            "1.0.0",
+        )
+        .unwrap();
+        assert_eq!(d.types().collect::<Vec<_>>(), ["bridge", "portmap"]);
+        assert!(Delegate::from_value(&json!({"name": "l", "plugins": []}), "1.0.0").is_err());
+        assert!(Delegate::from_value(&json!({"name": "l", "type": "../x"}), "1.0.0").is_err());
+        assert!(Delegate::from_value(&json!({"name": "l", "type": "x", "cniVersion": "0.2.0"}), "1.0.0").is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! multimesh library: the modules behind the `multimesh` binary.
+//!
+//! - [`cni`]: the protocol (environment, versions, result conversion)
+//! - [`config`]: the network configuration on stdin
+//! - [`delegate`]: running delegate plugins like libcni
+//! - [`attach`]: ADD/DEL/CHECK/GC/STATUS with rollback
+//! - [`state`]: atomic per-container state under cniDir
+//! - [`capture`]: the rule plan, its renderers and backends
+//! - [`netns`]: entering pod network namespaces safely
+//! - [`cli`]: the command line for people (`rules`, `inspect`)
+
+pub mod attach;
+pub mod capture;
+pub mod cli;
+pub mod cni;
+pub mod config;
+pub mod delegate;
+pub mod error;
+pub mod log;
+pub mod netns;
+pub mod state;
