@@ -15,7 +15,9 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn original_dst(fd: i32, v6: bool) -> Option<SocketAddr> {
@@ -24,14 +26,28 @@ fn original_dst(fd: i32, v6: bool) -> Option<SocketAddr> {
         if v6 {
             let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
             let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-            if libc::getsockopt(fd, libc::SOL_IPV6, SO_ORIGINAL_DST, &mut sa as *mut _ as *mut _, &mut len) == 0 {
+            if libc::getsockopt(
+                fd,
+                libc::SOL_IPV6,
+                SO_ORIGINAL_DST,
+                &mut sa as *mut _ as *mut _,
+                &mut len,
+            ) == 0
+            {
                 let ip = std::net::Ipv6Addr::from(sa.sin6_addr.s6_addr);
                 return Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(sa.sin6_port)));
             }
         } else {
             let mut sa: libc::sockaddr_in = std::mem::zeroed();
             let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            if libc::getsockopt(fd, libc::SOL_IP, SO_ORIGINAL_DST, &mut sa as *mut _ as *mut _, &mut len) == 0 {
+            if libc::getsockopt(
+                fd,
+                libc::SOL_IP,
+                SO_ORIGINAL_DST,
+                &mut sa as *mut _ as *mut _,
+                &mut len,
+            ) == 0
+            {
                 let ip = std::net::Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
                 return Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sa.sin_port)));
             }
@@ -52,8 +68,14 @@ fn canonical(a: SocketAddr) -> SocketAddr {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let timeout = Duration::from_secs(arg(&args, "--timeout").and_then(|t| t.parse().ok()).unwrap_or(10));
-    let port: u16 = arg(&args, "--port").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let timeout = Duration::from_secs(
+        arg(&args, "--timeout")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(10),
+    );
+    let port: u16 = arg(&args, "--port")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     let udp = args.iter().any(|a| a == "--udp");
     match args.first().map(String::as_str) {
         Some("listen") => listen(port, udp, &args, timeout),
@@ -66,7 +88,9 @@ fn main() {
 }
 
 fn listen(port: u16, udp: bool, args: &[String], timeout: Duration) {
-    let count: usize = arg(args, "--count").and_then(|c| c.parse().ok()).unwrap_or(1);
+    let count: usize = arg(args, "--count")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1);
     let deadline = Instant::now() + timeout;
     let bind: SocketAddr = format!("[::]:{port}").parse().unwrap();
     let mut out = std::io::stdout();
@@ -81,7 +105,9 @@ fn listen(port: u16, udp: bool, args: &[String], timeout: Duration) {
             }
             s.set_read_timeout(Some(left)).ok();
             let mut buf = [0u8; 512];
-            let Ok((_, peer)) = s.recv_from(&mut buf) else { break };
+            let Ok((_, peer)) = s.recv_from(&mut buf) else {
+                break;
+            };
             let line = format!("served_by={port} orig=- peer={}", canonical(peer));
             let _ = s.send_to(line.as_bytes(), peer);
             println!("{line}");
@@ -114,7 +140,9 @@ fn listen(port: u16, udp: bool, args: &[String], timeout: Duration) {
                 let _ = out.flush();
                 served += 1;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
             Err(e) => {
                 eprintln!("accept: {e}");
                 break;
@@ -124,7 +152,9 @@ fn listen(port: u16, udp: bool, args: &[String], timeout: Duration) {
 }
 
 fn connect(port: u16, udp: bool, args: &[String], timeout: Duration) {
-    let addr: IpAddr = arg(args, "--addr").and_then(|a| a.parse().ok()).expect("--addr IP");
+    let addr: IpAddr = arg(args, "--addr")
+        .and_then(|a| a.parse().ok())
+        .expect("--addr IP");
     if let Some(g) = arg(args, "--gid").and_then(|g| g.parse::<u32>().ok()) {
         unsafe {
             if libc::setgroups(0, std::ptr::null()) != 0 || libc::setresgid(g, g, g) != 0 {
@@ -141,7 +171,11 @@ fn connect(port: u16, udp: bool, args: &[String], timeout: Duration) {
     }
     let to = SocketAddr::new(addr, port);
     if udp {
-        let bind = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+        let bind = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        };
         let s = UdpSocket::bind(bind).expect("bind");
         s.set_read_timeout(Some(timeout)).ok();
         s.send_to(b"hello\n", to).expect("send");

@@ -38,7 +38,11 @@ fn main() {
     if let Some(f) = conf.get("recordFile").and_then(Value::as_str) {
         let line = json!({"command": cmd, "ifname": ifname, "containerID": cid, "netns": netns,
             "args": env("CNI_ARGS"), "path": env("CNI_PATH"), "config": conf});
-        if let Ok(mut fh) = std::fs::OpenOptions::new().create(true).append(true).open(f) {
+        if let Ok(mut fh) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(f)
+        {
             // One write per line so concurrent plugins never interleave.
             let _ = fh.write_all(format!("{line}\n").as_bytes());
         }
@@ -48,7 +52,10 @@ fn main() {
     }
     let fail_on = match conf.get("failOn") {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect(),
         _ => vec![],
     };
     if fail_on.iter().any(|c| *c == cmd) {

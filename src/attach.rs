@@ -69,7 +69,11 @@ pub fn plan_static(conf: &NetConf, ifname: &str) -> Result<Vec<Planned>> {
             delegate: d,
             // As Multus: the runtime's runtimeConfig (portMappings, ...)
             // belongs to the cluster network.
-            runtime_config: if i == 0 { conf.runtime_config.clone() } else { None },
+            runtime_config: if i == 0 {
+                conf.runtime_config.clone()
+            } else {
+                None
+            },
         });
     }
     Ok(out)
@@ -81,7 +85,8 @@ fn attachments_of(planned: &[Planned]) -> Vec<Attachment> {
         .map(|p| Attachment {
             ifname: p.ifname.clone(),
             name: p.delegate.name.clone(),
-            conf: if p.delegate.plugins.len() == 1 && p.delegate.plugins[0].get("plugins").is_none() {
+            conf: if p.delegate.plugins.len() == 1 && p.delegate.plugins[0].get("plugins").is_none()
+            {
                 let mut m = p.delegate.plugins[0].clone();
                 m.insert("name".into(), p.delegate.name.clone().into());
                 m.insert("cniVersion".into(), p.delegate.version.clone().into());
@@ -98,7 +103,10 @@ fn attachments_of(planned: &[Planned]) -> Vec<Attachment> {
 }
 
 fn rc_of(a: &Attachment) -> Option<Map<String, Value>> {
-    a.runtime_config.as_ref().and_then(Value::as_object).cloned()
+    a.runtime_config
+        .as_ref()
+        .and_then(Value::as_object)
+        .cloned()
 }
 
 /// Does another record of this container still want capture?
@@ -168,9 +176,17 @@ fn lock(conf: &NetConf, env: &Env, create: bool) -> Result<Option<ContainerLock>
 }
 
 /// Programme capture for a record (saved first, so a crash leaves a trace).
-fn add_capture(conf: &NetConf, rec: &mut Record, lk: &ContainerLock, ns: &NetNs, ipv6: bool) -> Result<()> {
+fn add_capture(
+    conf: &NetConf,
+    rec: &mut Record,
+    lk: &ContainerLock,
+    ns: &NetNs,
+    ipv6: bool,
+) -> Result<()> {
     let variant = match conf.capture.backend {
-        capture::Backend::Iptables => capture::iptables::resolve_variant(conf.capture.variant, lk.dir())?,
+        capture::Backend::Iptables => {
+            capture::iptables::resolve_variant(conf.capture.variant, lk.dir())?
+        }
         capture::Backend::Nftables => capture::Variant::Auto,
     };
     let p = Programmed {
@@ -184,9 +200,8 @@ fn add_capture(conf: &NetConf, rec: &mut Record, lk: &ContainerLock, ns: &NetNs,
 }
 
 fn open_netns(env: &Env) -> Result<NetNs> {
-    NetNs::open(Path::new(&env.netns))?.ok_or_else(|| {
-        CniError::new(code::NETNS, format!("netns {} does not exist", env.netns))
-    })
+    NetNs::open(Path::new(&env.netns))?
+        .ok_or_else(|| CniError::new(code::NETNS, format!("netns {} does not exist", env.netns)))
 }
 
 fn new_record(conf: &NetConf, env: &Env, mode: Mode, attachments: Vec<Attachment>) -> Record {
@@ -209,7 +224,10 @@ fn readiness(conf: &NetConf, code_: u32) -> Result<()> {
         if !f.exists() {
             return Err(CniError::new(
                 code_,
-                format!("readiness indicator file {} does not exist yet", f.display()),
+                format!(
+                    "readiness indicator file {} does not exist yet",
+                    f.display()
+                ),
             ));
         }
     }
@@ -230,7 +248,8 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
     } else {
         Vec::new()
     };
-    let lk = lock(conf, env, true)?.ok_or_else(|| CniError::new(code::STATE, "state directory vanished"))?;
+    let lk = lock(conf, env, true)?
+        .ok_or_else(|| CniError::new(code::STATE, "state directory vanished"))?;
     if let Some(mut old) = lk.load(&env.ifname)? {
         if old.complete && old.mode == Mode::Meta {
             return Err(CniError::new(
@@ -243,8 +262,12 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
         }
         // A crashed or interrupted ADD (or a chained re-ADD): undo it first.
         crate::log::verbose("found an unfinished ADD; undoing it");
-        teardown(&mut old, &lk, &run, &env.netns)
-            .map_err(|e| CniError::new(code::TRY_AGAIN, format!("cleaning up an earlier ADD failed: {e}")))?;
+        teardown(&mut old, &lk, &run, &env.netns).map_err(|e| {
+            CniError::new(
+                code::TRY_AGAIN,
+                format!("cleaning up an earlier ADD failed: {e}"),
+            )
+        })?;
     }
     if conf.is_meta() {
         add_meta(conf, env, &lk, &ns, &run, &planned)
@@ -253,14 +276,27 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
     }
 }
 
-fn add_meta(conf: &NetConf, env: &Env, lk: &ContainerLock, ns: &NetNs, run: &Runner, planned: &[Planned]) -> Result<Value> {
+fn add_meta(
+    conf: &NetConf,
+    env: &Env,
+    lk: &ContainerLock,
+    ns: &NetNs,
+    run: &Runner,
+    planned: &[Planned],
+) -> Result<Value> {
     let mut rec = new_record(conf, env, Mode::Meta, attachments_of(planned));
     let others = lk.records();
     for a in &rec.attachments {
-        if others.iter().any(|r| r.ifname == a.ifname || r.attachments.iter().any(|x| x.ifname == a.ifname)) {
+        if others
+            .iter()
+            .any(|r| r.ifname == a.ifname || r.attachments.iter().any(|x| x.ifname == a.ifname))
+        {
             return Err(CniError::new(
                 code::ALREADY_ATTACHED,
-                format!("interface {} is already attached to container {}", a.ifname, env.container_id),
+                format!(
+                    "interface {} is already attached to container {}",
+                    a.ifname, env.container_id
+                ),
             ));
         }
     }
@@ -307,7 +343,13 @@ fn add_meta(conf: &NetConf, env: &Env, lk: &ContainerLock, ns: &NetNs, run: &Run
     cni::convert_result(&first, &conf.cni_version)
 }
 
-fn add_chained(conf: &NetConf, env: &Env, lk: &ContainerLock, ns: &NetNs, run: &Runner) -> Result<Value> {
+fn add_chained(
+    conf: &NetConf,
+    env: &Env,
+    lk: &ContainerLock,
+    ns: &NetNs,
+    run: &Runner,
+) -> Result<Value> {
     let out = match &conf.prev_result {
         Some(p) => p.clone(),
         None => cni::empty_result(&conf.cni_version),
@@ -333,7 +375,8 @@ fn add_chained(conf: &NetConf, env: &Env, lk: &ContainerLock, ns: &NetNs, run: &
 
 pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
     let run = runner(conf, env);
-    let lk = lock(conf, env, true)?.ok_or_else(|| CniError::new(code::STATE, "state directory vanished"))?;
+    let lk = lock(conf, env, true)?
+        .ok_or_else(|| CniError::new(code::STATE, "state directory vanished"))?;
     let mut rec = match lk.load(&env.ifname)? {
         Some(r) => r,
         None => {
@@ -354,7 +397,16 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
             } else {
                 Vec::new()
             };
-            let mut r = new_record(conf, env, if conf.is_meta() { Mode::Meta } else { Mode::Chained }, atts);
+            let mut r = new_record(
+                conf,
+                env,
+                if conf.is_meta() {
+                    Mode::Meta
+                } else {
+                    Mode::Chained
+                },
+                atts,
+            );
             if conf.capture.enabled && !capture_shared(&lk, &env.ifname) {
                 let p = Programmed {
                     config: conf.capture.clone(),
@@ -366,7 +418,11 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
             r
         }
     };
-    let netns = if env.netns.is_empty() { String::new() } else { env.netns.clone() };
+    let netns = if env.netns.is_empty() {
+        String::new()
+    } else {
+        env.netns.clone()
+    };
     teardown(&mut rec, &lk, &run, &netns)
 }
 
@@ -374,7 +430,10 @@ pub fn check(conf: &NetConf, env: &Env) -> Result<()> {
     let lk = lock(conf, env, false)?.ok_or_else(|| no_state(env))?;
     let rec = lk.load(&env.ifname)?.ok_or_else(|| no_state(env))?;
     if !rec.complete {
-        return Err(CniError::new(code::NO_STATE, "ADD did not complete for this attachment"));
+        return Err(CniError::new(
+            code::NO_STATE,
+            "ADD did not complete for this attachment",
+        ));
     }
     let run = runner(conf, env);
     for a in &rec.attachments {

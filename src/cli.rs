@@ -147,10 +147,14 @@ fn inspect(args: &[&str]) -> Result<String, String> {
     for variant in [Variant::Legacy, Variant::Nft] {
         for (fam, base) in [(Family::V4, "iptables"), (Family::V6, "ip6tables")] {
             let tool = format!("{base}-{}-save", variant.name());
-            let Some(t) = capture::find_tool(&tool) else { continue };
+            let Some(t) = capture::find_tool(&tool) else {
+                continue;
+            };
             let mut c = ns.command(t);
             c.args(["-t", "nat"]);
-            let Ok(o) = run_tool(c, b"", capture::TOOL_TIMEOUT) else { continue };
+            let Ok(o) = run_tool(c, b"", capture::TOOL_TIMEOUT) else {
+                continue;
+            };
             let saved = iptables::parse_save(&o.stdout);
             if saved.chains.is_empty() {
                 continue;
@@ -183,7 +187,11 @@ fn summary<'a>(lines: impl Iterator<Item = &'a String>) -> String {
         for (i, x) in w.iter().enumerate() {
             if *x == "--to-ports" {
                 if let Some(p) = w.get(i + 1) {
-                    let dir = if l.starts_with("-A MULTIMESH_IN_REDIRECT") { "inbound" } else { "outbound" };
+                    let dir = if l.starts_with("-A MULTIMESH_IN_REDIRECT") {
+                        "inbound"
+                    } else {
+                        "outbound"
+                    };
                     redirects.push(format!("{dir} -> {p}"));
                 }
             }
@@ -199,6 +207,10 @@ fn summary<'a>(lines: impl Iterator<Item = &'a String>) -> String {
     format!(
         "  ports: {}\n  excluded interfaces: {}\n",
         redirects.join(", "),
-        if ifs.is_empty() { "none".to_string() } else { ifs.join(" ") }
+        if ifs.is_empty() {
+            "none".to_string()
+        } else {
+            ifs.join(" ")
+        }
     )
 }

@@ -72,13 +72,16 @@ impl Env {
             e.container_id = need("CNI_CONTAINERID")?;
             validate_container_id(&e.container_id)?;
             e.ifname = need("CNI_IFNAME")?;
-            validate_ifname(&e.ifname)
-                .map_err(|m| CniError::env(format!("CNI_IFNAME: {m}")))?;
+            validate_ifname(&e.ifname).map_err(|m| CniError::env(format!("CNI_IFNAME: {m}")))?;
         }
         if matches!(cmd, Command::Add | Command::Check) {
             e.netns = need("CNI_NETNS")?;
         }
-        if matches!(cmd, Command::Add | Command::Del | Command::Check | Command::Gc | Command::Status) && e.path.is_empty() {
+        if matches!(
+            cmd,
+            Command::Add | Command::Del | Command::Check | Command::Gc | Command::Status
+        ) && e.path.is_empty()
+        {
             // CNI_PATH may be empty when binDir holds everything; the spec
             // requires it, but runtimes in the wild sometimes omit it.
         }
@@ -127,10 +130,14 @@ pub fn validate_ifname(name: &str) -> std::result::Result<(), String> {
     if name == "." || name == ".." {
         return Err(format!("interface name {name:?} is not allowed"));
     }
-    if name
-        .bytes()
-        .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b.is_ascii_control() || b == b'"' || b == b'\\')
-        || !name.is_ascii()
+    if name.bytes().any(|b| {
+        b == b'/'
+            || b == b':'
+            || b.is_ascii_whitespace()
+            || b.is_ascii_control()
+            || b == b'"'
+            || b == b'\\'
+    }) || !name.is_ascii()
     {
         return Err(format!(
             "interface name {name:?} has a character that is not allowed"
@@ -188,12 +195,7 @@ pub fn empty_result(version: &str) -> Value {
 pub fn convert_result(result: &Value, to: &str) -> Result<Value> {
     let mut r = match result {
         Value::Object(m) => m.clone(),
-        _ => {
-            return Err(CniError::new(
-                code::DECODE,
-                "result is not a JSON object",
-            ))
-        }
+        _ => return Err(CniError::new(code::DECODE, "result is not a JSON object")),
     };
     let from = r
         .get("cniVersion")
@@ -206,7 +208,10 @@ pub fn convert_result(result: &Value, to: &str) -> Result<Value> {
     if let Some(Value::Array(ips)) = r.get_mut("ips") {
         for ip in ips.iter_mut() {
             let Some(o) = ip.as_object_mut() else {
-                return Err(CniError::new(code::DECODE, "result: ips entry is not an object"));
+                return Err(CniError::new(
+                    code::DECODE,
+                    "result: ips entry is not an object",
+                ));
             };
             if to_new {
                 o.remove("version");
@@ -296,7 +301,17 @@ mod tests {
         assert!(validate_ifname("eth0").is_ok());
         assert!(validate_ifname("net15").is_ok());
         assert!(validate_ifname("123456789012345").is_ok());
-        for bad in ["", "1234567890123456", "a b", "a/b", ".", "..", "eth0\n", "a:b", "é"] {
+        for bad in [
+            "",
+            "1234567890123456",
+            "a b",
+            "a/b",
+            ".",
+            "..",
+            "eth0\n",
+            "a:b",
+            "é",
+        ] {
             assert!(validate_ifname(bad).is_err(), "{bad:?}");
         }
     }
@@ -347,7 +362,10 @@ mod tests {
         let down = convert_result(&r110, "1.0.0").unwrap();
         assert!(down["routes"][0].get("mtu").is_none());
         assert!(down["interfaces"][0].get("mtu").is_none());
-        assert_eq!(convert_result(&r040, "0.2.0").unwrap_err().code, code::INCOMPATIBLE_VERSION);
+        assert_eq!(
+            convert_result(&r040, "0.2.0").unwrap_err().code,
+            code::INCOMPATIBLE_VERSION
+        );
         assert!(result_has_ipv6(&r040));
     }
 
@@ -359,7 +377,9 @@ mod tests {
         .unwrap();
         let rc: Map<String, Value> =
             serde_json::from_value(json!({"portMappings": [1], "ips": ["x"], "mac": "m"})).unwrap();
-        let out: Value = serde_json::from_slice(&plugin_stdin(&plugin, "n", "1.0.0", Some(&rc), None).unwrap()).unwrap();
+        let out: Value =
+            serde_json::from_slice(&plugin_stdin(&plugin, "n", "1.0.0", Some(&rc), None).unwrap())
+                .unwrap();
         assert_eq!(out["runtimeConfig"], json!({"portMappings": [1]}));
         assert_eq!(out["custom"], 1);
         assert_eq!(out["name"], "n");

@@ -126,7 +126,9 @@ impl NetConf {
             }
         }
         let path = |k: &str, d: &str| -> Result<PathBuf> {
-            Ok(PathBuf::from(str_field(k)?.unwrap_or_else(|| d.to_string())))
+            Ok(PathBuf::from(
+                str_field(k)?.unwrap_or_else(|| d.to_string()),
+            ))
         };
         Ok(NetConf {
             name,
@@ -230,7 +232,10 @@ fn read_conf(p: &Path) -> Result<Value> {
     let v: Value = serde_json::from_slice(&b)
         .map_err(|e| CniError::config(format!("cannot decode {}: {e}", p.display())))?;
     if !v.is_object() {
-        return Err(CniError::config(format!("{}: not a JSON object", p.display())));
+        return Err(CniError::config(format!(
+            "{}: not a JSON object",
+            p.display()
+        )));
     }
     Ok(v)
 }
@@ -241,9 +246,11 @@ mod tests {
 
     #[test]
     fn parses_meta_conf() {
-        let c = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"mm","type":"multimesh",
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"mm","type":"multimesh",
             "delegates":[{"type":"bridge"}],"defaultNetworks":"a, b","cniDir":"/tmp/x",
-            "capture":{"inboundPort":1234,"excludeInterfaces":["net1"]}}"#)
+            "capture":{"inboundPort":1234,"excludeInterfaces":["net1"]}}"#,
+        )
         .unwrap();
         assert!(c.is_meta());
         assert_eq!(c.default_networks, ["a", "b"]);
@@ -257,14 +264,25 @@ mod tests {
     fn error_codes() {
         assert_eq!(NetConf::parse(b"{nope").unwrap_err().code, code::DECODE);
         assert_eq!(NetConf::parse(b"[]").unwrap_err().code, code::DECODE);
-        assert_eq!(NetConf::parse(br#"{"cniVersion":"0.1.0"}"#).unwrap_err().code, code::INCOMPATIBLE_VERSION);
-        assert_eq!(NetConf::parse(br#"{"name":"x"}"#).unwrap_err().code, code::INVALID_CONFIG);
-        let e = NetConf::parse(br#"{"cniVersion":"1.0.0","capture":{"inboundPort":70000}}"#).unwrap_err();
+        assert_eq!(
+            NetConf::parse(br#"{"cniVersion":"0.1.0"}"#)
+                .unwrap_err()
+                .code,
+            code::INCOMPATIBLE_VERSION
+        );
+        assert_eq!(
+            NetConf::parse(br#"{"name":"x"}"#).unwrap_err().code,
+            code::INVALID_CONFIG
+        );
+        let e = NetConf::parse(br#"{"cniVersion":"1.0.0","capture":{"inboundPort":70000}}"#)
+            .unwrap_err();
         assert_eq!(e.code, code::INVALID_CONFIG);
         assert!(e.msg.contains("capture.inboundPort"), "{}", e.msg);
         let e = NetConf::parse(br#"{"cniVersion":"1.0.0","capture":{"excludeOutboundCIDRs":["10.0.0.0/8 -j ACCEPT"]}}"#).unwrap_err();
         assert!(e.msg.contains("excludeOutboundCIDRs"), "{}", e.msg);
-        let e = NetConf::parse(br#"{"cniVersion":"1.0.0","capture":{"excludeInterfaces":["a b"]}}"#).unwrap_err();
+        let e =
+            NetConf::parse(br#"{"cniVersion":"1.0.0","capture":{"excludeInterfaces":["a b"]}}"#)
+                .unwrap_err();
         assert!(e.msg.contains("excludeInterfaces"), "{}", e.msg);
         let e = NetConf::parse(br#"{"cniVersion":"1.0.0","capture":{"bogus":1}}"#).unwrap_err();
         assert_eq!(e.code, code::UNSUPPORTED_FIELD);

@@ -21,7 +21,8 @@ pub struct Delegate {
 
 /// A plugin `type` must be a bare file name: no path separator, no `..`.
 pub fn validate_type(t: &str) -> Result<()> {
-    if t.is_empty() || t.contains('/') || t.contains("..") || t.contains('\0') || t.starts_with('.') {
+    if t.is_empty() || t.contains('/') || t.contains("..") || t.contains('\0') || t.starts_with('.')
+    {
         return Err(CniError::config(format!(
             "plugin type {t:?} is not a bare plugin name (no '/', no '..')"
         )));
@@ -43,7 +44,11 @@ impl Delegate {
         let name = match obj.get("name") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             None => String::new(),
-            Some(_) => return Err(CniError::config("delegate: name must be a non-empty string")),
+            Some(_) => {
+                return Err(CniError::config(
+                    "delegate: name must be a non-empty string",
+                ))
+            }
         };
         let plugins: Vec<Map<String, Value>> = match obj.get("plugins") {
             Some(Value::Array(list)) => {
@@ -155,7 +160,10 @@ impl Runner {
             cmd.as_str()
         ));
         let out = run_tool(c, stdin, DELEGATE_TIMEOUT).map_err(|e| {
-            CniError::new(code::DELEGATE_FAILED, format!("cannot run plugin {t:?}: {e}"))
+            CniError::new(
+                code::DELEGATE_FAILED,
+                format!("cannot run plugin {t:?}: {e}"),
+            )
         })?;
         if !out.stderr.trim().is_empty() {
             crate::log::debug(&format!("plugin {t} stderr: {}", out.stderr.trim()));
@@ -178,7 +186,12 @@ impl Runner {
     }
 
     /// ADD a delegate on `ifname`; returns the final result.
-    pub fn add(&self, d: &Delegate, ifname: &str, rc: Option<&Map<String, Value>>) -> Result<Value> {
+    pub fn add(
+        &self,
+        d: &Delegate,
+        ifname: &str,
+        rc: Option<&Map<String, Value>>,
+    ) -> Result<Value> {
         let mut prev: Option<Value> = None;
         for p in &d.plugins {
             let t = p.get("type").and_then(Value::as_str).unwrap_or("");
@@ -193,13 +206,19 @@ impl Runner {
             let v: Value = serde_json::from_str(trimmed).map_err(|e| {
                 CniError::new(
                     code::DELEGATE_FAILED,
-                    format!("delegate {:?} ({t}) ADD on {ifname}: invalid result: {e}", d.name),
+                    format!(
+                        "delegate {:?} ({t}) ADD on {ifname}: invalid result: {e}",
+                        d.name
+                    ),
                 )
             })?;
             if !v.is_object() {
                 return Err(CniError::new(
                     code::DELEGATE_FAILED,
-                    format!("delegate {:?} ({t}) ADD on {ifname}: result is not an object", d.name),
+                    format!(
+                        "delegate {:?} ({t}) ADD on {ifname}: result is not an object",
+                        d.name
+                    ),
                 ));
             }
             prev = Some(v);
@@ -209,7 +228,13 @@ impl Runner {
 
     /// DEL a delegate (plugins in reverse). Every plugin is called even when
     /// one fails; the first error is returned.
-    pub fn del(&self, d: &Delegate, ifname: &str, rc: Option<&Map<String, Value>>, prev: Option<&Value>) -> Result<()> {
+    pub fn del(
+        &self,
+        d: &Delegate,
+        ifname: &str,
+        rc: Option<&Map<String, Value>>,
+        prev: Option<&Value>,
+    ) -> Result<()> {
         let mut first: Option<CniError> = None;
         for p in d.plugins.iter().rev() {
             let t = p.get("type").and_then(Value::as_str).unwrap_or("");
@@ -229,7 +254,13 @@ impl Runner {
 
     /// CHECK a delegate with its cached result (skipped below 0.4.0, as the
     /// spec defines CHECK from 0.4.0 on).
-    pub fn check(&self, d: &Delegate, ifname: &str, rc: Option<&Map<String, Value>>, prev: &Value) -> Result<()> {
+    pub fn check(
+        &self,
+        d: &Delegate,
+        ifname: &str,
+        rc: Option<&Map<String, Value>>,
+        prev: &Value,
+    ) -> Result<()> {
         if !cni::version_at_least(&d.version, "0.4.0") {
             return Ok(());
         }
@@ -273,7 +304,11 @@ mod tests {
     #[test]
     fn types_must_be_bare_names() {
         for bad in ["../bridge", "/bin/sh", "a/b", "..", "x..y", "", ".hidden"] {
-            assert_eq!(validate_type(bad).unwrap_err().code, code::INVALID_CONFIG, "{bad}");
+            assert_eq!(
+                validate_type(bad).unwrap_err().code,
+                code::INVALID_CONFIG,
+                "{bad}"
+            );
         }
         assert!(validate_type("bridge").is_ok());
         assert!(validate_type("host-local").is_ok());
@@ -281,7 +316,8 @@ mod tests {
 
     #[test]
     fn parses_conf_and_conflist() {
-        let d = Delegate::from_value(&json!({"name": "a", "type": "bridge", "x": 1}), "1.0.0").unwrap();
+        let d =
+            Delegate::from_value(&json!({"name": "a", "type": "bridge", "x": 1}), "1.0.0").unwrap();
         assert_eq!(d.plugins.len(), 1);
         assert_eq!(d.version, "1.0.0");
         let d = Delegate::from_value(
@@ -292,6 +328,10 @@ mod tests {
         assert_eq!(d.types().collect::<Vec<_>>(), ["bridge", "portmap"]);
         assert!(Delegate::from_value(&json!({"name": "l", "plugins": []}), "1.0.0").is_err());
         assert!(Delegate::from_value(&json!({"name": "l", "type": "../x"}), "1.0.0").is_err());
-        assert!(Delegate::from_value(&json!({"name": "l", "type": "x", "cniVersion": "0.2.0"}), "1.0.0").is_err());
+        assert!(Delegate::from_value(
+            &json!({"name": "l", "type": "x", "cniVersion": "0.2.0"}),
+            "1.0.0"
+        )
+        .is_err());
     }
 }

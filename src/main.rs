@@ -24,7 +24,9 @@ const FALLBACK_VERSION: &str = "1.1.0";
 
 fn print_json(v: &serde_json::Value) -> bool {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, v).is_ok() && out.write_all(b"\n").is_ok() && out.flush().is_ok()
+    serde_json::to_writer(&mut out, v).is_ok()
+        && out.write_all(b"\n").is_ok()
+        && out.flush().is_ok()
 }
 
 fn fail(e: &CniError, version: &str) -> i32 {
@@ -40,16 +42,28 @@ fn cni_main() -> i32 {
     // The version for error output: the config's if it has a usable one.
     let declared = serde_json::from_slice::<serde_json::Value>(&stdin)
         .ok()
-        .and_then(|v| v.get("cniVersion").and_then(|x| x.as_str()).map(String::from))
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(|x| x.as_str())
+                .map(String::from)
+        })
         .filter(|v| cni::SUPPORTED_VERSIONS.contains(&v.as_str()));
-    let version = declared.clone().unwrap_or_else(|| FALLBACK_VERSION.to_string());
+    let version = declared
+        .clone()
+        .unwrap_or_else(|| FALLBACK_VERSION.to_string());
     let cmd = match Command::parse(&cmd_str) {
         Some(c) => c,
         None if cmd_str.is_empty() => {
-            return fail(&CniError::env("required environment variable CNI_COMMAND is missing"), &version)
+            return fail(
+                &CniError::env("required environment variable CNI_COMMAND is missing"),
+                &version,
+            )
         }
         None => {
-            return fail(&CniError::env(format!("CNI_COMMAND {cmd_str:?} is not a CNI command")), &version)
+            return fail(
+                &CniError::env(format!("CNI_COMMAND {cmd_str:?} is not a CNI command")),
+                &version,
+            )
         }
     };
     if cmd == Command::Version {

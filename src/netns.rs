@@ -171,7 +171,10 @@ pub fn run_tool(mut cmd: Command, stdin: &[u8], timeout: Duration) -> std::io::R
 
 /// Wait for a child with a deadline; SIGKILL it when the deadline passes.
 /// Returns the exit code, None when it died by a signal or was killed.
-pub fn wait_deadline(child: std::process::Child, timeout: Duration) -> std::io::Result<Option<i32>> {
+pub fn wait_deadline(
+    child: std::process::Child,
+    timeout: Duration,
+) -> std::io::Result<Option<i32>> {
     let pid = child.id() as libc::pid_t;
     let mut child = child;
     let (tx, rx) = std::sync::mpsc::channel();

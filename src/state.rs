@@ -45,7 +45,11 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 fn mkdir_private(path: &Path) -> std::io::Result<()> {
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(path) {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+    {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
@@ -62,7 +66,11 @@ pub struct ContainerLock {
 impl ContainerLock {
     /// Lock `cniDir/<id>`, creating it when `create`. Ok(None) when it does
     /// not exist and `create` is false.
-    pub fn acquire(cni_dir: &Path, container_id: &str, create: bool) -> Result<Option<ContainerLock>> {
+    pub fn acquire(
+        cni_dir: &Path,
+        container_id: &str,
+        create: bool,
+    ) -> Result<Option<ContainerLock>> {
         let dir = cni_dir.join(container_id);
         for _ in 0..100 {
             if create {
@@ -91,7 +99,10 @@ impl ContainerLock {
                 return Ok(None);
             }
         }
-        Err(CniError::new(code::STATE, format!("cannot lock {}", dir.display())))
+        Err(CniError::new(
+            code::STATE,
+            format!("cannot lock {}", dir.display()),
+        ))
     }
 
     pub fn dir(&self) -> &Path {
@@ -253,12 +264,20 @@ impl Record {
         let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let bad = |m: &str| CniError::new(code::STATE, format!("corrupt state: {m}"));
         let mut attachments = Vec::new();
-        for a in v.get("attachments").and_then(Value::as_array).into_iter().flatten() {
+        for a in v
+            .get("attachments")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let g = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
             attachments.push(Attachment {
                 ifname: g("ifname"),
                 name: g("name"),
-                conf: a.get("conf").cloned().ok_or_else(|| bad("attachment without conf"))?,
+                conf: a
+                    .get("conf")
+                    .cloned()
+                    .ok_or_else(|| bad("attachment without conf"))?,
                 runtime_config: a.get("runtimeConfig").filter(|x| !x.is_null()).cloned(),
                 result: a.get("result").filter(|x| !x.is_null()).cloned(),
                 started: a.get("started").and_then(Value::as_bool).unwrap_or(true),
@@ -271,7 +290,11 @@ impl Record {
             ifname: s("ifname"),
             netns: s("netns"),
             cni_args: s("cniArgs"),
-            mode: if s("mode") == "chained" { Mode::Chained } else { Mode::Meta },
+            mode: if s("mode") == "chained" {
+                Mode::Chained
+            } else {
+                Mode::Meta
+            },
             complete: v.get("complete").and_then(Value::as_bool).unwrap_or(false),
             attachments,
             capture: v.get("capture").filter(|x| !x.is_null()).cloned(),

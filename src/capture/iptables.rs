@@ -59,7 +59,10 @@ pub fn rule_spec(r: &Rule) -> String {
             push(&format!("-o {i}"));
         }
     }
-    let tcp = r.matches.iter().any(|m| matches!(m, Match::Tcp | Match::Dport(_)))
+    let tcp = r
+        .matches
+        .iter()
+        .any(|m| matches!(m, Match::Tcp | Match::Dport(_)))
         || matches!(r.target, Target::Redirect(_));
     if tcp {
         push("-p tcp");
@@ -244,7 +247,8 @@ fn restore(t: &Tools, ns: &NetNs, lock: &Path, payload: &str) -> Result<crate::n
     let mut cmd = ns.command(&t.restore);
     // -w: wait (bounded) for the lock; the lock is per pod, not the node's
     // global /run/xtables.lock, so pods never contend with each other.
-    cmd.args(["--noflush", "-w", "10"]).env("XTABLES_LOCKFILE", lock);
+    cmd.args(["--noflush", "-w", "10"])
+        .env("XTABLES_LOCKFILE", lock);
     run_tool(cmd, payload.as_bytes(), TOOL_TIMEOUT).map_err(|e| {
         CniError::new(
             code::CAPTURE_APPLY,
@@ -257,7 +261,10 @@ fn save(t: &Tools, ns: &NetNs) -> Result<String> {
     let mut cmd = ns.command(&t.save);
     cmd.args(["-t", "nat"]);
     let out = run_tool(cmd, b"", TOOL_TIMEOUT).map_err(|e| {
-        CniError::new(code::CAPTURE_APPLY, format!("run {}: {e}", t.save.display()))
+        CniError::new(
+            code::CAPTURE_APPLY,
+            format!("run {}: {e}", t.save.display()),
+        )
     })?;
     if !out.ok() {
         return Err(CniError::new(
@@ -294,7 +301,11 @@ pub fn apply(plan: &Plan, variant: Variant, ns: &NetNs, state_dir: &Path) -> Res
 
 pub fn remove(variant: Variant, ipv6: bool, ns: &NetNs, state_dir: &Path) -> Result<()> {
     let lock = lock_file(state_dir);
-    let fams: &[Family] = if ipv6 { &[Family::V4, Family::V6] } else { &[Family::V4] };
+    let fams: &[Family] = if ipv6 {
+        &[Family::V4, Family::V6]
+    } else {
+        &[Family::V4]
+    };
     for &fam in fams {
         let t = tools(variant, fam)?;
         // The fast path only fits the usual shape (both jumps present).
@@ -339,7 +350,9 @@ pub fn diff(plan: &Plan, fam: Family, saved: &Saved) -> Option<String> {
     if exp_sorted != act_sorted {
         let missing: Vec<_> = expected.iter().filter(|l| !actual.contains(l)).collect();
         let extra: Vec<_> = actual.iter().filter(|l| !expected.contains(l)).collect();
-        return Some(format!("missing rules {missing:?}; unexpected rules {extra:?}"));
+        return Some(format!(
+            "missing rules {missing:?}; unexpected rules {extra:?}"
+        ));
     }
     // Same rules: check the order within our chains.
     let exp_own: Vec<&String> = expected
@@ -358,7 +371,11 @@ pub fn check(plan: &Plan, variant: Variant, ns: &NetNs) -> Result<()> {
         let t = tools(variant, fam)?;
         let saved = parse_save(&save(&t, ns)?);
         if let Some(d) = diff(plan, fam, &saved) {
-            let f = if fam == Family::V4 { "iptables" } else { "ip6tables" };
+            let f = if fam == Family::V4 {
+                "iptables"
+            } else {
+                "ip6tables"
+            };
             return Err(CniError::new(
                 code::CAPTURE_DRIFT,
                 format!("capture rules changed ({f}): {d}"),

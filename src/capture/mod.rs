@@ -286,8 +286,14 @@ impl CaptureConfig {
                 m.insert("includeInboundPorts".into(), ports(p));
             }
         }
-        m.insert("excludeOutboundPorts".into(), ports(&self.exclude_outbound_ports));
-        m.insert("includeOutboundPorts".into(), ports(&self.include_outbound_ports));
+        m.insert(
+            "excludeOutboundPorts".into(),
+            ports(&self.exclude_outbound_ports),
+        );
+        m.insert(
+            "includeOutboundPorts".into(),
+            ports(&self.include_outbound_ports),
+        );
         m.insert(
             "includeOutboundCIDRs".into(),
             match &self.include_outbound_cidrs {
@@ -295,7 +301,10 @@ impl CaptureConfig {
                 Some(c) => cidrs(c),
             },
         );
-        m.insert("excludeOutboundCIDRs".into(), cidrs(&self.exclude_outbound_cidrs));
+        m.insert(
+            "excludeOutboundCIDRs".into(),
+            cidrs(&self.exclude_outbound_cidrs),
+        );
         m.insert("excludeInterfaces".into(), json!(self.exclude_interfaces));
         m.insert("excludeNamespaces".into(), json!(self.exclude_namespaces));
         Value::Object(m)
@@ -480,7 +489,11 @@ pub fn check(p: &Programmed, ns: &NetNs, state_dir: &Path) -> Result<()> {
 pub(crate) fn find_tool(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"].iter().map(Into::into))
+        .chain(
+            ["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"]
+                .iter()
+                .map(Into::into),
+        )
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }

@@ -15,9 +15,9 @@ fn chain_name(c: Chain) -> &'static str {
         Chain::Prerouting => "prerouting",
         Chain::Output => "output",
         Chain::Inbound => "inbound",
-        Chain::InRedirect => "in_redirect",
+        Chain::InRedirect => "inbound_redirect",
         Chain::Outbound => "outbound",
-        Chain::Redirect => "redirect",
+        Chain::Redirect => "outbound_redirect",
     }
 }
 
@@ -101,7 +101,8 @@ pub fn rule_text(r: &Rule) -> String {
         }
     }
     let has_dport = r.matches.iter().any(|m| matches!(m, Match::Dport(_)));
-    let tcp = r.matches.iter().any(|m| matches!(m, Match::Tcp)) || matches!(r.target, Target::Redirect(_));
+    let tcp = r.matches.iter().any(|m| matches!(m, Match::Tcp))
+        || matches!(r.target, Target::Redirect(_));
     if tcp && !has_dport {
         parts.push("meta l4proto tcp".into());
     }
@@ -226,6 +227,14 @@ pub fn list(ns: &NetNs) -> Result<Option<String>> {
     }
 }
 
+/// `nft -n` prints protocols, families and priorities as numbers (and
+/// never looks up user names, which is why CHECK lists with -n).
+fn numeric(s: &str) -> String {
+    s.replace("meta l4proto tcp", "meta l4proto 6")
+        .replace("meta nfproto ipv6", "meta nfproto 10")
+        .replace("priority dstnat;", "priority -100;")
+}
+
 fn normalize(s: &str) -> Vec<String> {
     s.lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -240,7 +249,7 @@ pub fn check(plan: &Plan, ns: &NetNs) -> Result<()> {
             format!("capture rules changed: table inet {TABLE} is missing"),
         )
     })?;
-    let (a, e) = (normalize(&actual), normalize(&render_table(plan)));
+    let (a, e) = (normalize(&actual), normalize(&numeric(&render_table(plan))));
     if a != e {
         let missing: Vec<_> = e.iter().filter(|l| !a.contains(l)).collect();
         let extra: Vec<_> = a.iter().filter(|l| !e.contains(l)).collect();

@@ -57,7 +57,11 @@ impl FromStr for Cidr {
                 IpAddr::V4((u32::from(v) & m).into())
             }
             IpAddr::V6(v) => {
-                let m = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+                let m = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
                 IpAddr::V6((u128::from(v) & m).into())
             }
         };
@@ -83,7 +87,12 @@ pub enum Chain {
 }
 
 impl Chain {
-    pub const OWN: [Chain; 4] = [Chain::Inbound, Chain::InRedirect, Chain::Outbound, Chain::Redirect];
+    pub const OWN: [Chain; 4] = [
+        Chain::Inbound,
+        Chain::InRedirect,
+        Chain::Outbound,
+        Chain::Redirect,
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,7 +252,11 @@ impl Plan {
         for p in &c.include_outbound_ports {
             add(Outbound, vec![Tcp, Dport(*p)], Target::Jump(Redirect));
         }
-        for cidr in c.exclude_outbound_cidrs.iter().filter(|x| x.family() == fam) {
+        for cidr in c
+            .exclude_outbound_cidrs
+            .iter()
+            .filter(|x| x.family() == fam)
+        {
             add(Outbound, vec![Dst(*cidr)], Target::Return);
         }
         match &c.include_outbound_cidrs {
@@ -265,11 +278,29 @@ mod tests {
 
     #[test]
     fn cidr_parse_and_mask() {
-        assert_eq!("10.1.2.3/8".parse::<Cidr>().unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!("198.51.100.7".parse::<Cidr>().unwrap().to_string(), "198.51.100.7/32");
-        assert_eq!("2001:db8::1/32".parse::<Cidr>().unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(
+            "10.1.2.3/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            "198.51.100.7".parse::<Cidr>().unwrap().to_string(),
+            "198.51.100.7/32"
+        );
+        assert_eq!(
+            "2001:db8::1/32".parse::<Cidr>().unwrap().to_string(),
+            "2001:db8::/32"
+        );
         assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().len, 0);
-        for bad in ["", "1.2.3", "1.2.3.4/33", "::/129", "1.2.3.4/", "1.2.3.4/+1", "x/8", "1.2.3.4/8 -j ACCEPT"] {
+        for bad in [
+            "",
+            "1.2.3",
+            "1.2.3.4/33",
+            "::/129",
+            "1.2.3.4/",
+            "1.2.3.4/+1",
+            "x/8",
+            "1.2.3.4/8 -j ACCEPT",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad:?} should be refused");
         }
     }
