@@ -126,7 +126,10 @@ fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -
             crate::log::verbose("capture kept: another attachment of this pod uses it");
             rec.capture = None;
         } else {
-            match remove_capture(&c, netns, lock.dir()) {
+            crate::log::debug("capture: removing");
+            let r = remove_capture(&c, netns, lock.dir());
+            crate::log::debug("capture: removed");
+            match r {
                 Ok(()) => rec.capture = None,
                 Err(e) => errors.push(e),
             }
@@ -196,7 +199,10 @@ fn add_capture(
     };
     rec.capture = Some(p.to_json());
     lk.save(rec)?;
-    capture::apply(&p, ns, lk.dir())
+    crate::log::debug("capture: programming");
+    let r = capture::apply(&p, ns, lk.dir());
+    crate::log::debug("capture: done");
+    r
 }
 
 fn open_netns(env: &Env) -> Result<NetNs> {

@@ -67,9 +67,9 @@ fn log(level: Level, tag: &str, msg: &str) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let line = format!(
-        "{}.{:03} multimesh[{}] {tag} {}: {msg}\n",
+        "{}.{:06} multimesh[{}] {tag} {}: {msg}\n",
         now.as_secs(),
-        now.subsec_millis(),
+        now.subsec_micros(),
         std::process::id(),
         l.prefix
     );

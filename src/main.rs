@@ -85,6 +85,7 @@ fn cni_main() -> i32 {
         conf.log_file.as_deref(),
         format!("{} {}/{}", cmd.as_str(), env.container_id, env.ifname),
     );
+    log::debug("start");
     let res = match cmd {
         Command::Add => attach::add(&conf, &env).map(Some),
         Command::Del => attach::del(&conf, &env).map(|_| None),
@@ -96,13 +97,17 @@ fn cni_main() -> i32 {
     match res {
         Ok(Some(result)) => {
             if print_json(&result) {
+                log::debug("done");
                 0
             } else {
                 // Nothing reached the runtime: it will see a failure anyway.
                 code::IO as i32
             }
         }
-        Ok(None) => 0,
+        Ok(None) => {
+            log::debug("done");
+            0
+        }
         Err(e) => fail(&e, &conf.cni_version),
     }
 }
