@@ -58,7 +58,7 @@ fn main() {
             .collect(),
         _ => vec![],
     };
-    if fail_on.iter().any(|c| *c == cmd) {
+    if fail_on.contains(&cmd) {
         if conf.get("crash").and_then(Value::as_bool) == Some(true) {
             eprintln!("mm-recorder: crashing on {cmd} as configured");
             std::process::exit(3);

@@ -51,7 +51,8 @@ pub struct Env {
 
 impl Env {
     /// Read and validate what `cmd` needs (spec: ADD/DEL/CHECK need
-    /// CONTAINERID, IFNAME and (ADD/CHECK) NETNS; PATH everywhere but VERSION).
+    /// CONTAINERID and IFNAME, ADD/CHECK also NETNS). An empty CNI_PATH is
+    /// accepted: binDir is searched first anyway.
     pub fn from_env(cmd: Command, get: impl Fn(&str) -> Option<String>) -> Result<Env> {
         let need = |k: &str| -> Result<String> {
             match get(k) {
@@ -76,14 +77,6 @@ impl Env {
         }
         if matches!(cmd, Command::Add | Command::Check) {
             e.netns = need("CNI_NETNS")?;
-        }
-        if matches!(
-            cmd,
-            Command::Add | Command::Del | Command::Check | Command::Gc | Command::Status
-        ) && e.path.is_empty()
-        {
-            // CNI_PATH may be empty when binDir holds everything; the spec
-            // requires it, but runtimes in the wild sometimes omit it.
         }
         Ok(e)
     }
