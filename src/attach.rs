@@ -266,14 +266,17 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
                 ),
             ));
         }
-        // A crashed or interrupted ADD (or a chained re-ADD): undo it first.
-        crate::log::verbose("found an unfinished ADD; undoing it");
-        teardown(&mut old, &lk, &run, &env.netns).map_err(|e| {
-            CniError::new(
-                code::TRY_AGAIN,
-                format!("cleaning up an earlier ADD failed: {e}"),
-            )
-        })?;
+        if !(old.complete && old.mode == Mode::Chained) {
+            // A crashed or interrupted ADD: undo it first. (A repeated
+            // chained ADD needs nothing undone: programming converges.)
+            crate::log::verbose("found an unfinished ADD; undoing it");
+            teardown(&mut old, &lk, &run, &env.netns).map_err(|e| {
+                CniError::new(
+                    code::TRY_AGAIN,
+                    format!("cleaning up an earlier ADD failed: {e}"),
+                )
+            })?;
+        }
     }
     if conf.is_meta() {
         add_meta(conf, env, &lk, &ns, &run, &planned)

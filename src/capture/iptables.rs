@@ -441,3 +441,90 @@ pub fn resolve_variant(v: Variant, state_dir: &Path) -> Result<Variant> {
     let _ = crate::state::write_atomic(&cache, detected.name().as_bytes());
     Ok(detected)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::CaptureConfig;
+
+    fn plan() -> Plan {
+        Plan::new(
+            &CaptureConfig::defaults(crate::capture::Profile::Istio),
+            false,
+        )
+    }
+
+    #[test]
+    fn save_output_round_trips_through_diff() {
+        let p = plan();
+        let mut save = String::from("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j MULTIMESH_FAKE\nCOMMIT\n*nat\n:PREROUTING ACCEPT [3:180]\n:OUTPUT ACCEPT [0:0]\n");
+        for c in Chain::OWN {
+            save.push_str(&format!(":{} - [0:0]\n", chain_name(c)));
+        }
+        save.push_str("-A OUTPUT -p udp -m udp --dport 53 -j RETURN\n");
+        for l in rule_lines(&p, Family::V4) {
+            save.push_str(&l);
+            save.push('\n');
+        }
+        save.push_str("COMMIT\n");
+        let saved = parse_save(&save);
+        assert_eq!(saved.chains.len(), 4);
+        assert_eq!(saved.jumps.len(), 2, "filter-table rules are not ours");
+        assert_eq!(diff(&p, Family::V4, &saved), None);
+        // A duplicated jump, a missing rule and a reordering are all drift.
+        let mut dup = parse_save(&save);
+        dup.jumps.push(dup.jumps[0].clone());
+        assert!(diff(&p, Family::V4, &dup).is_some());
+        let mut missing = parse_save(&save);
+        missing.own_rules.pop();
+        assert!(diff(&p, Family::V4, &missing)
+            .unwrap()
+            .contains("missing rules"));
+        let mut swapped = parse_save(&save);
+        swapped.own_rules.swap(0, 1);
+        assert!(diff(&p, Family::V4, &swapped).unwrap().contains("order"));
+        let mut nochain = parse_save(&save);
+        nochain.chains.pop();
+        assert!(diff(&p, Family::V4, &nochain)
+            .unwrap()
+            .contains("missing chains"));
+    }
+
+    #[test]
+    fn converge_deletes_stale_jumps_and_cleanup_removes_only_ours() {
+        let saved = parse_save(
+            "*nat\n:MULTIMESH_OUTPUT - [0:0]\n-A OUTPUT -p tcp -j MULTIMESH_OUTPUT\n-A OUTPUT -p tcp -j MULTIMESH_OUTPUT\n-A OUTPUT -j OTHER\nCOMMIT\n",
+        );
+        let c = render_converge(&plan(), Family::V4, &saved);
+        assert_eq!(c.matches("-D OUTPUT -p tcp -j MULTIMESH_OUTPUT").count(), 2);
+        assert_eq!(c.matches("-A OUTPUT -p tcp -j MULTIMESH_OUTPUT").count(), 1);
+        let d = render_cleanup(&saved).unwrap();
+        assert!(d.contains("-X MULTIMESH_OUTPUT"));
+        assert!(!d.contains("OTHER"));
+        assert_eq!(
+            render_cleanup(&parse_save("*nat\n-A OUTPUT -j OTHER\nCOMMIT\n")),
+            None
+        );
+    }
+
+    #[test]
+    fn only_tcp_is_ever_matched() {
+        let mut cfg = CaptureConfig::defaults(crate::capture::Profile::Istio);
+        cfg.exclude_interfaces = vec!["net1".into()];
+        for fam in [Family::V4, Family::V6] {
+            let lines = rule_lines(&Plan::new(&cfg, true), fam);
+            assert!(lines
+                .iter()
+                .all(|l| !l.contains("udp") && !l.contains("sctp") && !l.contains("icmp")));
+            assert!(lines
+                .iter()
+                .filter(|l| l.contains("-j REDIRECT"))
+                .all(|l| l.contains("-p tcp")));
+            // Built-in chains are only entered for TCP.
+            assert!(lines
+                .iter()
+                .filter(|l| l.starts_with("-A PREROUTING") || l.starts_with("-A OUTPUT"))
+                .all(|l| l.contains("-p tcp")));
+        }
+    }
+}
