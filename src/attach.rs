@@ -530,3 +530,60 @@ pub fn status(conf: &NetConf, env: &Env) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn conf(v: Value) -> NetConf {
+        NetConf::parse(&serde_json::to_vec(&v).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn ifnames_by_position() {
+        let c = conf(json!({"cniVersion": "1.0.0", "name": "m", "delegates": [
+            {"name": "a", "type": "bridge"}, {"name": "b", "type": "macvlan"}, {"name": "c", "type": "ptp"}]}));
+        let p = plan_static(&c, "eth0").unwrap();
+        let names: Vec<_> = p
+            .iter()
+            .map(|x| (x.ifname.as_str(), x.delegate.name.as_str()))
+            .collect();
+        assert_eq!(names, [("eth0", "a"), ("net1", "b"), ("net2", "c")]);
+        // A delegate without cniVersion inherits the config's.
+        assert_eq!(p[1].delegate.version, "1.0.0");
+        let p = plan_static(&c, "pod0").unwrap();
+        assert_eq!(p[0].ifname, "pod0");
+    }
+
+    #[test]
+    fn cluster_network_then_default_networks_then_delegates() {
+        let dir = std::env::temp_dir().join(format!("mm-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("00-k.conf"),
+            r#"{"cniVersion":"0.4.0","name":"kube","type":"bridge"}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.join("50-s.conflist"), r#"{"cniVersion":"1.0.0","name":"storage","plugins":[{"type":"macvlan"},{"type":"tuning"}]}"#).unwrap();
+        let c = conf(json!({"cniVersion": "1.0.0", "name": "m", "confDir": dir,
+            "clusterNetwork": "kube", "defaultNetworks": ["50-s"],
+            "delegates": [{"name": "extra", "type": "ptp"}],
+            "runtimeConfig": {"portMappings": []}}));
+        let p = plan_static(&c, "eth0").unwrap();
+        let names: Vec<_> = p
+            .iter()
+            .map(|x| (x.ifname.as_str(), x.delegate.name.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [("eth0", "kube"), ("net1", "storage"), ("net2", "extra")]
+        );
+        assert_eq!(p[0].delegate.version, "0.4.0");
+        assert_eq!(p[1].delegate.plugins.len(), 2);
+        // Only the cluster network gets the runtime's runtimeConfig.
+        assert!(p[0].runtime_config.is_some());
+        assert!(p[1].runtime_config.is_none() && p[2].runtime_config.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
