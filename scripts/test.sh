@@ -8,4 +8,15 @@ scripts/deps.sh
 cargo build --locked --all-targets
 # Leftovers from an interrupted earlier run would only confuse the leak checks.
 ip netns list 2>/dev/null | awk '/^mmn-/{print $1}' | xargs -r -n1 ip netns del 2>/dev/null || true
-cargo test --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+passed=$(awk '/^test result:/{s+=$4} END{print s+0}' "$log")
+failed=$(awk '/^test result:/{s+=$6} END{print s+0}' "$log")
+echo
+echo "multimesh: $passed passed, $failed failed"
+[ "$passed" -gt 0 ] || { echo "no test ran" >&2; exit 1; }
+exit "$rc"

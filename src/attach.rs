@@ -127,10 +127,11 @@ fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -
             rec.capture = None;
         } else {
             crate::log::debug("capture: removing");
-            let r = remove_capture(&c, netns, lock.dir());
-            crate::log::debug("capture: removed");
-            match r {
-                Ok(()) => rec.capture = None,
+            match remove_capture(&c, netns, lock.dir()) {
+                Ok(()) => {
+                    crate::log::debug("capture: removed");
+                    rec.capture = None;
+                }
                 Err(e) => errors.push(e),
             }
         }
@@ -200,9 +201,20 @@ fn add_capture(
     rec.capture = Some(p.to_json());
     lk.save(rec)?;
     crate::log::debug("capture: programming");
-    let r = capture::apply(&p, ns, lk.dir());
-    crate::log::debug("capture: done");
-    r
+    match capture::apply(&p, ns, lk.dir()) {
+        Ok(()) => {
+            crate::log::debug("capture: programmed");
+            Ok(())
+        }
+        Err(f) => {
+            if f.clean {
+                // Nothing of it is in the netns: nothing for rollback to remove.
+                rec.capture = None;
+                lk.save(rec)?;
+            }
+            Err(f.error)
+        }
+    }
 }
 
 fn open_netns(env: &Env) -> Result<NetNs> {

@@ -279,49 +279,74 @@ fn lock_file(state_dir: &Path) -> std::path::PathBuf {
     state_dir.join("xtables.lock")
 }
 
-pub fn apply(plan: &Plan, variant: Variant, ns: &NetNs, state_dir: &Path) -> Result<()> {
+/// Apply the plan, one atomic restore per family. When a family fails, the
+/// families already applied by this call are removed again; the error says
+/// whether that worked (`clean`), i.e. whether nothing of this call remains.
+pub fn apply(
+    plan: &Plan,
+    variant: Variant,
+    ns: &NetNs,
+    state_dir: &Path,
+) -> std::result::Result<(), super::ApplyError> {
     let lock = lock_file(state_dir);
+    let mut done: Vec<Family> = Vec::new();
     for fam in plan.families() {
-        let t = tools(variant, fam)?;
-        let out = restore(&t, ns, &lock, &render_create(plan, fam))?;
-        if out.ok() {
-            continue;
+        if let Err(error) = apply_family(plan, fam, variant, ns, &lock) {
+            let mut clean = true;
+            for &f in &done {
+                if let Err(e) = remove_family(f, variant, ns, &lock) {
+                    crate::log::error(&format!("undoing capture after a failed apply: {e}"));
+                    clean = false;
+                }
+            }
+            return Err(super::ApplyError { error, clean });
         }
-        let saved = parse_save(&save(&t, ns)?);
-        let out = restore(&t, ns, &lock, &render_converge(plan, fam, &saved))?;
-        if !out.ok() {
-            return Err(CniError::new(
-                code::CAPTURE_APPLY,
-                format!("{} failed: {}", t.restore.display(), out.failure()),
-            ));
-        }
+        done.push(fam);
+    }
+    Ok(())
+}
+
+fn apply_family(plan: &Plan, fam: Family, variant: Variant, ns: &NetNs, lock: &Path) -> Result<()> {
+    let t = tools(variant, fam)?;
+    let out = restore(&t, ns, lock, &render_create(plan, fam))?;
+    if out.ok() {
+        return Ok(());
+    }
+    let saved = parse_save(&save(&t, ns)?);
+    let out = restore(&t, ns, lock, &render_converge(plan, fam, &saved))?;
+    if !out.ok() {
+        return Err(CniError::new(
+            code::CAPTURE_APPLY,
+            format!("{} failed: {}", t.restore.display(), out.failure()),
+        ));
     }
     Ok(())
 }
 
 pub fn remove(variant: Variant, ipv6: bool, ns: &NetNs, state_dir: &Path) -> Result<()> {
     let lock = lock_file(state_dir);
-    let fams: &[Family] = if ipv6 {
-        &[Family::V4, Family::V6]
-    } else {
-        &[Family::V4]
-    };
-    for &fam in fams {
-        let t = tools(variant, fam)?;
-        // The fast path only fits the usual shape (both jumps present).
-        let out = restore(&t, ns, &lock, &render_delete(true))?;
-        if out.ok() {
-            continue;
-        }
-        let saved = parse_save(&save(&t, ns)?);
-        if let Some(payload) = render_cleanup(&saved) {
-            let out = restore(&t, ns, &lock, &payload)?;
-            if !out.ok() {
-                return Err(CniError::new(
-                    code::CAPTURE_APPLY,
-                    format!("{} failed: {}", t.restore.display(), out.failure()),
-                ));
-            }
+    remove_family(Family::V4, variant, ns, &lock)?;
+    if ipv6 {
+        remove_family(Family::V6, variant, ns, &lock)?;
+    }
+    Ok(())
+}
+
+fn remove_family(fam: Family, variant: Variant, ns: &NetNs, lock: &Path) -> Result<()> {
+    let t = tools(variant, fam)?;
+    // The fast path only fits the usual shape (both jumps present).
+    let out = restore(&t, ns, lock, &render_delete(true))?;
+    if out.ok() {
+        return Ok(());
+    }
+    let saved = parse_save(&save(&t, ns)?);
+    if let Some(payload) = render_cleanup(&saved) {
+        let out = restore(&t, ns, lock, &payload)?;
+        if !out.ok() {
+            return Err(CniError::new(
+                code::CAPTURE_APPLY,
+                format!("{} failed: {}", t.restore.display(), out.failure()),
+            ));
         }
     }
     Ok(())

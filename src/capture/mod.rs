@@ -449,16 +449,29 @@ impl Programmed {
     }
 }
 
+/// A failed apply. `clean`: nothing this apply did remains in the netns
+/// (each step is atomic and partial work was undone), so there is nothing
+/// for a rollback to remove.
+#[derive(Debug)]
+pub struct ApplyError {
+    pub error: CniError,
+    pub clean: bool,
+}
+
 /// Program capture in `ns`. Idempotent: converges to exactly the plan.
 /// `state_dir` (the pod's state directory) holds its xtables lock file.
-pub fn apply(p: &Programmed, ns: &NetNs, state_dir: &Path) -> Result<()> {
+pub fn apply(p: &Programmed, ns: &NetNs, state_dir: &Path) -> std::result::Result<(), ApplyError> {
     let plan = p.plan();
     match p.config.backend {
         Backend::Iptables => {
-            let variant = iptables::resolve_variant(p.variant, state_dir)?;
+            let variant = iptables::resolve_variant(p.variant, state_dir)
+                .map_err(|error| ApplyError { error, clean: true })?;
             iptables::apply(&plan, variant, ns, state_dir)
         }
-        Backend::Nftables => nft::apply(&plan, ns),
+        // One nft transaction: all or nothing.
+        Backend::Nftables => {
+            nft::apply(&plan, ns).map_err(|error| ApplyError { error, clean: true })
+        }
     }
 }
 
