@@ -336,11 +336,13 @@ fn add_meta(
         match run.add(&p.delegate, &p.ifname, p.runtime_config.as_ref()) {
             Ok(res) => {
                 rec.attachments[i].result = Some(res);
+                // The last result is saved with the next step's write (the
+                // capture intent, or completion): one write fewer per ADD.
                 if let Some(next) = rec.attachments.get_mut(i + 1) {
                     next.started = true;
-                }
-                if let Err(e) = lk.save(&rec) {
-                    return Err(fail(&mut rec, e));
+                    if let Err(e) = lk.save(&rec) {
+                        return Err(fail(&mut rec, e));
+                    }
                 }
             }
             Err(e) => return Err(fail(&mut rec, e)),

@@ -128,69 +128,180 @@ impl ToolOutput {
 }
 
 /// Run a command with stdin, capturing output, killing it after `timeout`.
+///
+/// Single-threaded: stdin is written, then stdout, stderr and a pidfd of the
+/// child are polled together until the child exits (or the deadline kills
+/// it). A grandchild that keeps the pipes open cannot make us wait: once the
+/// child has exited, only what is already buffered is read.
 pub fn run_tool(mut cmd: Command, stdin: &[u8], timeout: Duration) -> std::io::Result<ToolOutput> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let deadline = std::time::Instant::now() + timeout;
     let mut child = cmd.spawn()?;
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: pidfd_open on our own unreaped child.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if raw < 0 {
+        let e = std::io::Error::last_os_error();
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    // SAFETY: a fresh fd we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
     let mut input = child.stdin.take();
-    let data = stdin.to_vec();
-    // Feed stdin and drain stdout/stderr on helper threads so a large payload
-    // or output never deadlocks on a full pipe.
-    let writer = std::thread::spawn(move || {
-        if let Some(mut w) = input.take() {
-            let _ = w.write_all(&data);
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let raw_fds = [
+        input.as_ref().map(|x| x.as_raw_fd()),
+        out.as_ref().map(|x| x.as_raw_fd()),
+        err.as_ref().map(|x| x.as_raw_fd()),
+    ];
+    for f in raw_fds.into_iter().flatten() {
+        // SAFETY: fcntl on pipe fds we own.
+        unsafe {
+            let fl = libc::fcntl(f, libc::F_GETFL);
+            libc::fcntl(f, libc::F_SETFL, fl | libc::O_NONBLOCK);
         }
-    });
-    let mut out_pipe = child.stdout.take();
-    let out_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        if let Some(p) = out_pipe.as_mut() {
-            let _ = p.read_to_end(&mut s);
+    }
+    let mut written = 0;
+    if stdin.is_empty() {
+        input = None;
+    }
+    let (mut so, mut se) = (Vec::new(), Vec::new());
+    let mut exited = false;
+    let mut killed = false;
+    loop {
+        if let Some(w) = input.as_mut() {
+            match w.write(&stdin[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // EPIPE: the child does not read its stdin; not our error.
+                Err(_) => written = stdin.len(),
+            }
+            if written >= stdin.len() {
+                input = None; // closes the pipe: EOF for the child
+            }
         }
-        s
-    });
-    let mut err_pipe = child.stderr.take();
-    let err_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        if let Some(p) = err_pipe.as_mut() {
-            let _ = p.read_to_end(&mut s);
+        drain(&mut out, &mut so);
+        drain(&mut err, &mut se);
+        if exited {
+            // Whatever is buffered has been read; only a grandchild could
+            // still hold the pipes open, and we do not wait for it.
+            break;
         }
-        s
-    });
-    let status = wait_deadline(child, timeout)?;
-    let _ = writer.join();
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            // SAFETY: the child is not reaped yet, so the pid is still it.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            killed = true;
+            exited = true;
+            continue;
+        }
+        let mut fds = vec![libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let mut watch = |fd: i32, events: i16| {
+            fds.push(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            })
+        };
+        if let Some(w) = input.as_ref() {
+            watch(w.as_raw_fd(), libc::POLLOUT);
+        }
+        if let Some(r) = out.as_ref() {
+            watch(r.as_raw_fd(), libc::POLLIN);
+        }
+        if let Some(r) = err.as_ref() {
+            watch(r.as_raw_fd(), libc::POLLIN);
+        }
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: fds is a valid array of pollfd.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        } else if fds[0].revents & libc::POLLIN != 0 {
+            exited = true;
+        }
+    }
+    let status = child.wait()?;
     Ok(ToolOutput {
-        status,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        status: if killed { None } else { status.code() },
+        stdout: String::from_utf8_lossy(&so).into_owned(),
+        stderr: String::from_utf8_lossy(&se).into_owned(),
     })
 }
 
-/// Wait for a child with a deadline; SIGKILL it when the deadline passes.
-/// Returns the exit code, None when it died by a signal or was killed.
-pub fn wait_deadline(
-    child: std::process::Child,
-    timeout: Duration,
-) -> std::io::Result<Option<i32>> {
-    let pid = child.id() as libc::pid_t;
-    let mut child = child;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let res = match rx.recv_timeout(timeout) {
-        Ok(r) => r.map(|st| st.code()),
-        Err(_) => {
-            // SAFETY: the child is not yet reaped (the waiter has not
-            // returned), so the pid still names it.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = rx.recv();
-            Ok(None)
+/// Read what is available from a non-blocking pipe; drop it at EOF.
+fn drain<R: Read>(pipe: &mut Option<R>, buf: &mut Vec<u8>) {
+    let Some(p) = pipe.as_mut() else { return };
+    let mut chunk = [0u8; 16384];
+    loop {
+        match p.read(&mut chunk) {
+            Ok(0) => {
+                *pipe = None;
+                return;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return, // WouldBlock: nothing more for now
         }
-    };
-    let _ = waiter.join();
-    res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn large_stdin_round_trips_without_deadlock() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let out = run_tool(Command::new("cat"), &data, Duration::from_secs(10)).unwrap();
+        assert!(out.ok());
+        assert_eq!(out.stdout.as_bytes(), &data[..]);
+    }
+
+    #[test]
+    fn captures_both_streams_and_exit_code() {
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let out = run_tool(c, b"", Duration::from_secs(10)).unwrap();
+        assert_eq!(out.status, Some(3));
+        assert_eq!(out.stdout, "out\n");
+        assert_eq!(out.stderr, "err\n");
+    }
+
+    #[test]
+    fn deadline_kills_a_hung_tool() {
+        let t = Instant::now();
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        let out = run_tool(c, b"", Duration::from_millis(200)).unwrap();
+        assert_eq!(out.status, None);
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_grandchild_holding_the_pipes_does_not_block() {
+        let t = Instant::now();
+        let mut c = Command::new("sh");
+        c.args(["-c", "sleep 3 & echo done"]);
+        let out = run_tool(c, b"", Duration::from_secs(20)).unwrap();
+        assert!(out.ok());
+        assert_eq!(out.stdout, "done\n");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
 }
