@@ -400,7 +400,18 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
     let run = runner(conf, env);
     let lk = lock(conf, env, true)?
         .ok_or_else(|| CniError::new(code::STATE, "state directory vanished"))?;
-    let mut rec = match lk.load(&env.ifname)? {
+    let loaded = match lk.load(&env.ifname) {
+        Ok(r) => r,
+        Err(e) if e.code == code::STATE => {
+            // A record that cannot be read (e.g. truncated by a power loss:
+            // records are renamed into place but not fsync'ed) must not make
+            // DEL fail forever: fall back to the config, as without state.
+            crate::log::error(&format!("DEL: ignoring unreadable state: {e}"));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let mut rec = match loaded {
         Some(r) => r,
         None => {
             // No state (never added, already deleted, or cniDir lost): do

@@ -160,8 +160,11 @@ fn inspect(args: &[&str]) -> Result<String, String> {
                 continue;
             }
             found = true;
-            let _ = fam;
-            out.push_str(&format!("backend: iptables ({}, {base})\n", variant.name()));
+            let fam = if fam == Family::V4 { "IPv4" } else { "IPv6" };
+            out.push_str(&format!(
+                "backend: iptables, {} variant ({base}, {fam})\n",
+                variant.name()
+            ));
             out.push_str(&summary(saved.own_rules.iter().chain(saved.jumps.iter())));
             for l in saved.jumps.iter().chain(saved.own_rules.iter()) {
                 out.push_str(&format!("  {l}\n"));

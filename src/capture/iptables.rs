@@ -294,7 +294,7 @@ pub fn apply(
         if let Err(error) = apply_family(plan, fam, variant, ns, &lock) {
             let mut clean = true;
             for &f in &done {
-                if let Err(e) = remove_family(f, variant, ns, &lock) {
+                if let Err(e) = remove_family(plan, f, variant, ns, &lock) {
                     crate::log::error(&format!("undoing capture after a failed apply: {e}"));
                     clean = false;
                 }
@@ -323,19 +323,25 @@ fn apply_family(plan: &Plan, fam: Family, variant: Variant, ns: &NetNs, lock: &P
     Ok(())
 }
 
-pub fn remove(variant: Variant, ipv6: bool, ns: &NetNs, state_dir: &Path) -> Result<()> {
+pub fn remove(plan: &Plan, variant: Variant, ns: &NetNs, state_dir: &Path) -> Result<()> {
     let lock = lock_file(state_dir);
-    remove_family(Family::V4, variant, ns, &lock)?;
-    if ipv6 {
-        remove_family(Family::V6, variant, ns, &lock)?;
+    for fam in plan.families() {
+        remove_family(plan, fam, variant, ns, &lock)?;
     }
     Ok(())
 }
 
-fn remove_family(fam: Family, variant: Variant, ns: &NetNs, lock: &Path) -> Result<()> {
+fn remove_family(
+    plan: &Plan,
+    fam: Family,
+    variant: Variant,
+    ns: &NetNs,
+    lock: &Path,
+) -> Result<()> {
     let t = tools(variant, fam)?;
-    // The fast path only fits the usual shape (both jumps present).
-    let out = restore(&t, ns, lock, &render_delete(true))?;
+    // The fast path fits the shape the plan programs; anything else (partly
+    // removed, changed by hand) takes the save + cleanup path.
+    let out = restore(&t, ns, lock, &render_delete(plan.inbound_enabled()))?;
     if out.ok() {
         return Ok(());
     }

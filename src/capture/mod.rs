@@ -480,7 +480,7 @@ pub fn remove(p: &Programmed, ns: &NetNs, state_dir: &Path) -> Result<()> {
     match p.config.backend {
         Backend::Iptables => {
             let variant = iptables::resolve_variant(p.variant, state_dir)?;
-            iptables::remove(variant, p.ipv6, ns, state_dir)
+            iptables::remove(&p.plan(), variant, ns, state_dir)
         }
         Backend::Nftables => nft::remove(ns),
     }

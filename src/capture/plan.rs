@@ -163,7 +163,7 @@ impl Plan {
         }
     }
 
-    fn inbound_enabled(&self) -> bool {
+    pub fn inbound_enabled(&self) -> bool {
         !matches!(&self.cfg.inbound, PortSet::Only(p) if p.is_empty())
     }
 

@@ -338,6 +338,16 @@ impl Node {
         out
     }
 
+    /// For leaks the kernel clears asynchronously (a deleted netns takes
+    /// its veth peers with it in a background cleanup): retry, bounded.
+    pub fn assert_no_leaks_within(&self, timeout: Duration) {
+        let start = Instant::now();
+        while !self.leaks().is_empty() && start.elapsed() < timeout {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.assert_no_leaks();
+    }
+
     pub fn assert_no_leaks(&self) {
         let l = self.leaks();
         assert!(l.is_empty(), "leaked: {l:#?}");
