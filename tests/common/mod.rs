@@ -107,18 +107,10 @@ pub struct Pod {
 
 impl Pod {
     pub fn exec(&self, cmd: &str) -> Output {
-        sh(&format!(
-            "ip netns exec {} bash -c {}",
-            self.name,
-            shell_quote(cmd)
-        ))
+        ns_exec(&self.name, cmd)
     }
     pub fn exec_ok(&self, cmd: &str) -> String {
-        sh_ok(&format!(
-            "ip netns exec {} bash -c {}",
-            self.name,
-            shell_quote(cmd)
-        ))
+        ns_exec_ok(&self.name, cmd)
     }
     /// Interface names other than lo.
     pub fn links(&self) -> Vec<String> {
@@ -137,6 +129,16 @@ impl Pod {
         .map(String::from)
         .collect()
     }
+}
+
+/// Run a shell command inside netns `ns`.
+pub fn ns_exec(ns: &str, cmd: &str) -> Output {
+    sh(&format!("ip netns exec {ns} bash -c {}", shell_quote(cmd)))
+}
+
+/// Run a shell command inside netns `ns` that must succeed; returns stdout.
+pub fn ns_exec_ok(ns: &str, cmd: &str) -> String {
+    sh_ok(&format!("ip netns exec {ns} bash -c {}", shell_quote(cmd)))
 }
 
 pub fn shell_quote(s: &str) -> String {
@@ -175,18 +177,10 @@ impl Node {
     }
 
     pub fn exec(&self, cmd: &str) -> Output {
-        sh(&format!(
-            "ip netns exec {} bash -c {}",
-            self.name,
-            shell_quote(cmd)
-        ))
+        ns_exec(&self.name, cmd)
     }
     pub fn exec_ok(&self, cmd: &str) -> String {
-        sh_ok(&format!(
-            "ip netns exec {} bash -c {}",
-            self.name,
-            shell_quote(cmd)
-        ))
+        ns_exec_ok(&self.name, cmd)
     }
 
     pub fn pod(&self, tag: &str) -> Pod {
