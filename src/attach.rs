@@ -187,17 +187,7 @@ fn add_capture(
     ns: &NetNs,
     ipv6: bool,
 ) -> Result<()> {
-    let variant = match conf.capture.backend {
-        capture::Backend::Iptables => {
-            capture::iptables::resolve_variant(conf.capture.variant, lk.dir())?
-        }
-        capture::Backend::Nftables => capture::Variant::Auto,
-    };
-    let p = Programmed {
-        config: conf.capture.clone(),
-        variant,
-        ipv6,
-    };
+    let p = Programmed::resolve(&conf.capture, ipv6, lk.dir())?;
     rec.capture = Some(p.to_json());
     lk.save(rec)?;
     crate::log::debug("capture: programming");

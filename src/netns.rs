@@ -57,16 +57,6 @@ impl NetNs {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Inode number: identifies the namespace.
-    pub fn inode(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        self.file.metadata().map(|m| m.ino()).unwrap_or(0)
-    }
-
     /// Build a Command that runs inside this netns.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);

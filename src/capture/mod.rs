@@ -444,6 +444,20 @@ impl Programmed {
             ipv6: v.get("ipv6").and_then(Value::as_bool).unwrap_or(false),
         })
     }
+    /// What ADD will program: the config with the iptables variant
+    /// resolved (detected once per node, see `iptables::resolve_variant`).
+    pub fn resolve(config: &CaptureConfig, ipv6: bool, state_dir: &Path) -> Result<Self> {
+        let variant = match config.backend {
+            Backend::Iptables => iptables::resolve_variant(config.variant, state_dir)?,
+            Backend::Nftables => Variant::Auto,
+        };
+        Ok(Programmed {
+            config: config.clone(),
+            variant,
+            ipv6,
+        })
+    }
+
     pub fn plan(&self) -> Plan {
         Plan::new(&self.config, self.ipv6)
     }
