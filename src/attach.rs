@@ -8,7 +8,8 @@
 //! after each one returns, so whatever ADD did can always be undone — by
 //! ADD's own rollback, by DEL, or by the next ADD finding a crashed one.
 
-use crate::capture::{self, Programmed};
+use crate::capture::{self, CaptureConfig, Programmed};
+use crate::k8s;
 use crate::cni::{self, Env};
 use crate::config::{self, NetConf};
 use crate::delegate::{Delegate, Runner};
@@ -23,6 +24,11 @@ pub struct Planned {
     pub ifname: String,
     pub delegate: Delegate,
     pub runtime_config: Option<Map<String, Value>>,
+    /// The name network-status reports (a NAD's `ns/name`, a conf's name).
+    pub status_name: String,
+    /// Gateways requested by the pod (`default-route`): this interface
+    /// takes the default route of their families.
+    pub default_route: Vec<std::net::IpAddr>,
 }
 
 fn runner(conf: &NetConf, env: &Env) -> Runner {
@@ -66,6 +72,8 @@ pub fn plan_static(conf: &NetConf, ifname: &str) -> Result<Vec<Planned>> {
         };
         out.push(Planned {
             ifname,
+            status_name: d.name.clone(),
+            default_route: Vec::new(),
             delegate: d,
             // As Multus: the runtime's runtimeConfig (portMappings, ...)
             // belongs to the cluster network.
@@ -181,13 +189,13 @@ fn lock(conf: &NetConf, env: &Env, create: bool) -> Result<Option<ContainerLock>
 
 /// Programme capture for a record (saved first, so a crash leaves a trace).
 fn add_capture(
-    conf: &NetConf,
+    cfg: &CaptureConfig,
     rec: &mut Record,
     lk: &ContainerLock,
     ns: &NetNs,
     ipv6: bool,
 ) -> Result<()> {
-    let p = Programmed::resolve(&conf.capture, ipv6, lk.dir())?;
+    let p = Programmed::resolve(cfg, ipv6, lk.dir())?;
     rec.capture = Some(p.to_json());
     lk.save(rec)?;
     crate::log::debug("capture: programming");
@@ -242,20 +250,38 @@ fn readiness(conf: &NetConf, code_: u32) -> Result<()> {
     Ok(())
 }
 
+/// Kubernetes mode: configured, and CNI_ARGS names a pod. Reads the pod.
+fn k8s_session(conf: &NetConf, env: &Env) -> Result<Option<k8s::Session>> {
+    let Some(pod) = k8s::PodRef::from_args(&env.args) else {
+        return Ok(None);
+    };
+    let Some(cfg) = k8s::api_config(conf) else {
+        return Ok(None);
+    };
+    let s = k8s::Session::open(cfg?, pod)?;
+    crate::log::debug("k8s: pod read");
+    Ok(Some(s))
+}
+
 pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
     readiness(conf, code::TRY_AGAIN)?;
     let ns = open_netns(env)?;
     let run = runner(conf, env);
-    let planned = if conf.is_meta() {
-        let p = plan_static(conf, &env.ifname)?;
-        // Refuse before anything runs: every plugin must be found.
-        for x in &p {
-            run.resolve(&x.delegate)?;
+    let mut session = k8s_session(conf, env)?;
+    let static_capture = || conf.capture.enabled.then(|| conf.capture.clone());
+    let (planned, capture_cfg) = match (conf.is_meta(), session.as_mut()) {
+        (true, Some(s)) => {
+            let kp = k8s::plan::plan(conf, &env.ifname, s)?;
+            (kp.planned, kp.capture)
         }
-        p
-    } else {
-        Vec::new()
+        (true, None) => (plan_static(conf, &env.ifname)?, static_capture()),
+        (false, Some(s)) => (Vec::new(), k8s::pod::capture_for_pod(&conf.capture, &s.pod)?),
+        (false, None) => (Vec::new(), static_capture()),
     };
+    // Refuse before anything runs: every plugin must be found.
+    for x in &planned {
+        run.resolve(&x.delegate)?;
+    }
     let lk = lock(conf, env, true)?
         .ok_or_else(|| CniError::new(code::STATE, "state directory vanished"))?;
     if let Some(mut old) = lk.load(&env.ifname)? {
@@ -280,13 +306,78 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
             })?;
         }
     }
-    if conf.is_meta() {
-        add_meta(conf, env, &lk, &ns, &run, &planned)
-    } else {
-        add_chained(conf, env, &lk, &ns, &run)
+    if !conf.is_meta() {
+        return add_chained(conf, env, &lk, &ns, &run, capture_cfg.as_ref());
     }
+    let (result, results) = add_meta(conf, env, &lk, &ns, &run, &planned, capture_cfg.as_ref())?;
+    if let Some(s) = session.as_mut() {
+        // As Multus: a failed status write is logged, not fatal — the pod's
+        // networks work; the annotation is informational.
+        let entries = network_status(&planned, &results);
+        match s.write_status(&entries) {
+            Ok(()) => crate::log::debug("k8s: network-status written"),
+            Err(e) => crate::log::error(&format!("network-status not written: {e}")),
+        }
+        crate::log::verbose(&format!("k8s: {} API requests", s.requests()));
+    }
+    Ok(result)
 }
 
+/// Multus's network-status: one entry per attachment; `default` on the
+/// cluster network, or on the network the pod gave the default route.
+fn network_status(planned: &[Planned], results: &[Option<Value>]) -> Vec<Value> {
+    let any_gw = planned.iter().any(|p| !p.default_route.is_empty());
+    planned
+        .iter()
+        .zip(results)
+        .enumerate()
+        .map(|(i, (p, r))| {
+            let default = if any_gw {
+                !p.default_route.is_empty()
+            } else {
+                i == 0
+            };
+            let r = r.as_ref().and_then(|r| cni::convert_result(r, "1.0.0").ok());
+            k8s::pod::status_entry(&p.status_name, &p.ifname, r.as_ref(), default)
+        })
+        .collect()
+}
+
+/// Move the default route of each requested gateway's family to its
+/// interface (Multus's `default-route`).
+fn set_default_routes(ns: &NetNs, planned: &[Planned]) -> Result<()> {
+    let ip = capture::find_tool("ip")
+        .ok_or_else(|| CniError::new(code::NETNS, "default-route: the ip tool is not installed"))?;
+    let run = |args: &[&str]| -> Result<crate::netns::ToolOutput> {
+        crate::netns::run_tool(
+            { let mut c = ns.command(&ip); c.args(args); c },
+            b"",
+            capture::TOOL_TIMEOUT,
+        )
+        .map_err(|e| CniError::new(code::NETNS, format!("default-route: ip: {e}")))
+    };
+    for p in planned.iter().filter(|p| !p.default_route.is_empty()) {
+        for gw in &p.default_route {
+            let (fam, any) = if gw.is_ipv4() { ("-4", "0.0.0.0/0") } else { ("-6", "::/0") };
+            let _ = run(&[fam, "route", "flush", "exact", any])?;
+            let g = gw.to_string();
+            let out = run(&[fam, "route", "add", "default", "via", &g, "dev", &p.ifname])?;
+            if !out.ok() {
+                return Err(CniError::new(
+                    code::POD_REQUEST,
+                    format!(
+                        "default-route {g} via {}: {}",
+                        p.ifname,
+                        out.failure()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::type_complexity)]
 fn add_meta(
     conf: &NetConf,
     env: &Env,
@@ -294,7 +385,8 @@ fn add_meta(
     ns: &NetNs,
     run: &Runner,
     planned: &[Planned],
-) -> Result<Value> {
+    capture_cfg: Option<&CaptureConfig>,
+) -> Result<(Value, Vec<Option<Value>>)> {
     let mut rec = new_record(conf, env, Mode::Meta, attachments_of(planned));
     let others = lk.records();
     for a in &rec.attachments {
@@ -338,13 +430,18 @@ fn add_meta(
             Err(e) => return Err(fail(&mut rec, e)),
         }
     }
-    if conf.capture.enabled {
+    if planned.iter().any(|p| !p.default_route.is_empty()) {
+        if let Err(e) = set_default_routes(ns, planned) {
+            return Err(fail(&mut rec, e));
+        }
+    }
+    if let Some(cfg) = capture_cfg {
         let ipv6 = rec
             .attachments
             .iter()
             .filter_map(|a| a.result.as_ref())
             .any(cni::result_has_ipv6);
-        if let Err(e) = add_capture(conf, &mut rec, lk, ns, ipv6) {
+        if let Err(e) = add_capture(cfg, &mut rec, lk, ns, ipv6) {
             return Err(fail(&mut rec, e));
         }
     }
@@ -353,7 +450,8 @@ fn add_meta(
         return Err(fail(&mut rec, e));
     }
     let first = rec.attachments[0].result.clone().unwrap_or(Value::Null);
-    cni::convert_result(&first, &conf.cni_version)
+    let results = rec.attachments.iter().map(|a| a.result.clone()).collect();
+    Ok((cni::convert_result(&first, &conf.cni_version)?, results))
 }
 
 fn add_chained(
@@ -362,13 +460,14 @@ fn add_chained(
     lk: &ContainerLock,
     ns: &NetNs,
     run: &Runner,
+    capture_cfg: Option<&CaptureConfig>,
 ) -> Result<Value> {
     let out = match &conf.prev_result {
         Some(p) => p.clone(),
         None => cni::empty_result(&conf.cni_version),
     };
     let mut rec = new_record(conf, env, Mode::Chained, Vec::new());
-    if conf.capture.enabled {
+    if let Some(cfg) = capture_cfg {
         let ipv6 = conf.prev_result.as_ref().is_some_and(cni::result_has_ipv6)
             || lk.records().iter().any(|r| {
                 r.capture
@@ -376,7 +475,7 @@ fn add_chained(
                     .and_then(|c| Programmed::from_json(c).ok())
                     .is_some_and(|p| p.ipv6)
             });
-        if let Err(e) = add_capture(conf, &mut rec, lk, ns, ipv6) {
+        if let Err(e) = add_capture(cfg, &mut rec, lk, ns, ipv6) {
             let _ = teardown(&mut rec, lk, run, &env.netns);
             return Err(e);
         }

@@ -13,8 +13,12 @@ Usage:
   multimesh --version
   multimesh --help
   multimesh rules --config FILE [--ipv6] [--backend iptables|nftables]
+                 [--pod POD.json|yaml | --annotations FILE]
       Print the capture rules multimesh would program for a network config
-      (FILE or - for stdin), without touching the system.
+      (FILE or - for stdin), without touching the system. --pod applies a
+      pod's mesh annotations and decides, as Kubernetes mode does, whether
+      it is captured at all; --annotations applies an annotation map (JSON
+      or YAML) as if the pod were meshed.
   multimesh inspect --netns PATH
       Show what multimesh programmed in a pod network namespace.
 
@@ -93,6 +97,41 @@ fn rules(args: &[&str]) -> Result<String, String> {
         None => {}
     }
     let ipv6 = args.contains(&"--ipv6");
+    let read_doc = |f: &str| -> Result<serde_json::Value, String> {
+        let t = std::fs::read_to_string(f).map_err(|e| format!("read {f}: {e}"))?;
+        crate::k8s::yaml::parse(&t).map_err(|e| format!("{f}: {e}"))
+    };
+    let pod = match (opt(args, "--pod")?, opt(args, "--annotations")?) {
+        (Some(_), Some(_)) => return Err("rules: give --pod or --annotations, not both".into()),
+        (Some(f), None) => Some(read_doc(f)?),
+        (None, Some(f)) => {
+            let ann = read_doc(f)?;
+            if !ann.is_object() {
+                return Err(format!("{f}: annotations must be a map"));
+            }
+            let (proxy, status) = match cfg.profile {
+                capture::Profile::Istio => ("istio-proxy", "sidecar.istio.io/status"),
+                capture::Profile::Linkerd => ("linkerd-proxy", "linkerd.io/proxy-version"),
+            };
+            let mut ann = ann;
+            if let Some(m) = ann.as_object_mut() {
+                m.entry(status).or_insert_with(|| "{}".into());
+            }
+            Some(serde_json::json!({"metadata": {"namespace": "default", "annotations": ann},
+                "spec": {"containers": [{"name": proxy}]}}))
+        }
+        (None, None) => None,
+    };
+    if let Some(pod) = pod {
+        return match crate::k8s::pod::capture_for_pod(&cfg, &pod) {
+            Err(e) => Err(e.to_string()),
+            Ok(None) => Ok(format!(
+                "# pod not captured (profile {}, not meshed, capture disabled or namespace excluded): no rules\n",
+                cfg.profile.name()
+            )),
+            Ok(Some(c)) => Ok(render(&c, ipv6)),
+        };
+    }
     Ok(render(&cfg, ipv6))
 }
 

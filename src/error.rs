@@ -31,6 +31,15 @@ pub mod code {
     pub const ALREADY_ATTACHED: u32 = 106;
     /// CHECK: no state for this container/interface.
     pub const NO_STATE: u32 = 107;
+    /// Kubernetes mode: the pod is missing or its UID differs from K8S_POD_UID.
+    pub const POD_IDENTITY: u32 = 108;
+    /// Kubernetes mode: the API server refused the request (401/403/other
+    /// 4xx) or gave an unusable answer. (Unreachable, 429 and 5xx are 11.)
+    pub const API: u32 = 109;
+    /// Kubernetes mode: what the pod asks for is invalid — a malformed
+    /// networks/default-network/mesh annotation, a network that does not
+    /// exist or that namespace isolation forbids, duplicate interfaces.
+    pub const POD_REQUEST: u32 = 110;
 }
 
 #[derive(Debug, Clone, PartialEq)]

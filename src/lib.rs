@@ -7,6 +7,7 @@
 //! - [`state`]: atomic per-container state under cniDir
 //! - [`capture`]: the rule plan, its renderers and backends
 //! - [`netns`]: entering pod network namespaces safely
+//! - [`k8s`]: Kubernetes mode (API client, pod annotations, network-status)
 //! - [`cli`]: the command line for people (`rules`, `inspect`)
 
 pub mod attach;
@@ -16,6 +17,7 @@ pub mod cni;
 pub mod config;
 pub mod delegate;
 pub mod error;
+pub mod k8s;
 pub mod log;
 pub mod netns;
 pub mod state;

@@ -1,0 +1,377 @@
+//! Where the API server is and how to authenticate: a kubeconfig file
+//! (YAML or JSON) or the in-cluster service account.
+//!
+//! Supported: `server` (https or http), `certificate-authority(-data)`,
+//! `insecure-skip-tls-verify`, `tls-server-name`; users with `token`,
+//! `tokenFile` (re-read on every request, so rotated bound service-account
+//! tokens keep working) and `client-certificate(-data)` /
+//! `client-key(-data)`. Exec and auth-provider plugins are refused: a CNI
+//! plugin must not run arbitrary programs named in a file.
+
+use super::yaml;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// Everything needed to reach and authenticate to the API server.
+#[derive(Clone)]
+pub struct ApiConfig {
+    pub scheme: Scheme,
+    /// Host as written (an IP literal, `[v6]` without brackets, or a name).
+    pub host: String,
+    pub port: u16,
+    /// Path prefix of the server URL (usually empty).
+    pub base_path: String,
+    /// PEM bytes of the CA bundle; None uses no roots (then TLS fails
+    /// unless `insecure`).
+    pub ca_pem: Option<Vec<u8>>,
+    pub insecure: bool,
+    pub tls_server_name: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// (certificate chain PEM, private key PEM)
+    pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    // Never print credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("scheme", &self.scheme)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("insecure", &self.insecure)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("client_cert", &self.client_cert.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl ApiConfig {
+    /// The bearer token for the next request (file re-read every time).
+    pub fn bearer(&self) -> Result<Option<String>, String> {
+        if let Some(f) = &self.token_file {
+            let t = std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read token file {}: {e}", f.display()))?;
+            let t = t.trim().to_string();
+            if !t.is_empty() {
+                return Ok(Some(t));
+            }
+        }
+        Ok(self.token.clone().filter(|t| !t.is_empty()))
+    }
+
+    /// `host:port` for the Host header (IPv6 bracketed).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parse `https://host[:port][/prefix]`.
+pub fn parse_server(url: &str) -> Result<(Scheme, String, u16, String), String> {
+    let (scheme, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (Scheme::Https, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (Scheme::Http, r)
+    } else {
+        return Err(format!("server {url:?}: must start with https:// or http://"));
+    };
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    let default_port = if scheme == Scheme::Https { 443 } else { 80 };
+    let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+        let (h, after) = h
+            .split_once(']')
+            .ok_or_else(|| format!("server {url:?}: unterminated [IPv6] host"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => parse_port(p, url)?,
+            None if after.is_empty() => default_port,
+            None => return Err(format!("server {url:?}: junk after ]")),
+        };
+        (h.to_string(), port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), parse_port(p, url)?),
+            None => (hostport.to_string(), default_port),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'));
+    if !host_ok {
+        return Err(format!("server {url:?}: bad host"));
+    }
+    if path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'?') {
+        return Err(format!("server {url:?}: bad path"));
+    }
+    Ok((scheme, host, port, path.to_string()))
+}
+
+fn parse_port(p: &str, url: &str) -> Result<u16, String> {
+    match p.parse::<u16>() {
+        Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(format!("server {url:?}: bad port")),
+    }
+}
+
+/// Standard base64 (padding optional, whitespace ignored).
+pub fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            b' ' | b'\n' | b'\r' | b'\t' => continue,
+            _ => return Err("invalid base64".into()),
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+fn read_file(base: &Path, p: &str, what: &str) -> Result<Vec<u8>, String> {
+    let path = resolve(base, p);
+    std::fs::read(&path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let pb = PathBuf::from(p);
+    if pb.is_absolute() {
+        pb
+    } else {
+        base.join(pb)
+    }
+}
+
+fn named<'a>(list: Option<&'a Value>, name: &str, key: &str) -> Option<&'a Value> {
+    list?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
+        .and_then(|e| e.get(key))
+}
+
+/// Load a kubeconfig file: its current context's cluster and user.
+pub fn load(path: &Path) -> Result<ApiConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+    let v = yaml::parse(&text).map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("/"));
+    from_value(&v, base).map_err(|e| format!("kubeconfig {}: {e}", path.display()))
+}
+
+pub fn from_value(v: &Value, base: &Path) -> Result<ApiConfig, String> {
+    let s = |o: Option<&Value>, k: &str| -> Option<String> {
+        o.and_then(|o| o.get(k)).and_then(Value::as_str).map(String::from)
+    };
+    let contexts = v.get("contexts");
+    let ctx_name = match v.get("current-context").and_then(Value::as_str) {
+        Some(c) if !c.is_empty() => c.to_string(),
+        _ => contexts
+            .and_then(Value::as_array)
+            .filter(|a| a.len() == 1)
+            .and_then(|a| a[0].get("name"))
+            .and_then(Value::as_str)
+            .ok_or("no current-context (and not exactly one context)")?
+            .to_string(),
+    };
+    let ctx = named(contexts, &ctx_name, "context")
+        .ok_or_else(|| format!("context {ctx_name:?} not found"))?;
+    let cluster_name = s(Some(ctx), "cluster").ok_or("context has no cluster")?;
+    let cluster = named(v.get("clusters"), &cluster_name, "cluster")
+        .ok_or_else(|| format!("cluster {cluster_name:?} not found"))?;
+    let user = match s(Some(ctx), "user") {
+        Some(u) => Some(
+            named(v.get("users"), &u, "user").ok_or_else(|| format!("user {u:?} not found"))?,
+        ),
+        None => None,
+    };
+    let server = s(Some(cluster), "server").ok_or("cluster has no server")?;
+    let (scheme, host, port, base_path) = parse_server(&server)?;
+    let ca_pem = match (
+        s(Some(cluster), "certificate-authority-data"),
+        s(Some(cluster), "certificate-authority"),
+    ) {
+        (Some(d), _) => Some(
+            base64_decode(&d).map_err(|e| format!("certificate-authority-data: {e}"))?,
+        ),
+        (None, Some(f)) => Some(read_file(base, &f, "certificate-authority")?),
+        (None, None) => None,
+    };
+    let insecure = cluster
+        .get("insecure-skip-tls-verify")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let mut cfg = ApiConfig {
+        scheme,
+        host,
+        port,
+        base_path,
+        ca_pem,
+        insecure,
+        tls_server_name: s(Some(cluster), "tls-server-name"),
+        token: None,
+        token_file: None,
+        client_cert: None,
+    };
+    if let Some(u) = user {
+        for refused in ["exec", "auth-provider"] {
+            if u.get(refused).is_some_and(|x| !x.is_null()) {
+                return Err(format!(
+                    "user {refused} plugins are not supported (use a token, tokenFile or client certificate)"
+                ));
+            }
+        }
+        if u.get("username").is_some() || u.get("password").is_some() {
+            return Err("basic authentication is not supported".into());
+        }
+        cfg.token = s(Some(u), "token");
+        cfg.token_file = s(Some(u), "tokenFile").map(|f| resolve(base, &f));
+        let cert = match (
+            s(Some(u), "client-certificate-data"),
+            s(Some(u), "client-certificate"),
+        ) {
+            (Some(d), _) => {
+                Some(base64_decode(&d).map_err(|e| format!("client-certificate-data: {e}"))?)
+            }
+            (None, Some(f)) => Some(read_file(base, &f, "client-certificate")?),
+            _ => None,
+        };
+        let key = match (s(Some(u), "client-key-data"), s(Some(u), "client-key")) {
+            (Some(d), _) => {
+                Some(base64_decode(&d).map_err(|e| format!("client-key-data: {e}"))?)
+            }
+            (None, Some(f)) => Some(read_file(base, &f, "client-key")?),
+            _ => None,
+        };
+        cfg.client_cert = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err("client certificate and key must be given together".into()),
+        };
+    }
+    Ok(cfg)
+}
+
+/// In-cluster configuration from `KUBERNETES_SERVICE_HOST`/`_PORT` and the
+/// service-account directory. None when not in a cluster.
+pub fn in_cluster(get: impl Fn(&str) -> Option<String>) -> Option<Result<ApiConfig, String>> {
+    let host = get("KUBERNETES_SERVICE_HOST").filter(|h| !h.is_empty())?;
+    let port = get("KUBERNETES_SERVICE_PORT").unwrap_or_else(|| "443".into());
+    let dir = PathBuf::from(SERVICE_ACCOUNT_DIR);
+    let token_file = dir.join("token");
+    if !token_file.exists() {
+        return None;
+    }
+    let url = if host.contains(':') {
+        format!("https://[{host}]:{port}")
+    } else {
+        format!("https://{host}:{port}")
+    };
+    Some((|| {
+        let (scheme, host, port, base_path) = parse_server(&url)?;
+        let ca = std::fs::read(dir.join("ca.crt"))
+            .map_err(|e| format!("cannot read service account ca.crt: {e}"))?;
+        Ok(ApiConfig {
+            scheme,
+            host,
+            port,
+            base_path,
+            ca_pem: Some(ca),
+            insecure: false,
+            tls_server_name: None,
+            token: None,
+            token_file: Some(token_file),
+            client_cert: None,
+        })
+    })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn servers() {
+        assert_eq!(
+            parse_server("https://127.0.0.1:6443").unwrap(),
+            (Scheme::Https, "127.0.0.1".into(), 6443, String::new())
+        );
+        assert_eq!(
+            parse_server("https://[2001:db8::1]/k8s/").unwrap(),
+            (Scheme::Https, "2001:db8::1".into(), 443, "/k8s".into())
+        );
+        assert_eq!(parse_server("http://api").unwrap().2, 80);
+        for bad in [
+            "ftp://x",
+            "https://",
+            "https://a b",
+            "https://x:0",
+            "https://x:99999",
+            "https://[::1",
+            "https://x/a b",
+            "https://x\r\nHost: evil",
+        ] {
+            assert!(parse_server(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(base64_decode("aGVs\nbG8").unwrap(), b"hello");
+        assert!(base64_decode("a*b").is_err());
+    }
+
+    #[test]
+    fn kubeconfig_selects_current_context() {
+        let v = json!({
+            "clusters": [{"name": "a", "cluster": {"server": "https://198.51.100.1:1"}},
+                         {"name": "b", "cluster": {"server": "https://198.51.100.2:2",
+                            "certificate-authority-data": "aGVsbG8="}}],
+            "users": [{"name": "u", "user": {"token": "t0k", "tokenFile": "tok"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "b", "user": "u"}}],
+            "current-context": "c"
+        });
+        let c = from_value(&v, Path::new("/etc/x")).unwrap();
+        assert_eq!(c.host, "198.51.100.2");
+        assert_eq!(c.port, 2);
+        assert_eq!(c.ca_pem.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(c.token_file, Some(PathBuf::from("/etc/x/tok")));
+        assert!(!format!("{c:?}").contains("t0k"), "debug output leaks the token");
+        let mut bad = v.clone();
+        bad["users"][0]["user"]["exec"] = json!({"command": "/bin/sh"});
+        assert!(from_value(&bad, Path::new("/")).unwrap_err().contains("exec"));
+        let mut bad = v.clone();
+        bad["current-context"] = json!("nope");
+        assert!(from_value(&bad, Path::new("/")).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! Kubernetes mode: read the pod and its NetworkAttachmentDefinitions from
+//! the API server, decide the attachments and the capture from them, and
+//! write the network-status annotation back.
+//!
+//! On when `kubeconfig` is set (or in-cluster) *and* CNI_ARGS names the pod
+//! (`K8S_POD_NAMESPACE`, `K8S_POD_NAME`); without a pod identity (a
+//! runtime that is not kubelet) multimesh behaves as in static mode.
+//! Round trips per ADD: one pod GET, one GET per distinct NAD, one status
+//! PATCH. DEL never talks to the API server.
+
+pub mod client;
+pub mod kubeconfig;
+pub mod plan;
+pub mod pod;
+pub mod yaml;
+
+use crate::config::NetConf;
+use crate::error::{code, CniError, Result};
+use client::{ApiError, Client};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The pod named by CNI_ARGS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+}
+
+impl PodRef {
+    pub fn from_args(args: &str) -> Option<PodRef> {
+        let kv = crate::cni::parse_cni_args(args);
+        let get = |k: &str| {
+            kv.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        Some(PodRef {
+            namespace: get("K8S_POD_NAMESPACE")?,
+            name: get("K8S_POD_NAME")?,
+            uid: get("K8S_POD_UID"),
+        })
+    }
+    fn validate(&self) -> Result<()> {
+        let ok = pod::is_dns_label(&self.namespace) && pod::is_dns_subdomain(&self.name);
+        let uid_ok = self.uid.as_deref().is_none_or(|u| {
+            u.len() <= 64 && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+        if ok && uid_ok {
+            Ok(())
+        } else {
+            Err(CniError::env(format!(
+                "CNI_ARGS: K8S_POD_NAMESPACE/K8S_POD_NAME/K8S_POD_UID {}/{} is not a valid pod identity",
+                self.namespace, self.name
+            )))
+        }
+    }
+}
+
+/// The API configuration, when Kubernetes mode is configured.
+pub fn api_config(conf: &NetConf) -> Option<Result<kubeconfig::ApiConfig>> {
+    let to_err = |e: String| CniError::config(format!("kubeconfig: {e}"));
+    match &conf.kubeconfig {
+        Some(k) => Some(kubeconfig::load(Path::new(k)).map_err(to_err)),
+        None => kubeconfig::in_cluster(|k| std::env::var(k).ok()).map(|r| r.map_err(to_err)),
+    }
+}
+
+pub fn api_error(e: ApiError, what: &str) -> CniError {
+    match &e {
+        _ if e.is_retryable() => CniError::new(code::TRY_AGAIN, format!("{what}: {e}")),
+        _ => CniError::new(code::API, format!("{what}: {e}")),
+    }
+}
+
+/// One ADD's conversation with the API server.
+pub struct Session {
+    client: Client,
+    pub pod_ref: PodRef,
+    pub pod: Value,
+    nads: HashMap<(String, String), Value>,
+}
+
+impl Session {
+    /// Connect and read the pod; its UID must match K8S_POD_UID.
+    pub fn open(cfg: kubeconfig::ApiConfig, pod_ref: PodRef) -> Result<Session> {
+        pod_ref.validate()?;
+        let mut client =
+            Client::new(cfg).map_err(|e| CniError::config(format!("kubeconfig: {e}")))?;
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{}",
+            pod_ref.namespace, pod_ref.name
+        );
+        let pod = client.get(&path).map_err(|e| match e.status() {
+            Some(404) => CniError::new(
+                code::POD_IDENTITY,
+                format!(
+                    "pod {}/{} not found on the API server",
+                    pod_ref.namespace, pod_ref.name
+                ),
+            ),
+            _ => api_error(e, &format!("reading pod {}/{}", pod_ref.namespace, pod_ref.name)),
+        })?;
+        if let Some(want) = &pod_ref.uid {
+            let have = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+            if have != want {
+                return Err(CniError::new(
+                    code::POD_IDENTITY,
+                    format!(
+                        "pod {}/{} has UID {have:?}, not K8S_POD_UID {want:?} (deleted and recreated?)",
+                        pod_ref.namespace, pod_ref.name
+                    ),
+                ));
+            }
+        }
+        Ok(Session {
+            client,
+            pod_ref,
+            pod,
+            nads: HashMap::new(),
+        })
+    }
+
+    /// A NetworkAttachmentDefinition (one GET per distinct name per ADD).
+    pub fn nad(&mut self, ns: &str, name: &str) -> Result<Value> {
+        let key = (ns.to_string(), name.to_string());
+        if let Some(v) = self.nads.get(&key) {
+            return Ok(v.clone());
+        }
+        let path = format!(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/{ns}/network-attachment-definitions/{name}"
+        );
+        let v = self.client.get(&path).map_err(|e| match e.status() {
+            Some(404) => CniError::new(
+                code::POD_REQUEST,
+                format!("NetworkAttachmentDefinition {ns}/{name} not found"),
+            ),
+            _ => api_error(e, &format!("reading NetworkAttachmentDefinition {ns}/{name}")),
+        })?;
+        self.nads.insert(key, v.clone());
+        Ok(v)
+    }
+
+    /// Write `k8s.v1.cni.cncf.io/network-status` on the pod's status
+    /// subresource: a JSON merge patch of that one annotation, retried on
+    /// conflicts, 429 and 5xx (bounded).
+    pub fn write_status(&mut self, entries: &[Value]) -> Result<()> {
+        let text = serde_json::to_string_pretty(entries).unwrap_or_default();
+        let body = serde_json::json!({"metadata": {"annotations": {pod::NETWORK_STATUS: text}}});
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{}/status",
+            self.pod_ref.namespace, self.pod_ref.name
+        );
+        let mut delay = std::time::Duration::from_millis(50);
+        for attempt in 1..=5 {
+            match self
+                .client
+                .patch(&path, "application/merge-patch+json", &body)
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 5 && (e.status() == Some(409) || e.is_retryable()) => {
+                    crate::log::verbose(&format!("network-status write: {e}; retrying"));
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(e) => return Err(api_error(e, "writing network-status")),
+            }
+        }
+        Err(CniError::new(code::TRY_AGAIN, "writing network-status: gave up"))
+    }
+
+    pub fn requests(&self) -> u32 {
+        self.client.requests
+    }
+}

@@ -1,0 +1,282 @@
+//! The attachment list for a pod in Kubernetes mode, Multus's way:
+//! the cluster network (or the pod's default-network) on CNI_IFNAME, then
+//! `defaultNetworks` (unless the pod is in a system namespace), then the
+//! networks the pod's annotation asks for, named `net<position>` unless
+//! the request names an interface.
+
+use super::pod::{self, bad, Selection};
+use super::Session;
+use crate::attach::Planned;
+use crate::capture::CaptureConfig;
+use crate::config::{self, NetConf};
+use crate::delegate::Delegate;
+use crate::error::{code, CniError, Result};
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+
+pub struct K8sPlan {
+    pub planned: Vec<Planned>,
+    /// None: the pod is not meshed (or capture is off).
+    pub capture: Option<CaptureConfig>,
+}
+
+/// A network config from a NAD: `spec.config` (conf or conflist), or the
+/// file of the same name in confDir when it is empty.
+fn nad_config(conf: &NetConf, nad: &Value, ns: &str, name: &str) -> Result<Value> {
+    let ctx = |e: CniError| e.context(format!("NetworkAttachmentDefinition {ns}/{name}"));
+    let text = nad
+        .pointer("/spec/config")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim();
+    if text.is_empty() {
+        return config::load_network(&conf.conf_dir, name).map_err(ctx);
+    }
+    let mut v: Value = serde_json::from_str(text)
+        .map_err(|e| ctx(CniError::config(format!("spec.config is not JSON: {e}"))))?;
+    let o = v
+        .as_object_mut()
+        .ok_or_else(|| ctx(CniError::config("spec.config must be a JSON object")))?;
+    if !o.contains_key("name") {
+        o.insert("name".into(), name.into());
+    }
+    Ok(v)
+}
+
+/// `cni-args` go to every plugin of the delegate as `args.cni`.
+fn with_cni_args(mut d: Delegate, args: Option<&Map<String, Value>>) -> Delegate {
+    if let Some(a) = args {
+        for p in d.plugins.iter_mut() {
+            let outer = p
+                .entry("args")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !outer.is_object() {
+                *outer = Value::Object(Map::new());
+            }
+            if let Some(o) = outer.as_object_mut() {
+                let cni = o
+                    .entry("cni")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !cni.is_object() {
+                    *cni = Value::Object(Map::new());
+                }
+                if let Some(c) = cni.as_object_mut() {
+                    for (k, v) in a {
+                        c.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+    }
+    d
+}
+
+/// A cluster/default network named in the config: a path, a conf in
+/// confDir, or else a NAD (`ns/name`, or `name` in multusNamespace).
+fn named_network(conf: &NetConf, s: &mut Session, key: &str) -> Result<(Value, String, bool)> {
+    if key.starts_with('/') {
+        let v = config::load_network(&conf.conf_dir, key)?;
+        let n = v.get("name").and_then(Value::as_str).unwrap_or(key).to_string();
+        return Ok((v, n, true));
+    }
+    let (ns, name) = match key.split_once('/') {
+        Some((ns, n)) => (ns.to_string(), n.to_string()),
+        None => {
+            if let Ok(v) = config::load_network(&conf.conf_dir, key) {
+                let n = v.get("name").and_then(Value::as_str).unwrap_or(key).to_string();
+                return Ok((v, n, true));
+            }
+            (conf.multus_namespace.clone(), key.to_string())
+        }
+    };
+    let nad = s.nad(&ns, &name).map_err(|e| {
+        if e.code == code::POD_REQUEST {
+            CniError::config(format!(
+                "network {key:?} is neither in confDir {} nor a NetworkAttachmentDefinition ({})",
+                conf.conf_dir.display(),
+                e.msg
+            ))
+        } else {
+            e
+        }
+    })?;
+    let v = nad_config(conf, &nad, &ns, &name)?;
+    let capture = pod::nad_capture(&nad)?;
+    Ok((v, format!("{ns}/{name}"), capture))
+}
+
+struct Item {
+    conf: Value,
+    status_name: String,
+    capture: bool,
+    sel: Option<Selection>,
+    runtime_config: Option<Map<String, Value>>,
+}
+
+pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
+    let pod_ns = s.pod_ref.namespace.clone();
+    let mut items: Vec<Item> = Vec::new();
+
+    // 1. The cluster network, or the pod's replacement for it.
+    let default_ann = pod::annotation(&s.pod, pod::DEFAULT_NETWORK).map(String::from);
+    let extra_delegates: &[Value];
+    match default_ann {
+        Some(a) => {
+            let sel = pod::parse_default_network(&a)?;
+            if sel.interface.is_some() {
+                return Err(bad(format!(
+                    "{}: the default network cannot name an interface",
+                    pod::DEFAULT_NETWORK
+                )));
+            }
+            // As Multus: the default network's NAD lives in multusNamespace
+            // unless the annotation names a namespace.
+            let ns = sel
+                .namespace
+                .clone()
+                .unwrap_or_else(|| conf.multus_namespace.clone());
+            let nad = s.nad(&ns, &sel.name)?;
+            items.push(Item {
+                conf: nad_config(conf, &nad, &ns, &sel.name)?,
+                status_name: format!("{ns}/{}", sel.name),
+                capture: pod::nad_capture(&nad)?,
+                runtime_config: conf.runtime_config.clone(),
+                sel: Some(sel),
+            });
+            if conf.cluster_network.is_none() && !conf.delegates.is_empty() {
+                extra_delegates = &conf.delegates[1..];
+            } else {
+                extra_delegates = &conf.delegates;
+            }
+        }
+        None => match &conf.cluster_network {
+            Some(cn) => {
+                let (v, n, c) = named_network(conf, s, cn)?;
+                items.push(Item {
+                    conf: v,
+                    status_name: n,
+                    capture: c,
+                    sel: None,
+                    runtime_config: conf.runtime_config.clone(),
+                });
+                extra_delegates = &conf.delegates;
+            }
+            None => {
+                let first = conf.delegates.first().ok_or_else(|| {
+                    CniError::config("no cluster network: set delegates or clusterNetwork")
+                })?;
+                items.push(Item {
+                    status_name: first
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    conf: first.clone(),
+                    capture: true,
+                    sel: None,
+                    runtime_config: conf.runtime_config.clone(),
+                });
+                extra_delegates = &conf.delegates[1..];
+            }
+        },
+    }
+
+    // 2. defaultNetworks, except for pods in system namespaces.
+    if !conf.system_namespaces.iter().any(|n| n == &pod_ns) {
+        for dn in &conf.default_networks {
+            let (v, n, c) = named_network(conf, s, dn)?;
+            items.push(Item {
+                conf: v,
+                status_name: n,
+                capture: c,
+                sel: None,
+                runtime_config: None,
+            });
+        }
+    }
+    for d in extra_delegates {
+        items.push(Item {
+            status_name: d.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
+            conf: d.clone(),
+            capture: true,
+            sel: None,
+            runtime_config: None,
+        });
+    }
+
+    // 3. What the pod asks for.
+    if let Some(a) = pod::annotation(&s.pod, pod::NETWORKS).map(String::from) {
+        for sel in pod::parse_networks(&a)? {
+            let ns = sel.namespace.clone().unwrap_or_else(|| pod_ns.clone());
+            if conf.namespace_isolation
+                && ns != pod_ns
+                && !conf.global_namespaces.iter().any(|g| g == &ns)
+            {
+                return Err(bad(format!(
+                    "{}: pod in namespace {pod_ns} may not use network {ns}/{} (namespaceIsolation)",
+                    pod::NETWORKS,
+                    sel.name
+                )));
+            }
+            let nad = s.nad(&ns, &sel.name)?;
+            items.push(Item {
+                conf: nad_config(conf, &nad, &ns, &sel.name)?,
+                status_name: format!("{ns}/{}", sel.name),
+                capture: pod::nad_capture(&nad)?,
+                runtime_config: sel.runtime_config(),
+                sel: Some(sel),
+            });
+        }
+    }
+
+    // Delegates and interface names.
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut excluded: Vec<String> = Vec::new();
+    for (i, it) in items.into_iter().enumerate() {
+        let d = Delegate::from_value(&it.conf, &conf.cni_version)
+            .map_err(|e| e.context(format!("network {}", it.status_name)))?;
+        let d = with_cni_args(d, it.sel.as_ref().and_then(|s| s.cni_args.as_ref()));
+        let name = if i == 0 {
+            ifname.to_string()
+        } else {
+            it.sel
+                .as_ref()
+                .and_then(|s| s.interface.clone())
+                .unwrap_or_else(|| format!("net{i}"))
+        };
+        if planned.iter().any(|p| p.ifname == name) {
+            return Err(bad(format!(
+                "{}: interface {name} is requested twice",
+                pod::NETWORKS
+            )));
+        }
+        if !it.capture {
+            excluded.push(name.clone());
+        }
+        let default_route: Vec<IpAddr> = it
+            .sel
+            .as_ref()
+            .map(|s| s.default_route.clone())
+            .unwrap_or_default();
+        planned.push(Planned {
+            ifname: name,
+            delegate: d,
+            runtime_config: it.runtime_config,
+            status_name: it.status_name,
+            default_route,
+        });
+    }
+
+    let capture = match pod::capture_for_pod(&conf.capture, &s.pod)? {
+        Some(mut c) => {
+            for x in excluded {
+                if !c.exclude_interfaces.contains(&x) {
+                    c.exclude_interfaces.push(x);
+                }
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    Ok(K8sPlan { planned, capture })
+}
