@@ -8,6 +8,7 @@
 //! - [`capture`]: the rule plan, its renderers and backends
 //! - [`netns`]: entering pod network namespaces safely
 //! - [`cli`]: the command line for people (`rules`, `inspect`)
+//! - [`k8s`]: Kubernetes client pieces (kubeconfig YAML)
 
 pub mod attach;
 pub mod capture;
@@ -16,6 +17,7 @@ pub mod cni;
 pub mod config;
 pub mod delegate;
 pub mod error;
+pub mod k8s;
 pub mod log;
 pub mod netns;
 pub mod state;
