@@ -7,7 +7,8 @@
 //! - [`state`]: atomic per-container state under cniDir
 //! - [`capture`]: the rule plan, its renderers and backends
 //! - [`netns`]: entering pod network namespaces safely
-//! - [`cli`]: the command line for people (`rules`, `inspect`)
+//! - [`cli`]: the command line for people (`rules`, `inspect`, `install`)
+//! - [`install`]: node-side install (binary, kubeconfig, wrapping conflist)
 
 pub mod attach;
 pub mod capture;
@@ -16,6 +17,7 @@ pub mod cni;
 pub mod config;
 pub mod delegate;
 pub mod error;
+pub mod install;
 pub mod log;
 pub mod netns;
 pub mod state;
