@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_multimesh");
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// A written file as seen from outside: path, bytes, inode, mtime.
+type FileState = (PathBuf, Vec<u8>, u64, (i64, i64));
+
 /// A fake node: every path `install` touches lives under `root`.
 struct Root {
     root: PathBuf,
@@ -136,7 +139,7 @@ impl Root {
         serde_json::from_slice(&std::fs::read(self.conflist()).unwrap()).unwrap()
     }
     /// Every file install writes: (path, bytes, inode, mtime).
-    fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>, u64, (i64, i64))> {
+    fn snapshot(&self) -> Vec<FileState> {
         [
             self.conflist(),
             self.kubeconfig(),
