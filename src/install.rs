@@ -668,7 +668,8 @@ fn path_str(p: &Path) -> Result<&str, String> {
 pub fn render_kubeconfig(server: &str, ca: &Path, token: &Path) -> String {
     let q = |s: &str| yaml_scalar(s);
     format!(
-        "# Written by multimesh install; rewritten when the service account changes.\n\
+        "# Written by multimesh install. tokenFile is a host copy of the service\n\
+         # account token, kept current by `multimesh install --watch`.\n\
          apiVersion: v1\n\
          kind: Config\n\
          clusters:\n\

@@ -221,7 +221,8 @@ fn installs_binary_kubeconfig_and_conflist() {
     assert_eq!(mode(&r.kubeconfig()), 0o600);
     let kc = std::fs::read_to_string(r.kubeconfig()).unwrap();
     let expected = format!(
-        "# Written by multimesh install; rewritten when the service account changes.\n\
+        "# Written by multimesh install. tokenFile is a host copy of the service\n\
+         # account token, kept current by `multimesh install --watch`.\n\
          apiVersion: v1\n\
          kind: Config\n\
          clusters:\n\
