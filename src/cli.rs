@@ -1,4 +1,5 @@
-//! The command line for people: `--version`, `--help`, `rules`, `inspect`.
+//! The command line for people: `--version`, `--help`, `rules`, `inspect`,
+//! `install` (in [`crate::install`]).
 
 use crate::capture::{self, iptables, nft, Backend, Family, Plan, Variant};
 use crate::config::NetConf;
@@ -21,6 +22,12 @@ Usage:
       or YAML) as if the pod were meshed.
   multimesh inspect --netns PATH
       Show what multimesh programmed in a pod network namespace.
+  multimesh install [--bin-dir DIR] [--cni-conf-dir DIR] [--api-server URL]
+                    [--capture-backend B] [--capture-profile P] [--watch SECONDS]
+                    [--uninstall] ...
+      Install on this node (DaemonSet init container): copy the binary to
+      /opt/cni/bin, write a kubeconfig and /etc/cni/net.d/00-multimesh.conflist
+      wrapping the primary network config. All options: multimesh install --help
 
 As a CNI plugin it is run by the container runtime with CNI_COMMAND set;
 see README.md and docs/ for the configuration.
@@ -47,6 +54,7 @@ pub fn main(args: Vec<String>) -> i32 {
         }
         Some("rules") => report(rules(&a[1..])),
         Some("inspect") => report(inspect(&a[1..])),
+        Some("install") => crate::install::main(&a[1..]),
         Some(other) => {
             eprintln!("multimesh: unknown command {other:?}\n\n{HELP}");
             2

@@ -8,7 +8,8 @@
 //! - [`capture`]: the rule plan, its renderers and backends
 //! - [`netns`]: entering pod network namespaces safely
 //! - [`k8s`]: Kubernetes mode (API client, pod annotations, network-status)
-//! - [`cli`]: the command line for people (`rules`, `inspect`)
+//! - [`cli`]: the command line for people (`rules`, `inspect`, `install`)
+//! - [`install`]: node-side install (binary, kubeconfig, wrapping conflist)
 
 pub mod attach;
 pub mod capture;
@@ -17,6 +18,7 @@ pub mod cni;
 pub mod config;
 pub mod delegate;
 pub mod error;
+pub mod install;
 pub mod k8s;
 pub mod log;
 pub mod netns;

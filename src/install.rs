@@ -1,0 +1,864 @@
+//! `multimesh install`: put multimesh on a node the way Multus's thin-plugin
+//! entrypoint does, from a DaemonSet's init container or by hand.
+//!
+//! One pass: copy the binary into the CNI bin directory, copy the service
+//! account's token and CA to a host directory and write a kubeconfig that
+//! points at those copies, then write `00-multimesh.conflist` into the CNI
+//! config directory with the node's primary network config embedded as the
+//! first delegate. The primary's own file is left where it is: the runtime
+//! takes the lexically first file, so `00-` wins, and removing ours puts the
+//! node back as it was.
+//!
+//! Every file is written atomically (temp file in the same directory, fsync,
+//! chmod, rename) and only when its bytes would change, so a second pass
+//! writes nothing and the runtime's directory watch does not fire. `--watch`
+//! repeats the pass (the token rotates, the primary plugin rewrites its
+//! config) until SIGTERM.
+
+use crate::capture::CaptureConfig;
+use crate::config::NetConf;
+use serde_json::{json, Map, Value};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The file written into the CNI config directory.
+pub const CONF_NAME: &str = "00-multimesh.conflist";
+/// The network name of that conflist (as Multus's `multus-cni-network`).
+pub const NETWORK_NAME: &str = "multimesh-cni-network";
+/// The installed binary's file name in the bin directory.
+pub const BIN_NAME: &str = "multimesh";
+
+pub const HELP: &str = "\
+multimesh install - install multimesh on this node (DaemonSet init container)
+
+Usage: multimesh install [OPTIONS]
+
+Copies the binary into the CNI bin directory, writes a kubeconfig for the
+service account, and writes CNI-CONF-DIR/00-multimesh.conflist wrapping the
+node's primary network config (the lexically first *.conf, *.conflist or
+*.json there that is not multimesh's own). The primary's file is kept; 00-
+sorts first, so the runtime uses multimesh. Files are replaced atomically and
+only when their content changes: running it again changes nothing.
+
+Options (default in brackets):
+  --bin-src PATH                binary to install [/proc/self/exe]
+  --bin-dir DIR                 CNI plugin directory [/opt/cni/bin]
+  --cni-conf-dir DIR            the runtime's CNI config directory [/etc/cni/net.d]
+  --multimesh-conf-dir DIR      multimesh's own files: kubeconfig, token and CA
+                                copies, net.d/ (the conflist's confDir)
+                                [/etc/cni/multimesh]
+  --kubeconfig-out PATH         kubeconfig to write [MULTIMESH-CONF-DIR/multimesh.kubeconfig]
+  --service-account-dir DIR     token and ca.crt to use; they are copied to
+                                MULTIMESH-CONF-DIR/serviceaccount/ (a host path
+                                the plugin can read), the kubeconfig points there
+                                [/var/run/secrets/kubernetes.io/serviceaccount]
+  --api-server URL              [https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT]
+  --state-dir DIR               the conflist's cniDir [/var/lib/cni/multimesh]
+  --capture-backend B           iptables or nftables [iptables]
+  --capture-profile P           istio or linkerd [istio]
+  --cni-version V               the conflist's cniVersion [the primary's]
+  --log-level L                 panic, error, verbose or debug [not set: error]
+  --log-file PATH               the plugin's log file [not set: stderr only]
+  --primary-conf NAME           use this file in CNI-CONF-DIR as the primary
+                                instead of the lexically first one
+  --wait-for-primary SECONDS    poll this long for a primary config to appear [0]
+  --watch SECONDS               after installing, repeat every SECONDS (token
+                                rotation, primary config changes) until SIGTERM
+  --uninstall                   remove the conflist, kubeconfig, token/CA copies
+                                and the binary that install wrote
+  -h, --help                    this text
+
+Exit status 0 on success, 1 with a message on stderr on any error.
+";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub bin_src: PathBuf,
+    pub bin_dir: PathBuf,
+    pub cni_conf_dir: PathBuf,
+    pub multimesh_conf_dir: PathBuf,
+    pub kubeconfig_out: PathBuf,
+    pub service_account_dir: PathBuf,
+    /// None only with --uninstall (not needed there).
+    pub api_server: Option<String>,
+    pub state_dir: PathBuf,
+    pub capture_backend: String,
+    pub capture_profile: String,
+    pub cni_version: Option<String>,
+    pub log_level: Option<String>,
+    pub log_file: Option<String>,
+    pub primary_conf: Option<String>,
+    pub wait_for_primary: Duration,
+    pub watch: Option<Duration>,
+    pub uninstall: bool,
+}
+
+/// Entry point from the CLI; returns the exit status.
+pub fn main(args: &[&str]) -> i32 {
+    if args.iter().any(|a| *a == "-h" || *a == "--help") {
+        print!("{HELP}");
+        return 0;
+    }
+    let o = match parse_args(args, |k| std::env::var(k).ok()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("multimesh install: {e}\n(see multimesh install --help)");
+            return 1;
+        }
+    };
+    let first = if o.uninstall {
+        uninstall(&o)
+    } else {
+        install(&o)
+    };
+    match first {
+        Ok(lines) => print_lines(&lines),
+        Err(e) => {
+            eprintln!("multimesh install: {e}");
+            return 1;
+        }
+    }
+    if let Some(every) = o.watch {
+        watch(&o, every);
+    }
+    0
+}
+
+fn print_lines(lines: &[String]) {
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        let _ = writeln!(out, "multimesh install: {l}");
+    }
+    let _ = out.flush();
+}
+
+/// Parse the options; `env` reads the environment (for the API server).
+pub fn parse_args(args: &[&str], env: impl Fn(&str) -> Option<String>) -> Result<Options, String> {
+    let mut vals: Vec<(&str, &str)> = Vec::new();
+    let mut uninstall = false;
+    const WITH_VALUE: &[&str] = &[
+        "--bin-src",
+        "--bin-dir",
+        "--cni-conf-dir",
+        "--multimesh-conf-dir",
+        "--kubeconfig-out",
+        "--service-account-dir",
+        "--api-server",
+        "--state-dir",
+        "--capture-backend",
+        "--capture-profile",
+        "--cni-version",
+        "--log-level",
+        "--log-file",
+        "--primary-conf",
+        "--wait-for-primary",
+        "--watch",
+    ];
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i];
+        // --opt=value as well as --opt value
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v)),
+            _ => (a, None),
+        };
+        if name == "--uninstall" && inline.is_none() {
+            uninstall = true;
+        } else if WITH_VALUE.contains(&name) {
+            let v = match inline {
+                Some(v) => v,
+                None => {
+                    i += 1;
+                    *args.get(i).ok_or_else(|| format!("{name} needs a value"))?
+                }
+            };
+            if v.is_empty() {
+                return Err(format!("{name}: empty value"));
+            }
+            if vals.iter().any(|(n, _)| *n == name) {
+                return Err(format!("{name} given twice"));
+            }
+            vals.push((name, v));
+        } else {
+            return Err(format!("unknown option {a:?}"));
+        }
+        i += 1;
+    }
+    let get = |n: &str| vals.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+    let path = |n: &str, d: &str| PathBuf::from(get(n).unwrap_or(d));
+    let secs = |n: &str| -> Result<Option<Duration>, String> {
+        get(n)
+            .map(|v| {
+                v.parse::<u32>()
+                    .map(|s| Duration::from_secs(s.into()))
+                    .map_err(|_| format!("{n}: {v:?} is not a number of seconds"))
+            })
+            .transpose()
+    };
+    let multimesh_conf_dir = path("--multimesh-conf-dir", "/etc/cni/multimesh");
+    let capture_backend = get("--capture-backend").unwrap_or("iptables").to_string();
+    let capture_profile = get("--capture-profile").unwrap_or("istio").to_string();
+    // The same validation the plugin applies to its config.
+    CaptureConfig::from_json(Some(
+        &json!({"backend": capture_backend, "profile": capture_profile}),
+    ))
+    .map_err(|e| e.msg)?;
+    let cni_version = get("--cni-version").map(String::from);
+    if let Some(v) = &cni_version {
+        crate::cni::check_version(v).map_err(|e| format!("--cni-version: {}", e.msg))?;
+    }
+    let log_level = get("--log-level").map(String::from);
+    if let Some(l) = &log_level {
+        if crate::log::Level::parse(l).is_none() {
+            return Err(format!(
+                "--log-level: {l:?} is not one of panic, error, verbose, debug"
+            ));
+        }
+    }
+    let primary_conf = get("--primary-conf").map(String::from);
+    if let Some(p) = &primary_conf {
+        if p.contains('/') || p == "." || p == ".." {
+            return Err(format!(
+                "--primary-conf: {p:?} must be a file name in --cni-conf-dir"
+            ));
+        }
+        if p == CONF_NAME {
+            return Err(format!(
+                "--primary-conf: {CONF_NAME} is multimesh's own file"
+            ));
+        }
+    }
+    let watch = secs("--watch")?;
+    if watch == Some(Duration::ZERO) {
+        return Err("--watch: the interval must be at least 1 second".into());
+    }
+    if uninstall && watch.is_some() {
+        return Err("--watch cannot be combined with --uninstall".into());
+    }
+    let api_server = match get("--api-server") {
+        Some(u) => Some(check_url(u)?),
+        None => match (
+            env("KUBERNETES_SERVICE_HOST"),
+            env("KUBERNETES_SERVICE_PORT"),
+        ) {
+            (Some(h), Some(p)) if !h.is_empty() && !p.is_empty() => Some(server_url(&h, &p)?),
+            _ if uninstall => None,
+            _ => {
+                return Err("no API server: give --api-server URL or set \
+                     KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT"
+                    .into())
+            }
+        },
+    };
+    Ok(Options {
+        bin_src: path("--bin-src", "/proc/self/exe"),
+        bin_dir: path("--bin-dir", crate::config::DEFAULT_BIN_DIR),
+        cni_conf_dir: path("--cni-conf-dir", "/etc/cni/net.d"),
+        kubeconfig_out: get("--kubeconfig-out")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| multimesh_conf_dir.join("multimesh.kubeconfig")),
+        multimesh_conf_dir,
+        service_account_dir: path(
+            "--service-account-dir",
+            "/var/run/secrets/kubernetes.io/serviceaccount",
+        ),
+        api_server,
+        state_dir: path("--state-dir", crate::config::DEFAULT_CNI_DIR),
+        capture_backend,
+        capture_profile,
+        cni_version,
+        log_level,
+        log_file: get("--log-file").map(String::from),
+        primary_conf,
+        wait_for_primary: secs("--wait-for-primary")?.unwrap_or(Duration::ZERO),
+        watch,
+        uninstall,
+    })
+}
+
+/// `https://HOST:PORT`, an IPv6 host in brackets.
+pub fn server_url(host: &str, port: &str) -> Result<String, String> {
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("KUBERNETES_SERVICE_PORT {port:?} is not a port"));
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let h = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    check_url(&format!("https://{h}:{port}"))
+}
+
+/// An API server URL we are willing to write into a kubeconfig.
+fn check_url(u: &str) -> Result<String, String> {
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"))
+        .ok_or_else(|| format!("API server {u:?}: must start with https:// (or http://)"))?;
+    if rest.is_empty()
+        || !u
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '\\' | '#'))
+    {
+        return Err(format!("API server {u:?}: not a valid URL"));
+    }
+    Ok(u.to_string())
+}
+
+fn own_dir_files(o: &Options) -> (PathBuf, PathBuf, PathBuf) {
+    let sa = o.multimesh_conf_dir.join("serviceaccount");
+    (sa.join("token"), sa.join("ca.crt"), sa)
+}
+
+/// One install pass. Returns what it did, a line per file.
+pub fn install(o: &Options) -> Result<Vec<String>, String> {
+    // Every input is read and checked before anything is written.
+    let (primary_path, primary) = wait_primary(o)?;
+    let api_server = o
+        .api_server
+        .as_deref()
+        .ok_or("no API server: give --api-server URL")?;
+    let conflist = render_conflist(o, &primary)?;
+    let bin = std::fs::read(&o.bin_src)
+        .map_err(|e| format!("cannot read the binary {}: {e}", o.bin_src.display()))?;
+    let read_sa = |f: &str| {
+        let p = o.service_account_dir.join(f);
+        let b = std::fs::read(&p)
+            .map_err(|e| format!("service account {f}: cannot read {}: {e}", p.display()))?;
+        if b.iter().all(u8::is_ascii_whitespace) {
+            return Err(format!("service account {f}: {} is empty", p.display()));
+        }
+        Ok(b)
+    };
+    let token = read_sa("token")?;
+    let ca = read_sa("ca.crt")?;
+    let (token_dst, ca_dst, sa_dir) = own_dir_files(o);
+    let kubeconfig = render_kubeconfig(api_server, &ca_dst, &token_dst);
+
+    // Everything the conflist refers to is in place before the conflist.
+    let mut done = Vec::new();
+    mkdir(&o.bin_dir, 0o755)?;
+    let bin_dst = o.bin_dir.join(BIN_NAME);
+    done.push(report(&bin_dst, write_if_changed(&bin_dst, &bin, 0o755)?));
+    mkdir(&o.multimesh_conf_dir, 0o755)?;
+    mkdir(&sa_dir, 0o700)?;
+    done.push(report(
+        &token_dst,
+        write_if_changed(&token_dst, &token, 0o600)?,
+    ));
+    done.push(report(&ca_dst, write_if_changed(&ca_dst, &ca, 0o644)?));
+    if let Some(d) = o.kubeconfig_out.parent() {
+        mkdir(d, 0o755)?;
+    }
+    done.push(report(
+        &o.kubeconfig_out,
+        write_if_changed(&o.kubeconfig_out, kubeconfig.as_bytes(), 0o600)?,
+    ));
+    mkdir(&o.multimesh_conf_dir.join("net.d"), 0o755)?;
+    mkdir(&o.state_dir, 0o700)?;
+
+    mkdir(&o.cni_conf_dir, 0o755)?;
+    let conflist_path = o.cni_conf_dir.join(CONF_NAME);
+    let changed = write_if_changed(&conflist_path, &conflist, 0o644)?;
+    done.push(format!(
+        "{} (primary: {})",
+        report(&conflist_path, changed),
+        primary_path.display()
+    ));
+    Ok(done)
+}
+
+fn report(p: &Path, changed: bool) -> String {
+    format!(
+        "{} {}",
+        if changed { "wrote" } else { "unchanged" },
+        p.display()
+    )
+}
+
+/// Remove what install wrote. Files already gone are fine.
+pub fn uninstall(o: &Options) -> Result<Vec<String>, String> {
+    let mut done = Vec::new();
+    let conflist = o.cni_conf_dir.join(CONF_NAME);
+    // The conflist first: no new pod uses multimesh from here on.
+    if let Ok(b) = std::fs::read(&conflist) {
+        let ours = serde_json::from_slice::<Value>(&b)
+            .ok()
+            .is_some_and(|v| is_multimesh(&v));
+        if !ours {
+            return Err(format!(
+                "{} is not a multimesh config: not removing it",
+                conflist.display()
+            ));
+        }
+    }
+    let (token, ca, sa_dir) = own_dir_files(o);
+    for p in [
+        conflist,
+        o.kubeconfig_out.clone(),
+        token,
+        ca,
+        o.bin_dir.join(BIN_NAME),
+    ] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => done.push(format!("removed {}", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                done.push(format!("absent {}", p.display()))
+            }
+            Err(e) => return Err(format!("cannot remove {}: {e}", p.display())),
+        }
+    }
+    // Only if empty: the directory may hold files we did not write.
+    let _ = std::fs::remove_dir(&sa_dir);
+    Ok(done)
+}
+
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_terminate(_: libc::c_int) {
+    TERMINATE.store(true, Ordering::SeqCst);
+}
+
+/// Repeat the install pass every `every` until SIGTERM/SIGINT. As PID 1 of a
+/// container the default action of SIGTERM would be ignored, so it is
+/// caught. A failed pass is reported and retried; what is installed stays.
+fn watch(o: &Options, every: Duration) {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        let h = on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGTERM, h);
+        libc::signal(libc::SIGINT, h);
+    }
+    let quick = Options {
+        wait_for_primary: Duration::ZERO,
+        ..o.clone()
+    };
+    println!(
+        "multimesh install: watching every {}s until SIGTERM",
+        every.as_secs()
+    );
+    loop {
+        let until = Instant::now() + every;
+        while Instant::now() < until {
+            if TERMINATE.load(Ordering::SeqCst) {
+                println!("multimesh install: terminating");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        match install(&quick) {
+            Ok(lines) => {
+                let changed: Vec<String> = lines
+                    .into_iter()
+                    .filter(|l| l.starts_with("wrote"))
+                    .collect();
+                print_lines(&changed);
+            }
+            Err(e) => eprintln!("multimesh install: {e} (keeping what is installed)"),
+        }
+    }
+}
+
+/// Find the primary config, polling up to `wait_for_primary`.
+fn wait_primary(o: &Options) -> Result<(PathBuf, Value), String> {
+    let deadline = Instant::now() + o.wait_for_primary;
+    loop {
+        match find_primary(&o.cni_conf_dir, o.primary_conf.as_deref()) {
+            Ok(Some(found)) => return Ok(found),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+            Ok(None) => {
+                let what = match &o.primary_conf {
+                    Some(n) => format!("{n} (--primary-conf)"),
+                    None => "a *.conf, *.conflist or *.json file".into(),
+                };
+                let waited = if o.wait_for_primary.is_zero() {
+                    String::new()
+                } else {
+                    format!(" after waiting {}s", o.wait_for_primary.as_secs())
+                };
+                return Err(format!(
+                    "no primary network config in {}{waited}: expected {what} \
+                     written by the cluster's network plugin (other than {CONF_NAME})",
+                    o.cni_conf_dir.display()
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// True when a conf or conflist has multimesh as its main plugin.
+fn is_multimesh(v: &Value) -> bool {
+    let main = v
+        .get("plugins")
+        .and_then(Value::as_array)
+        .and_then(|p| p.first())
+        .unwrap_or(v);
+    main.get("type").and_then(Value::as_str) == Some("multimesh")
+}
+
+/// A loadable CNI config: a conflist with plugins that all have a type, or
+/// a single conf with a type.
+fn usable(v: &Value) -> Result<(), &'static str> {
+    if !v.is_object() {
+        return Err("not a JSON object");
+    }
+    let has_type = |p: &Value| {
+        p.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.is_empty())
+    };
+    match v.get("plugins") {
+        Some(Value::Array(ps)) if ps.is_empty() => Err("empty plugins list"),
+        Some(Value::Array(ps)) if ps.iter().all(has_type) => Ok(()),
+        Some(_) => Err("plugins: every plugin needs a type"),
+        None if has_type(v) => Ok(()),
+        None => Err("no type and no plugins"),
+    }
+}
+
+/// The primary network config in `dir`: the lexically first `*.conf`,
+/// `*.conflist` or `*.json` that loads and is not multimesh's own (the way
+/// the runtime picks; unreadable or invalid files are skipped with a note on
+/// stderr, as the runtime skips them). `explicit` names the file instead.
+pub fn find_primary(
+    dir: &Path,
+    explicit: Option<&str>,
+) -> Result<Option<(PathBuf, Value)>, String> {
+    let load = |p: &Path| -> Result<Value, String> {
+        let b = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let v: Value = serde_json::from_slice(&b)
+            .map_err(|e| format!("{}: not valid JSON: {e}", p.display()))?;
+        usable(&v).map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(v)
+    };
+    if let Some(name) = explicit {
+        let p = dir.join(name);
+        if !p.exists() {
+            return Ok(None);
+        }
+        let v = load(&p)?;
+        if is_multimesh(&v) {
+            return Err(format!(
+                "{}: --primary-conf names a multimesh config",
+                p.display()
+            ));
+        }
+        return Ok(Some((p, v)));
+    }
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
+    };
+    let mut names: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| {
+            n != CONF_NAME
+                && [".conf", ".conflist", ".json"]
+                    .iter()
+                    .any(|x| n.ends_with(x) && n.len() > x.len())
+        })
+        .collect();
+    names.sort();
+    for n in names {
+        let p = dir.join(&n);
+        if !p.is_file() {
+            continue;
+        }
+        match load(&p) {
+            Ok(v) if is_multimesh(&v) => {}
+            Ok(v) => return Ok(Some((p, v))),
+            Err(e) => eprintln!("multimesh install: skipping {e}"),
+        }
+    }
+    Ok(None)
+}
+
+/// The capabilities the primary's plugins declare (true ones), in order of
+/// first appearance: the runtime passes these to multimesh, which hands them
+/// to the cluster network.
+pub fn capabilities_union(primary: &Value) -> Map<String, Value> {
+    let plugins: Vec<&Value> = match primary.get("plugins").and_then(Value::as_array) {
+        Some(ps) => ps.iter().collect(),
+        None => vec![primary],
+    };
+    let mut caps = Map::new();
+    for p in plugins {
+        if let Some(Value::Object(c)) = p.get("capabilities") {
+            for (k, v) in c {
+                if v == &Value::Bool(true) {
+                    caps.insert(k.clone(), Value::Bool(true));
+                }
+            }
+        }
+    }
+    caps
+}
+
+/// The `00-multimesh.conflist` bytes for a primary config.
+pub fn render_conflist(o: &Options, primary: &Value) -> Result<Vec<u8>, String> {
+    let version = match &o.cni_version {
+        Some(v) => v.clone(),
+        None => primary
+            .get("cniVersion")
+            .and_then(Value::as_str)
+            .ok_or("the primary config has no cniVersion: give --cni-version")?
+            .to_string(),
+    };
+    crate::cni::check_version(&version).map_err(|e| {
+        format!(
+            "{} (the primary's cniVersion; --cni-version overrides it)",
+            e.msg
+        )
+    })?;
+    let mut plugin = Map::new();
+    plugin.insert("type".into(), "multimesh".into());
+    plugin.insert("kubeconfig".into(), path_str(&o.kubeconfig_out)?.into());
+    plugin.insert("cniDir".into(), path_str(&o.state_dir)?.into());
+    plugin.insert(
+        "confDir".into(),
+        path_str(&o.multimesh_conf_dir.join("net.d"))?.into(),
+    );
+    plugin.insert("binDir".into(), path_str(&o.bin_dir)?.into());
+    if let Some(l) = &o.log_level {
+        plugin.insert("logLevel".into(), l.clone().into());
+    }
+    if let Some(f) = &o.log_file {
+        plugin.insert("logFile".into(), f.clone().into());
+    }
+    plugin.insert("delegates".into(), json!([primary]));
+    plugin.insert(
+        "capture".into(),
+        json!({"backend": o.capture_backend, "profile": o.capture_profile}),
+    );
+    let caps = capabilities_union(primary);
+    if !caps.is_empty() {
+        plugin.insert("capabilities".into(), Value::Object(caps));
+    }
+    // Never write a config the plugin itself would refuse: check it the way
+    // the runtime will hand it over (cniVersion and name from the list).
+    let mut as_run = plugin.clone();
+    as_run.insert("cniVersion".into(), version.clone().into());
+    as_run.insert("name".into(), NETWORK_NAME.into());
+    NetConf::parse(&serde_json::to_vec(&as_run).unwrap_or_default())
+        .map_err(|e| format!("generated config refused: {}", e.msg))?;
+    let list = json!({
+        "cniVersion": version,
+        "name": NETWORK_NAME,
+        "plugins": [Value::Object(plugin)],
+    });
+    let mut b = serde_json::to_vec_pretty(&list).map_err(|e| e.to_string())?;
+    b.push(b'\n');
+    Ok(b)
+}
+
+fn path_str(p: &Path) -> Result<&str, String> {
+    p.to_str()
+        .ok_or_else(|| format!("{}: path is not UTF-8", p.display()))
+}
+
+/// A kubeconfig that reads the token file on every use (a rotated token keeps
+/// working) and trusts the cluster CA file.
+pub fn render_kubeconfig(server: &str, ca: &Path, token: &Path) -> String {
+    let q = |s: &str| yaml_scalar(s);
+    format!(
+        "# Written by multimesh install. tokenFile is a host copy of the service\n\
+         # account token, kept current by `multimesh install --watch`.\n\
+         apiVersion: v1\n\
+         kind: Config\n\
+         clusters:\n\
+         - name: local\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
+         users:\n\
+         - name: multimesh\n  user:\n    tokenFile: {}\n\
+         contexts:\n\
+         - name: multimesh-context\n  context:\n    cluster: local\n    user: multimesh\n\
+         current-context: multimesh-context\n",
+        q(server),
+        q(&ca.to_string_lossy()),
+        q(&token.to_string_lossy()),
+    )
+}
+
+/// A YAML scalar: plain when that reads back unchanged, else double-quoted
+/// (a JSON string is a valid YAML double-quoted scalar).
+fn yaml_scalar(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:[]@%+~=".contains(c))
+        && s.chars()
+            .next()
+            .is_some_and(|c| c == '/' || c.is_ascii_alphanumeric())
+        && !s.ends_with(':')
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "~"
+        )
+        && s.parse::<f64>().is_err();
+    if plain {
+        s.to_string()
+    } else {
+        Value::String(s.to_string()).to_string()
+    }
+}
+
+fn mkdir(p: &Path, mode: u32) -> Result<(), String> {
+    if p.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(p)
+        .map_err(|e| format!("cannot create {}: {e}", p.display()))
+}
+
+/// Replace `path` with `bytes` and `mode` atomically, unless it already has
+/// exactly those. Returns whether it wrote.
+pub fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, String> {
+    if let (Ok(meta), Ok(old)) = (std::fs::symlink_metadata(path), std::fs::read(path)) {
+        if meta.file_type().is_file() && meta.permissions().mode() & 0o7777 == mode && old == bytes
+        {
+            return Ok(false);
+        }
+    }
+    let dir = path
+        .parent()
+        .ok_or_else(|| format!("{}: no parent directory", path.display()))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{}: no file name", path.display()))?
+        .to_string_lossy();
+    // Hidden and ending in .tmp: never taken for a CNI config or a plugin.
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let ctx = |what: &str, e: std::io::Error| format!("{what} {}: {e}", tmp.display());
+    let _ = std::fs::remove_file(&tmp);
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| ctx("cannot create", e))?;
+        f.write_all(bytes).map_err(|e| ctx("cannot write", e))?;
+        // Explicitly: the umask must not decide the mode.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| ctx("cannot chmod", e))?;
+        f.sync_all().map_err(|e| ctx("cannot sync", e))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(h: Option<&str>, p: Option<&str>) -> impl Fn(&str) -> Option<String> {
+        let (h, p) = (h.map(String::from), p.map(String::from));
+        move |k| match k {
+            "KUBERNETES_SERVICE_HOST" => h.clone(),
+            "KUBERNETES_SERVICE_PORT" => p.clone(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn api_server_from_env() {
+        let o = parse_args(&[], env(Some("198.51.100.1"), Some("443"))).unwrap();
+        assert_eq!(o.api_server.as_deref(), Some("https://198.51.100.1:443"));
+        let o = parse_args(&[], env(Some("2001:db8::1"), Some("6443"))).unwrap();
+        assert_eq!(o.api_server.as_deref(), Some("https://[2001:db8::1]:6443"));
+        let e = parse_args(&[], env(None, None)).unwrap_err();
+        assert!(e.contains("--api-server"), "{e}");
+        assert!(parse_args(&[], env(Some("h"), Some("x"))).is_err());
+        // --uninstall does not need one.
+        assert!(parse_args(&["--uninstall"], env(None, None)).is_ok());
+        let o = parse_args(&["--api-server=https://k8s.example:6443"], env(None, None)).unwrap();
+        assert_eq!(o.api_server.as_deref(), Some("https://k8s.example:6443"));
+        assert!(parse_args(&["--api-server", "ftp://x"], env(None, None)).is_err());
+        assert!(parse_args(&["--api-server", "https://x\"y"], env(None, None)).is_err());
+    }
+
+    #[test]
+    fn options() {
+        let e = env(Some("198.51.100.1"), Some("443"));
+        let o = parse_args(&[], &e).unwrap();
+        assert_eq!(o.bin_src, PathBuf::from("/proc/self/exe"));
+        assert_eq!(
+            o.kubeconfig_out,
+            PathBuf::from("/etc/cni/multimesh/multimesh.kubeconfig")
+        );
+        let o = parse_args(&["--multimesh-conf-dir", "/x"], &e).unwrap();
+        assert_eq!(o.kubeconfig_out, PathBuf::from("/x/multimesh.kubeconfig"));
+        for bad in [
+            &["--nope"][..],
+            &["--bin-dir"],
+            &["--bin-dir", "a", "--bin-dir", "b"],
+            &["--capture-backend", "ebpf"],
+            &["--capture-profile", "cilium"],
+            &["--cni-version", "0.2.0"],
+            &["--wait-for-primary", "-1"],
+            &["--watch", "0"],
+            &["--watch", "5", "--uninstall"],
+            &["--primary-conf", "../x.conf"],
+            &["--log-level", "loud"],
+        ] {
+            assert!(parse_args(bad, &e).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn capabilities() {
+        let p = json!({"plugins": [
+            {"type": "bridge"},
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+            {"type": "bandwidth", "capabilities": {"bandwidth": true, "x": false}},
+        ]});
+        assert_eq!(
+            Value::Object(capabilities_union(&p)),
+            json!({"portMappings": true, "bandwidth": true})
+        );
+        let c = json!({"type": "bridge", "capabilities": {"ips": true}});
+        assert_eq!(Value::Object(capabilities_union(&c)), json!({"ips": true}));
+    }
+
+    #[test]
+    fn yaml_scalars() {
+        assert_eq!(yaml_scalar("/a/b.crt"), "/a/b.crt");
+        assert_eq!(
+            yaml_scalar("https://[2001:db8::1]:6443"),
+            "https://[2001:db8::1]:6443"
+        );
+        assert_eq!(yaml_scalar("/a b"), "\"/a b\"");
+        assert_eq!(yaml_scalar("yes"), "\"yes\"");
+        assert_eq!(yaml_scalar("123"), "\"123\"");
+        assert_eq!(yaml_scalar("a#b"), "\"a#b\"");
+    }
+
+    #[test]
+    fn multimesh_configs_are_recognised() {
+        assert!(is_multimesh(&json!({"type": "multimesh"})));
+        assert!(is_multimesh(&json!({"plugins": [{"type": "multimesh"}]})));
+        // multimesh chained after the main plugin: that one is the primary.
+        assert!(!is_multimesh(
+            &json!({"plugins": [{"type": "bridge"}, {"type": "multimesh"}]})
+        ));
+        assert!(usable(&json!({"plugins": []})).is_err());
+        assert!(usable(&json!({"name": "x"})).is_err());
+        assert!(usable(&json!({"plugins": [{"type": "bridge"}]})).is_ok());
+    }
+}
