@@ -374,4 +374,25 @@ mod tests {
         bad["current-context"] = json!("nope");
         assert!(from_value(&bad, Path::new("/")).is_err());
     }
+
+    #[test]
+    fn reads_what_install_writes() {
+        let dir = std::env::temp_dir().join(format!("mm-kc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.crt"), b"PEM").unwrap();
+        for server in ["https://198.51.100.1:6443", "https://[2001:db8::1]:443"] {
+            let text = crate::install::render_kubeconfig(
+                server,
+                &dir.join("ca.crt"),
+                &dir.join("token"),
+            );
+            let f = dir.join("kubeconfig");
+            std::fs::write(&f, text).unwrap();
+            let c = load(&f).unwrap();
+            assert_eq!(c.authority(), server.trim_start_matches("https://"));
+            assert_eq!(c.ca_pem.as_deref(), Some(&b"PEM"[..]));
+            assert_eq!(c.token_file, Some(dir.join("token")));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
