@@ -455,6 +455,14 @@ fn bad_pods_and_api_failures_leave_nothing() {
         assert!(e.contains(k), "{k}={v}: {e}");
     }
 
+    // The API server drops connections mid-request: retried, then code 11.
+    api.set_faults(json!({"down": true}));
+    let e = refused(&node, &conf, "drop", ("apps", "ok", "uid-ok"), 11);
+    assert!(e.contains("unreachable"), "{e}");
+    let gets = api.requests().iter().filter(|r| r["method"] == "GET").count();
+    assert!(gets >= 3, "GET retried: {:?}", api.requests());
+    api.set_faults(json!({}));
+
     // A token the API server does not accept.
     let bad_tok = api.kubeconfig_with(&api.url, "token: not-a-valid-token");
     let e = refused(&node, &k8s_conf(&node, &bad_tok, rec.clone(), legacy()), "tok", ("apps", "ok", "uid-ok"), 109);
@@ -556,5 +564,58 @@ fn chained_capture_decided_by_the_pod() {
     }
     // Chained mode never writes network-status (the main plugin's job).
     assert!(api.requests().iter().all(|r| r["method"] == "GET"));
+    node.assert_no_leaks();
+}
+
+// 8. In-cluster configuration: no kubeconfig; KUBERNETES_SERVICE_HOST/PORT
+//    and the service-account token and CA under
+//    /var/run/secrets/kubernetes.io/serviceaccount. The test provides those
+//    in a private mount namespace (a tmpfs over /run), so the host is not
+//    touched.
+#[test]
+fn in_cluster_configuration() {
+    let node = Node::new("k8s-incl");
+    let api = ApiServer::start_in(&node.name);
+    let pod = node.pod("p");
+    api.put_pod(&ApiServer::pod_json("apps", "ic", "uid-ic", istio_status(), &["app", "istio-proxy"], &[]));
+    let d = node.dir.clone();
+    std::fs::create_dir_all(d.join("sa")).unwrap();
+    std::fs::write(d.join("sa/token"), format!("{}\n", api.token)).unwrap();
+    std::fs::copy(api.ca_pem(), d.join("sa/ca.crt")).unwrap();
+    let conf = node.meta(vec![node.recorder("cluster", json!({}))], legacy());
+    std::fs::write(d.join("conf.json"), conf.to_string()).unwrap();
+    let script = format!(
+        "set -e; touch {d}/podns; mount --bind {path} {d}/podns; \
+         mount -t tmpfs tmpfs /run; \
+         mkdir -p /run/secrets/kubernetes.io/serviceaccount; \
+         cp {d}/sa/token {d}/sa/ca.crt /run/secrets/kubernetes.io/serviceaccount/; \
+         exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CNI_COMMAND=ADD CNI_CONTAINERID=cic \
+           CNI_NETNS={d}/podns CNI_IFNAME=eth0 CNI_PATH={REF_PLUGINS} \
+           'CNI_ARGS={args}' KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT={port} \
+           {BIN} < {d}/conf.json",
+        d = d.display(),
+        path = pod.path,
+        args = pod_args("apps", "ic", "uid-ic", "cic"),
+        port = api.port,
+    );
+    let out = sh(&format!(
+        "ip netns exec {} unshare -m --propagation private bash -c {}",
+        node.name,
+        shell_quote(&script)
+    ));
+    assert!(
+        out.status.success(),
+        "in-cluster ADD failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It reached the API server with the service-account token: the pod
+    // was read (meshed → captured) and network-status written.
+    assert!(has_capture(&pod));
+    assert_eq!(network_status(&api, "apps", "ic").len(), 1);
+    assert!(api.requests().iter().all(|r| r["auth"] == "token"));
+    let id = ("apps", "ic", "uid-ic");
+    cni_pod(&node, "DEL", &conf, &pod, "cic", id).ok();
+    assert!(!has_capture(&pod));
     node.assert_no_leaks();
 }
