@@ -193,11 +193,14 @@ fn json_selection_ips_mac_default_route_cni_args() {
     let mvs = json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "mmv0", "mode": "bridge",
         "capabilities": {"ips": true, "mac": true}, "ipam": {"type": "static"}});
     api.put_nad("apps", "mvs", Some(&cfg(&mvs)), json!({}));
-    api.put_nad("apps", "rec", Some(&cfg(&node.recorder("rec", json!({})))), json!({}));
+    let rec_caps = node.recorder("rec", json!({"capabilities": {"portMappings": true, "bandwidth": true}}));
+    api.put_nad("apps", "rec", Some(&cfg(&rec_caps)), json!({}));
     let nets = json!([
         {"name": "mvs", "interface": "data1", "ips": ["203.0.113.77/25"],
          "mac": "02:00:00:aa:bb:cc", "default-route": ["203.0.113.126"]},
-        {"name": "rec", "namespace": "apps", "cni-args": {"foo": "bar", "n": 1}}
+        {"name": "rec", "namespace": "apps", "cni-args": {"foo": "bar", "n": 1},
+         "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
+         "bandwidth": {"ingressRate": 1000000, "ingressBurst": 100000}}
     ]);
     let ann = json!({"k8s.v1.cni.cncf.io/networks": nets.to_string()});
     api.put_pod(&ApiServer::pod_json("apps", "j", "uid-j", ann, &["app"], &[]));
@@ -214,6 +217,12 @@ fn json_selection_ips_mac_default_route_cni_args() {
     let add = calls.iter().find(|c| c["command"] == "ADD").expect("recorder ADD");
     assert_eq!(add["ifname"], "net2");
     assert_eq!(add["config"]["args"]["cni"], json!({"foo": "bar", "n": 1}));
+    // portMappings and bandwidth reach it as runtimeConfig (declared capabilities).
+    assert_eq!(
+        add["config"]["runtimeConfig"],
+        json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
+               "bandwidth": {"ingressRate": 1000000, "ingressBurst": 100000}})
+    );
     // Not meshed: no capture.
     assert!(!has_capture(&pod));
     let st = network_status(&api, "apps", "j");
@@ -248,10 +257,14 @@ fn default_network_conf_dir_and_namespaces() {
     alt["name"] = json!("alt");
     api.put_nad("kube-system", "alt", Some(&cfg(&alt)), json!({}));
     api.put_nad("apps", "fromdir", None, json!({}));
-    api.put_nad("shared", "sh", Some(&cfg(&node.recorder("sh", json!({})))), json!({}));
+    // A conflist NAD.
+    let sh = json!({"cniVersion": "1.0.0", "name": "sh", "plugins": [node.recorder("sh", json!({}))]});
+    api.put_nad("shared", "sh", Some(&cfg(&sh)), json!({}));
+    // A defaultNetworks entry that is not in confDir: a NAD in multusNamespace.
+    api.put_nad("kube-system", "dnnad", Some(&cfg(&node.recorder("dnnad", json!({"address": "203.0.113.22/24"})))), json!({}));
     api.put_nad("other", "priv", Some(&cfg(&node.recorder("priv", json!({})))), json!({}));
     let mut conf = k8s_conf(&node, &api.kubeconfig_token(), vec![node.cluster_bridge()], legacy());
-    conf["defaultNetworks"] = json!(["extra"]);
+    conf["defaultNetworks"] = json!(["extra", "dnnad"]);
     conf["namespaceIsolation"] = json!(true);
     conf["globalNamespaces"] = json!("shared");
 
@@ -272,9 +285,11 @@ fn default_network_conf_dir_and_namespaces() {
         .collect();
     assert_eq!(
         names,
-        [("kube-system/alt", "eth0"), ("extra", "net1"), ("apps/fromdir", "net2"), ("shared/sh", "net3")]
+        [("kube-system/alt", "eth0"), ("extra", "net1"), ("kube-system/dnnad", "net2"),
+         ("apps/fromdir", "net3"), ("shared/sh", "net4")]
     );
-    assert_eq!(st[2]["ips"], json!(["203.0.113.21"]));
+    assert_eq!(st[2]["ips"], json!(["203.0.113.22"]));
+    assert_eq!(st[3]["ips"], json!(["203.0.113.21"]));
     cni_pod(&node, "DEL", &conf, &pod, "cd", id).ok();
 
     // A kube-system pod: no defaultNetworks, and never captured.
