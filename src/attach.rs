@@ -632,7 +632,14 @@ pub fn status(conf: &NetConf, env: &Env) -> Result<()> {
     readiness(conf, code::NOT_AVAILABLE)?;
     if conf.is_meta() {
         let run = runner(conf, env);
-        for p in plan_static(conf, "eth0")? {
+        let planned = match plan_static(conf, "eth0") {
+            Ok(p) => p,
+            // Kubernetes mode: the cluster network may be a NAD, which
+            // STATUS (no pod, no API call) cannot resolve; check the rest.
+            Err(_) if conf.kubeconfig.is_some() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for p in planned {
             run.status(&p.delegate).map_err(|e| {
                 if e.code == code::PLUGIN_NOT_FOUND {
                     CniError::new(code::NOT_AVAILABLE, e.msg)

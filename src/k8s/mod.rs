@@ -126,6 +126,13 @@ impl Session {
 
     /// A NetworkAttachmentDefinition (one GET per distinct name per ADD).
     pub fn nad(&mut self, ns: &str, name: &str) -> Result<Value> {
+        if !pod::is_dns_label(ns) || !pod::is_dns_subdomain(name) {
+            // Names from the config (multusNamespace, clusterNetwork) are
+            // checked here; the pod's were checked when parsed.
+            return Err(CniError::config(format!(
+                "network {ns}/{name}: not a valid namespace/name (DNS-1123)"
+            )));
+        }
         let key = (ns.to_string(), name.to_string());
         if let Some(v) = self.nads.get(&key) {
             return Ok(v.clone());
