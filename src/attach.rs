@@ -32,6 +32,7 @@ fn runner(conf: &NetConf, env: &Env) -> Runner {
         container_id: env.container_id.clone(),
         netns: env.netns.clone(),
         args: env.args.clone(),
+        cluster_ifname: env.ifname.clone(),
     }
 }
 
@@ -514,6 +515,7 @@ pub fn gc(conf: &NetConf, env: &Env) -> Result<()> {
                 container_id: cid.clone(),
                 netns: rec.netns.clone(),
                 args: rec.cni_args.clone(),
+                cluster_ifname: rec.ifname.clone(),
             };
             let netns = rec.netns.clone();
             if let Err(e) = teardown(&mut rec, &lk, &run, &netns) {
