@@ -422,7 +422,7 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
             } else {
                 Vec::new()
             };
-            let mut r = new_record(
+            let r = new_record(
                 conf,
                 env,
                 if conf.is_meta() {
@@ -433,12 +433,19 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
                 atts,
             );
             if conf.capture.enabled && !capture_shared(&lk, &env.ifname) {
+                // Nothing says capture was ever programmed: remove what may
+                // be there, best effort. A missing or failing tool must not
+                // fail this DEL for good (the runtime would retry it
+                // forever); the rules live in the pod netns, which goes
+                // away with the pod.
                 let p = Programmed {
                     config: conf.capture.clone(),
                     variant: conf.capture.variant,
                     ipv6: true,
                 };
-                r.capture = Some(p.to_json());
+                if let Err(e) = remove_capture(&p.to_json(), &env.netns, lk.dir()) {
+                    crate::log::error(&format!("DEL without state: capture not removed: {e}"));
+                }
             }
             r
         }
