@@ -365,7 +365,12 @@ fn add_chained(
     run: &Runner,
 ) -> Result<Value> {
     let out = match &conf.prev_result {
-        Some(p) => p.clone(),
+        // Passed on in the config's version (unchanged when it is already,
+        // as libcni sends it); one without a usable cniVersion is refused
+        // rather than echoed as a result no runtime can read.
+        Some(p) => {
+            cni::convert_result(p, &conf.cni_version).map_err(|e| e.context("prevResult"))?
+        }
         None => cni::empty_result(&conf.cni_version),
     };
     let mut rec = new_record(conf, env, Mode::Chained, Vec::new());

@@ -249,6 +249,19 @@ impl Runner {
                     ),
                 ));
             }
+            // A result multimesh cannot read (a cniVersion it does not speak
+            // or that is not a string, an ips entry that is not an object)
+            // fails the ADD here, with rollback, not after the attachment
+            // was recorded as complete.
+            if let Err(e) = cni::convert_result(&v, &d.version) {
+                return Err(CniError::new(
+                    code::DELEGATE_FAILED,
+                    format!(
+                        "delegate {:?} ({t}) ADD on {ifname}: invalid result: {}",
+                        d.name, e.msg
+                    ),
+                ));
+            }
             prev = Some(v);
         }
         prev.ok_or_else(|| CniError::new(code::DELEGATE_FAILED, "delegate produced no result"))

@@ -891,3 +891,59 @@ fn pod_netns_deleted_mid_add() {
     node.cni_env("DEL", &conf, "", "fnsdel", "eth0", &[("CNI_NETNS", "")])
         .ok();
 }
+
+// 13. A delegate answers success with a result multimesh cannot read (an
+// old or bogus cniVersion, a malformed ips list). Before the fix the ADD
+// failed only after recording the attachment as complete, with nothing
+// rolled back: the delegates stayed attached and a retried ADD got 106.
+// Now: code 100 naming the delegate, rollback, nothing left.
+#[test]
+fn delegate_result_multimesh_cannot_read() {
+    let node = Node::new("fbadres");
+    let pod = node.pod("p");
+    let bin = node.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let results = [
+        (
+            "oldver",
+            r#"{"cniVersion":"0.2.0","ip4":{"ip":"198.51.100.9/24"}}"#,
+        ),
+        ("numver", r#"{"cniVersion":7,"ips":[]}"#),
+        ("badips", r#"{"cniVersion":"1.0.0","ips":[1]}"#),
+    ];
+    for (name, result) in results {
+        let p = bin.join(name);
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = ADD ] && echo '{result}'\nexit 0\n"),
+        )
+        .unwrap();
+        sh_ok(&format!("chmod 755 {}", p.display()));
+    }
+    for (k, (name, _)) in results.iter().enumerate() {
+        for first in [true, false] {
+            let bad = json!({"cniVersion": "1.0.0", "name": "bad", "type": name});
+            let delegates = if first {
+                vec![bad, node.second_bridge()]
+            } else {
+                vec![node.cluster_bridge(), bad]
+            };
+            let mut conf = node.meta(delegates, LEGACY());
+            conf["binDir"] = json!(bin.display().to_string());
+            let cid = format!("bad{k}{first}");
+            let msg = node.cni("ADD", &conf, &pod.path, &cid, "eth0").err(100);
+            assert!(
+                msg.contains("invalid result") && msg.contains(name),
+                "{msg}"
+            );
+            assert!(
+                pod.links().is_empty(),
+                "{name}: not rolled back: {:?}",
+                pod.links()
+            );
+            assert_no_capture_anywhere(&pod, name);
+            node.assert_no_leaks();
+            del_leaves_nothing(&node, &conf, &pod, &cid, name);
+        }
+    }
+}

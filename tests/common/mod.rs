@@ -580,10 +580,7 @@ pub type CallSpec = (String, Vec<(String, String)>, Vec<u8>);
 /// Run many CNI calls at once, as kubelet does for pods starting together:
 /// every process is spawned before any is waited for. Returns the outputs
 /// (in order) and the wall time from the first spawn to the last exit.
-pub fn run_concurrently(
-    ns: &str,
-    calls: &[CallSpec],
-) -> (Vec<CniOut>, Duration) {
+pub fn run_concurrently(ns: &str, calls: &[CallSpec]) -> (Vec<CniOut>, Duration) {
     let start = Instant::now();
     let children: Vec<_> = calls
         .iter()
