@@ -106,8 +106,9 @@ default_subnet = "203.0.113.192/27"
         )
     }
 
-    /// Run podman in the node netns with the private configuration.
-    fn cmd(&self, args: &[&str]) -> Output {
+    /// A podman command in the node netns with the private configuration
+    /// (bounded by `timeout`).
+    fn command(&self, args: &[&str]) -> Command {
         let d = &self.dir;
         let mut c = Command::new("timeout");
         c.arg(PODMAN_TIMEOUT_S.to_string())
@@ -122,7 +123,56 @@ default_subnet = "203.0.113.192/27"
             .args(args)
             .env("CONTAINERS_CONF", d.join("containers.conf"))
             .stdin(Stdio::null());
-        c.output().expect("run podman")
+        c
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run podman")
+    }
+
+    /// Run several podman commands at once; all must succeed.
+    fn all_at_once(&self, runs: &[Vec<String>]) -> Vec<String> {
+        let children: Vec<_> = runs
+            .iter()
+            .map(|a| {
+                let a: Vec<&str> = a.iter().map(String::as_str).collect();
+                self.command(&a)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn podman")
+            })
+            .collect();
+        children
+            .into_iter()
+            .zip(runs)
+            .map(|(c, a)| {
+                let o = c.wait_with_output().expect("wait podman");
+                assert!(o.status.success(), "podman {a:?} failed: {}", out_text(&o));
+                String::from_utf8_lossy(&o.stdout).trim().to_string()
+            })
+            .collect()
+    }
+
+    /// `podman run` arguments for a busybox container sleeping.
+    fn run_args(&self, name: &str, network: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            network,
+            "--cgroup-parent",
+            &self.cgroup_parent,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        args.extend(extra.iter().map(|x| x.to_string()));
+        let rootfs = self.rootfs.display().to_string();
+        args.extend(["--rootfs", &rootfs, "sleep", "600"].map(String::from));
+        args
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -164,19 +214,8 @@ default_subnet = "203.0.113.192/27"
 
     /// `podman run -d` a busybox container sleeping; returns its ID.
     fn run(&self, name: &str, network: &str, extra: &[&str]) -> String {
-        let rootfs = self.rootfs.display().to_string();
-        let mut args = vec![
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            network,
-            "--cgroup-parent",
-            &self.cgroup_parent,
-        ];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&["--rootfs", &rootfs, "sleep", "600"]);
+        let args = self.run_args(name, network, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let id = self.ok(&args);
         assert!(
             id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -618,7 +657,7 @@ fn chained_after_bridge() {
 /// with the same container ID in a new netns), `network connect` of a
 /// chained capture network (a second record sharing the rules), `network
 /// disconnect` (the rules stay: the meta attachment still wants them),
-/// stop/start, and rm.
+/// `network reload` (DEL then ADD in the same netns), stop/start, and rm.
 #[test]
 fn restart_connect_disconnect_stop_start() {
     let p = Podman::new("pdlife");
@@ -692,6 +731,17 @@ fn restart_connect_disconnect_stop_start() {
         assert_eq!(field(&a, "served_by"), IN_PORT.to_string(), "{a}");
     }
 
+    // `network reload` (podman's way to restore firewall rules) runs DEL
+    // then ADD in the same netns: the same record, the rules once.
+    p.ok(&["network", "reload", "life"]);
+    records(&["eth0.json"]);
+    assert_eq!(p.sandbox("life"), second);
+    assert_eq!(hooks(&ns_name(&second)), 1, "{}", nat(&ns_name(&second)));
+    assert_eq!(
+        v4_addrs(&p.exec_ok("life", "ip -o -4 addr"), "net1").len(),
+        1
+    );
+
     p.ok(&["stop", "-t", "0", "life"]);
     assert!(
         !node.cni_dir().join(&id).exists(),
@@ -763,4 +813,124 @@ fn failed_add_is_reported_and_leaves_nothing() {
     // ADD failed, rolled back (DEL), and podman's teardown DEL came too.
     assert_eq!(calls[0], "ADD net1", "{calls:?}");
     assert!(calls[1..].iter().all(|c| c == "DEL net1"), "{calls:?}");
+}
+
+/// Two multimesh meta-plugin networks on one container, both with a second
+/// delegate: each would name its extra interface net1 (names are by
+/// position within one multimesh network, as with Multus). The second ADD
+/// is refused (106) before its delegates run, and podman's rollback leaves
+/// nothing.
+#[test]
+fn two_meta_networks_on_one_container_collide_cleanly() {
+    let p = Podman::new("pdtwo");
+    let node = &p.node;
+    p.network(
+        "neta",
+        vec![p.multimesh(json!({
+            "delegates": [node.cluster_bridge(), node.macvlan()],
+            "capture": {"backend": "nftables"},
+        }))],
+    );
+    p.network(
+        "netb",
+        vec![p.multimesh(json!({
+            "delegates": [node.second_bridge(), node.recorder("rec", json!({}))],
+            "capture": {"backend": "nftables"},
+        }))],
+    );
+    let rootfs = p.rootfs.display().to_string();
+    let cg = p.cgroup_parent.clone();
+    let o = p.cmd(&[
+        "run",
+        "-d",
+        "--name",
+        "two",
+        "--network",
+        "neta,netb",
+        "--cgroup-parent",
+        &cg,
+        "--rootfs",
+        &rootfs,
+        "sleep",
+        "600",
+    ]);
+    assert!(!o.status.success(), "{}", out_text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("net1 is already attached"), "{err}");
+    let _ = p.cmd(&["rm", "-f", "-t", "0", "two"]);
+    // Podman sets networks up in map order: whichever came second was
+    // refused; the first one was torn down by podman's rollback.
+    let adds = node
+        .calls()
+        .iter()
+        .filter(|c| c["command"] == "ADD")
+        .count();
+    let dels = node
+        .calls()
+        .iter()
+        .filter(|c| c["command"] == "DEL")
+        .count();
+    assert!(dels >= adds, "{:?}", node.calls());
+    node.assert_no_leaks_within(Duration::from_secs(5));
+}
+
+/// Eight `podman run` at once on one multimesh network (podman's locking
+/// and multimesh's per-container state side by side), then eight `podman
+/// rm` at once: all succeed, distinct addresses, capture in each, nothing
+/// left.
+#[test]
+fn eight_containers_started_and_removed_at_once() {
+    const N: usize = 8;
+    let p = Podman::new("pdmany");
+    let node = &p.node;
+    p.network(
+        "mmnet",
+        vec![p.multimesh(json!({
+            "delegates": [node.cluster_bridge(), node.second_bridge()],
+            "capture": {"backend": "iptables", "iptablesVariant": "nft"},
+        }))],
+    );
+    let t = Instant::now();
+    let runs: Vec<Vec<String>> = (0..N)
+        .map(|i| p.run_args(&format!("c{i}"), "mmnet", &[]))
+        .collect();
+    let ids = p.all_at_once(&runs);
+    let started = t.elapsed();
+    let mut ips: Vec<String> = (0..N)
+        .map(|i| {
+            p.inspect(
+                &format!("c{i}"),
+                "{{.NetworkSettings.Networks.mmnet.IPAddress}}",
+            )
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), N, "{ips:?}");
+    let sandboxes: Vec<String> = (0..N).map(|i| p.sandbox(&format!("c{i}"))).collect();
+    for sb in &sandboxes {
+        let r = ns_exec_ok(&ns_name(sb), "iptables-nft-save -t nat");
+        assert!(
+            r.contains("-A OUTPUT -p tcp -j MULTIMESH_OUTPUT"),
+            "{sb}:\n{r}"
+        );
+    }
+    let held: Vec<HeldNetns> = sandboxes.iter().map(|s| HeldNetns::open(s)).collect();
+    let t = Instant::now();
+    let rms: Vec<Vec<String>> = (0..N)
+        .map(|i| {
+            ["rm", "-f", "-t", "0", &format!("c{i}")]
+                .map(String::from)
+                .to_vec()
+        })
+        .collect();
+    p.all_at_once(&rms);
+    eprintln!(
+        "[pdmany] {N} podman run at once: {:.1}s, {N} podman rm at once: {:.1}s",
+        started.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
+    for (i, id) in ids.iter().enumerate() {
+        assert_removed(&p, id, &sandboxes[i], &held[i]);
+    }
 }
