@@ -437,6 +437,8 @@ fn meta_network_end_to_end(tag: &str, capture: Value, expect_backend: &str) {
     let sandbox = p.sandbox("app");
     let ns = ns_name(&sandbox);
 
+    // The engine settings took (runc would refuse limits above the host's).
+    assert_eq!(p.exec_ok("app", "ulimit -n; ulimit -u"), "1024\n1024\n");
     // Inside: busybox sees eth0 (cluster, 198.51.100.0/25) and net1
     // (macvlan, 203.0.113.0/25).
     let inside = p.exec_ok("app", "ip -o -4 addr");
@@ -565,7 +567,8 @@ fn static_ip_and_mac_go_to_the_cluster_network_only() {
     p.network(
         "mmnet",
         vec![p.multimesh(json!({
-            "delegates": [node.cluster_bridge(), node.second_bridge()],
+            "delegates": [node.cluster_bridge(), node.second_bridge(),
+                          node.recorder("rec", json!({}))],
             "capture": {"backend": "iptables"},
         }))],
     );
@@ -590,6 +593,15 @@ fn static_ip_and_mac_go_to_the_cluster_network_only() {
     let links = p.exec_ok("fixed", "ip -o link");
     assert_eq!(mac_of(&links, "eth0"), "02:00:00:00:00:42");
     assert_ne!(mac_of(&links, "net1"), "02:00:00:00:00:42", "{links}");
+    // What podman 4.3 passes, as a delegate on net2 sees it: CNI_ARGS with
+    // IgnoreUnknown and K8S_POD_NAME (the container name; no namespace,
+    // UID or infra ID), the IP/MAC requests kept for the cluster network.
+    let calls = node.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["ifname"], "net2");
+    assert_eq!(calls[0]["containerID"], id.as_str());
+    assert_eq!(calls[0]["netns"], sandbox.as_str());
+    assert_eq!(calls[0]["args"], "IgnoreUnknown=1;K8S_POD_NAME=fixed");
     let held = HeldNetns::open(&sandbox);
     p.rm("fixed");
     assert_removed(&p, &id, &sandbox, &held);
