@@ -11,6 +11,7 @@
 //!   failCode:   number (default 11)
 //!   crash:      true   fail without CNI error JSON (exit 3)
 //!   sleepMs:    number sleep before answering
+//!   sleepOn:    "ADD" | ["ADD",...]   sleep only for these commands (default: all)
 //!   address:    CIDR reported in the result (default 203.0.113.9/24)
 
 use serde_json::{json, Value};
@@ -47,18 +48,23 @@ fn main() {
             let _ = fh.write_all(format!("{line}\n").as_bytes());
         }
     }
-    if let Some(ms) = conf.get("sleepMs").and_then(Value::as_u64) {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-    }
-    let fail_on = match conf.get("failOn") {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_str().map(String::from))
-            .collect(),
-        _ => vec![],
+    let commands = |key: &str| -> Option<Vec<String>> {
+        match conf.get(key) {
+            Some(Value::String(s)) => Some(vec![s.clone()]),
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect(),
+            ),
+            _ => None,
+        }
     };
-    if fail_on.contains(&cmd) {
+    if let Some(ms) = conf.get("sleepMs").and_then(Value::as_u64) {
+        if commands("sleepOn").is_none_or(|c| c.contains(&cmd)) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
+    if commands("failOn").unwrap_or_default().contains(&cmd) {
         if conf.get("crash").and_then(Value::as_bool) == Some(true) {
             eprintln!("mm-recorder: crashing on {cmd} as configured");
             std::process::exit(3);

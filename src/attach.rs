@@ -38,6 +38,7 @@ fn runner(conf: &NetConf, env: &Env) -> Runner {
         container_id: env.container_id.clone(),
         netns: env.netns.clone(),
         args: env.args.clone(),
+        cluster_ifname: env.ifname.clone(),
     }
 }
 
@@ -463,7 +464,12 @@ fn add_chained(
     capture_cfg: Option<&CaptureConfig>,
 ) -> Result<Value> {
     let out = match &conf.prev_result {
-        Some(p) => p.clone(),
+        // Passed on in the config's version (unchanged when it is already,
+        // as libcni sends it); one without a usable cniVersion is refused
+        // rather than echoed as a result no runtime can read.
+        Some(p) => {
+            cni::convert_result(p, &conf.cni_version).map_err(|e| e.context("prevResult"))?
+        }
         None => cni::empty_result(&conf.cni_version),
     };
     let mut rec = new_record(conf, env, Mode::Chained, Vec::new());
@@ -520,7 +526,7 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
             } else {
                 Vec::new()
             };
-            let mut r = new_record(
+            let r = new_record(
                 conf,
                 env,
                 if conf.is_meta() {
@@ -531,12 +537,19 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
                 atts,
             );
             if conf.capture.enabled && !capture_shared(&lk, &env.ifname) {
+                // Nothing says capture was ever programmed: remove what may
+                // be there, best effort. A missing or failing tool must not
+                // fail this DEL for good (the runtime would retry it
+                // forever); the rules live in the pod netns, which goes
+                // away with the pod.
                 let p = Programmed {
                     config: conf.capture.clone(),
                     variant: conf.capture.variant,
                     ipv6: true,
                 };
-                r.capture = Some(p.to_json());
+                if let Err(e) = remove_capture(&p.to_json(), &env.netns, lk.dir()) {
+                    crate::log::error(&format!("DEL without state: capture not removed: {e}"));
+                }
             }
             r
         }
@@ -613,6 +626,7 @@ pub fn gc(conf: &NetConf, env: &Env) -> Result<()> {
                 container_id: cid.clone(),
                 netns: rec.netns.clone(),
                 args: rec.cni_args.clone(),
+                cluster_ifname: rec.ifname.clone(),
             };
             let netns = rec.netns.clone();
             if let Err(e) = teardown(&mut rec, &lk, &run, &netns) {

@@ -190,11 +190,16 @@ pub fn convert_result(result: &Value, to: &str) -> Result<Value> {
         Value::Object(m) => m.clone(),
         _ => return Err(CniError::new(code::DECODE, "result is not a JSON object")),
     };
-    let from = r
-        .get("cniVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("0.3.0")
-        .to_string();
+    let from = match r.get("cniVersion") {
+        None => "0.3.0".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!("result: cniVersion {v} is not a version string"),
+            ))
+        }
+    };
     check_version(&from).map_err(|e| e.context("result"))?;
     check_version(to)?;
     let to_new = version_at_least(to, "1.0.0");

@@ -101,9 +101,37 @@ pub struct Runner {
     pub container_id: String,
     pub netns: String,
     pub args: String,
+    /// The runtime's CNI_IFNAME: the cluster network's interface. Calls on
+    /// any other interface get CNI_ARGS without the per-interface requests
+    /// (see `PER_INTERFACE_ARGS`).
+    pub cluster_ifname: String,
 }
 
+/// CNI_ARGS keys that request something for the one interface the runtime
+/// asked for: `IP` (host-local/static) and `MAC` (bridge, macvlan, ...), as
+/// podman sends for `--ip` / `--mac-address`. Like the runtime's
+/// runtimeConfig (`ips`, `mac`), they belong to the cluster network; handed
+/// to net1, net2, ... as well they would request the same address on every
+/// network (host-local fails: "failed to allocate all requested IPs").
+const PER_INTERFACE_ARGS: &[&str] = &["IP", "MAC"];
+
 impl Runner {
+    /// CNI_ARGS for a call on `ifname`: all of them for the cluster network,
+    /// all but `PER_INTERFACE_ARGS` for the others.
+    pub fn args_for(&self, ifname: &str) -> String {
+        if ifname == self.cluster_ifname {
+            return self.args.clone();
+        }
+        self.args
+            .split(';')
+            .filter(|kv| {
+                let key = kv.split_once('=').map_or(*kv, |(k, _)| k);
+                !PER_INTERFACE_ARGS.contains(&key)
+            })
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
     fn search_path(&self) -> String {
         if self.cni_path.is_empty() {
             self.bin_dir.display().to_string()
@@ -152,7 +180,7 @@ impl Runner {
             .env("CNI_CONTAINERID", &self.container_id)
             .env("CNI_NETNS", &self.netns)
             .env("CNI_IFNAME", ifname)
-            .env("CNI_ARGS", &self.args)
+            .env("CNI_ARGS", self.args_for(ifname))
             .env("CNI_PATH", self.search_path());
         crate::log::debug(&format!(
             "exec {} {} ifname={ifname}",
@@ -218,6 +246,19 @@ impl Runner {
                     format!(
                         "delegate {:?} ({t}) ADD on {ifname}: result is not an object",
                         d.name
+                    ),
+                ));
+            }
+            // A result multimesh cannot read (a cniVersion it does not speak
+            // or that is not a string, an ips entry that is not an object)
+            // fails the ADD here, with rollback, not after the attachment
+            // was recorded as complete.
+            if let Err(e) = cni::convert_result(&v, &d.version) {
+                return Err(CniError::new(
+                    code::DELEGATE_FAILED,
+                    format!(
+                        "delegate {:?} ({t}) ADD on {ifname}: invalid result: {}",
+                        d.name, e.msg
                     ),
                 ));
             }
@@ -312,6 +353,21 @@ mod tests {
         }
         assert!(validate_type("bridge").is_ok());
         assert!(validate_type("host-local").is_ok());
+    }
+
+    #[test]
+    fn per_interface_args_go_to_the_cluster_network_only() {
+        let r = Runner {
+            bin_dir: PathBuf::from("/nonexistent"),
+            cni_path: String::new(),
+            container_id: "c".into(),
+            netns: String::new(),
+            args: "IgnoreUnknown=1;K8S_POD_NAME=web;IP=198.51.100.50;MAC=02:00:00:00:00:42;IPX=1"
+                .into(),
+            cluster_ifname: "eth0".into(),
+        };
+        assert_eq!(r.args_for("eth0"), r.args);
+        assert_eq!(r.args_for("net1"), "IgnoreUnknown=1;K8S_POD_NAME=web;IPX=1");
     }
 
     #[test]

@@ -209,26 +209,6 @@ fn assert_served(line: &str, served_by: u16, orig: &str, what: &str) {
     assert_eq!(field(line, "orig"), orig, "{what}: wrong orig: {line}");
 }
 
-/// A CNI call from a thread: the environment `Node::cni` uses.
-fn cni_call(node: &str, cmd: &str, conf: &Value, netns: &str, cid: &str, ifname: &str) -> CniOut {
-    let env: Vec<(String, String)> = [
-        ("CNI_COMMAND", cmd),
-        ("CNI_CONTAINERID", cid),
-        ("CNI_NETNS", netns),
-        ("CNI_IFNAME", ifname),
-        ("CNI_PATH", REF_PLUGINS),
-        (
-            "CNI_ARGS",
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=test",
-        ),
-        ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    run_in(node, BIN, &env, &serde_json::to_vec(conf).unwrap())
-}
-
 /// Short node tags: netns names stay readable.
 fn tag(test: &str, backend: &str) -> String {
     let b = match backend {
@@ -758,86 +738,4 @@ fn capture_failure_rolls_back_delegates() {
     });
 }
 
-// l. 32 pods ADDed and DELed in parallel.
-#[test]
-fn many_pods_in_parallel() {
-    const N: usize = 32;
-    for_each_backend(|name, cap| {
-        let node = Node::new(&tag("many", name));
-        let pods: Vec<Pod> = (0..N).map(|i| node.pod(&format!("p{i}"))).collect();
-        let conf = node.meta(vec![node.cluster_bridge()], cap.clone());
-        let node_name = node.name.clone();
-        let run_all = |cmd: &str| -> Vec<CniOut> {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = pods
-                    .iter()
-                    .enumerate()
-                    .map(|(i, pod)| {
-                        let (node_name, conf, path) = (&node_name, &conf, pod.path.clone());
-                        s.spawn(move || {
-                            cni_call(node_name, cmd, conf, &path, &format!("cmany{i}"), "eth0")
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).collect()
-            })
-        };
-        let t = Instant::now();
-        let adds = run_all("ADD");
-        eprintln!(
-            "[{name}] {N} parallel ADDs: {:.1}s",
-            t.elapsed().as_secs_f64()
-        );
-        let mut ips = Vec::new();
-        for (i, out) in adds.iter().enumerate() {
-            assert_eq!(out.code, 0, "ADD pod {i}: {}\n{}", out.stdout, out.stderr);
-            ips.push(result_addr(&out.json, false));
-        }
-        let mut uniq = ips.clone();
-        uniq.sort();
-        uniq.dedup();
-        assert_eq!(uniq.len(), N, "duplicate addresses: {ips:?}");
-        for (i, pod) in pods.iter().enumerate() {
-            let r = nat_rules(pod, cap);
-            match variant(cap) {
-                Some(_) => {
-                    for c in [
-                        ":MULTIMESH_INBOUND",
-                        ":MULTIMESH_IN_REDIRECT",
-                        ":MULTIMESH_OUTPUT",
-                        ":MULTIMESH_REDIRECT",
-                        "-A PREROUTING -p tcp -j MULTIMESH_INBOUND",
-                        "-A OUTPUT -p tcp -j MULTIMESH_OUTPUT",
-                    ] {
-                        assert!(r.contains(c), "pod {i}: {c} missing:\n{r}");
-                    }
-                }
-                None => {
-                    for c in ["table inet multimesh", "chain inbound", "chain outbound"] {
-                        assert!(r.contains(c), "pod {i}: {c} missing:\n{r}");
-                    }
-                }
-            }
-        }
-        // Traffic in one pod is still captured with all the others there.
-        {
-            let _tin = Listener::start(&pods[N - 1].name, IN_PORT, false, 1);
-            let a = answer(&node.name, &ips[N - 1], 8080, false, None);
-            assert_served(&a, IN_PORT, &sock(&ips[N - 1], 8080), "inbound, last pod");
-        }
-        let t = Instant::now();
-        let dels = run_all("DEL");
-        eprintln!(
-            "[{name}] {N} parallel DELs: {:.1}s",
-            t.elapsed().as_secs_f64()
-        );
-        for (i, out) in dels.iter().enumerate() {
-            assert_eq!(out.code, 0, "DEL pod {i}: {}\n{}", out.stdout, out.stderr);
-        }
-        for (i, pod) in pods.iter().enumerate() {
-            assert!(pod.links().is_empty(), "pod {i}: {:?}", pod.links());
-            assert!(!has_capture(pod, cap), "pod {i}: capture left");
-        }
-        node.assert_no_leaks();
-    });
-}
+// l. Many pods at once: tests/load.rs (32 and 64 pods, every backend).
