@@ -578,14 +578,92 @@ fn parsers_case(rng: &mut Rng, bases: &[Value], dir: &Path, input: &[u8]) {
             );
         }
     }
-    // TODO(k8s mode): the Kubernetes pod-annotation parser (the
-    // k8s.v1.cni.cncf.io/networks short and JSON forms, default-network,
-    // traffic.sidecar.istio.io/* and config.linkerd.io/* values) is being
-    // written concurrently. Once it is public, feed it here: `text`,
-    // `strings` and mutated JSON lists (`rand_value`, `mutate` on a valid
-    // [{"name","namespace","interface","ips","mac",...}] list), asserting Ok
-    // or a code-7 error naming the annotation, never a panic and never a
-    // value that reaches rule text unvalidated (render with check_capture).
+    // Kubernetes mode: the networks annotation (short and JSON forms),
+    // default-network, the mesh annotations, NAD annotations, network-status
+    // building, the kubeconfig (YAML) loader. Ok, or an error with the
+    // documented code naming what was wrong; never a panic, and whatever is
+    // accepted renders into rules that pass the capture checks.
+    k8s_case(rng, bases, &text, &v);
+}
+
+fn k8s_case(rng: &mut Rng, bases: &[Value], text: &str, v: &Value) {
+    use multimesh::k8s::{kubeconfig, pod, yaml};
+    let mut sels = vec![text.to_string(), v.to_string()];
+    let mut list = serde_json::json!([{"name": "a", "namespace": "b", "interface": "net9",
+        "ips": ["198.51.100.9/24"], "mac": "02:00:00:00:00:01", "default-route": ["198.51.100.1"],
+        "portMappings": [{"hostPort": 1, "containerPort": 2}], "bandwidth": {"ingressRate": 1},
+        "cni-args": {"x": 1}}]);
+    mutate(rng, &mut list);
+    sels.push(list.to_string());
+    sels.push(format!("{},{}@{}", rand_string(rng), rand_string(rng), rand_string(rng)));
+    for s in &sels {
+        match pod::parse_networks(s) {
+            Ok(l) => {
+                for x in l {
+                    assert!(pod::is_dns_subdomain(&x.name), "{:?}", x.name);
+                    if let Some(i) = &x.interface {
+                        assert!(multimesh::cni::validate_ifname(i).is_ok(), "{i:?}");
+                    }
+                    let _ = x.runtime_config();
+                }
+            }
+            Err(e) => assert_eq!(e.code, 110, "{}", e.msg),
+        }
+        if let Err(e) = pod::parse_default_network(s) {
+            assert_eq!(e.code, 110, "{}", e.msg);
+        }
+    }
+    // Mesh annotations with random values on a meshed pod of each profile.
+    const KEYS: &[&str] = &[
+        "traffic.sidecar.istio.io/includeInboundPorts",
+        "traffic.sidecar.istio.io/excludeInboundPorts",
+        "traffic.sidecar.istio.io/includeOutboundPorts",
+        "traffic.sidecar.istio.io/excludeOutboundPorts",
+        "traffic.sidecar.istio.io/includeOutboundIPRanges",
+        "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+        "traffic.sidecar.istio.io/excludeInterfaces",
+        "sidecar.istio.io/interceptionMode",
+        "config.linkerd.io/skip-inbound-ports",
+        "config.linkerd.io/skip-outbound-ports",
+        "config.linkerd.io/skip-subnets",
+        "config.linkerd.io/proxy-uid",
+    ];
+    for profile in ["istio", "linkerd"] {
+        let mut ann = serde_json::Map::new();
+        ann.insert("sidecar.istio.io/status".into(), "{}".into());
+        for _ in 0..(1 + rng.below(3)) {
+            let k = *rng.pick(KEYS);
+            let val = match rng.below(3) {
+                0 => rand_string(rng),
+                1 => text.chars().take(64).collect(),
+                _ => format!("{},{}-{}", rng.below(70000), rng.below(70000), rng.below(70000)),
+            };
+            ann.insert(k.into(), val.into());
+        }
+        let podv = serde_json::json!({"metadata": {"namespace": "default", "annotations": ann},
+            "spec": {"containers": [{"name": "istio-proxy"}, {"name": "linkerd-proxy"}]}});
+        let base = CaptureConfig::from_json(Some(&serde_json::json!({"profile": profile}))).unwrap();
+        match pod::capture_for_pod(&base, &podv) {
+            Ok(Some(c)) => check_capture(&c, rng),
+            Ok(None) => panic!("a meshed pod was not captured"),
+            Err(e) => {
+                assert_eq!(e.code, 110, "{}", e.msg);
+                assert!(KEYS.iter().any(|k| e.msg.contains(k)), "{}", e.msg);
+            }
+        }
+    }
+    let _ = pod::nad_capture(v);
+    let _ = pod::status_entry("a/b", "net1", Some(v), rng.below(2) == 0);
+    // Kubeconfig documents: random text, and mutated valid ones.
+    let _ = yaml::parse(text);
+    let mut kc = serde_json::json!({"clusters": [{"name": "c", "cluster": {"server": "https://198.51.100.1:6443",
+        "certificate-authority-data": "aGVsbG8=", "insecure-skip-tls-verify": false}}],
+        "users": [{"name": "u", "user": {"token": "t", "tokenFile": "f"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}], "current-context": "x"});
+    mutate(rng, &mut kc);
+    let _ = kubeconfig::from_value(&kc, Path::new("/nonexistent"));
+    let _ = kubeconfig::parse_server(&rand_string(rng));
+    let _ = kubeconfig::base64_decode(text);
     let _ = bases;
 }
 
