@@ -130,7 +130,7 @@ def draw(res, path):
     y += 24
     out.append(text(20, y + 16, f"N={meta['n']} ADD+DEL cycles per single-pod row, "
                     f"N={meta['k8s_n']} per Kubernetes-mode row, "
-                    f"{meta['conc_rounds']} rounds per concurrency row; "
+                    f"{meta['conc_rounds']} round{'s' if meta['conc_rounds'] > 1 else ''} per concurrency row; "
                     f"{meta['cpus']} CPUs, Linux {meta['kernel']}", size=11.5, fill="#444"))
     y += 20
     out.append(text(20, y + 16, "bar = median, whisker = p90, (x) = median / the group's "

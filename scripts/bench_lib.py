@@ -913,6 +913,10 @@ def main():
     conc_sizes = [int(x) for x in a.conc.split(",") if x.strip()]
     api_script = a.apiserver or os.path.join(a.repo, "tests", "apiserver", "fake_apiserver.py")
 
+    def shown(path):
+        rel = os.path.relpath(path, a.repo)
+        return path if rel.startswith("..") else rel
+
     b = Bench(a)
     b.variants = ["bare", "mm-nocap", "mm-ipt-legacy", "mm-ipt-nft", "mm-nftables", "init-style"]
     k8s = K8s(b, api_script) if os.path.isfile(api_script) else None
@@ -931,7 +935,7 @@ def main():
         progress("sanity pass (one verified ADD+DEL per variant)")
         b.sanity(b.variants)
         if k8s:
-            progress(f"Kubernetes mode: test API server {os.path.relpath(api_script, a.repo)} "
+            progress(f"Kubernetes mode: test API server {shown(api_script)} "
                      "in the node netns, sanity pass")
             k8s.start()
             k8s.sanity()
@@ -1003,7 +1007,8 @@ def main():
             rows.append(rw)
         groups.append({"panel": "conc", "key": f"conc-{size}",
                        "title": f"{size} pods at once: ADD-all + DEL-all wall time "
-                                f"({a.conc_rounds} rounds)", "rows": rows})
+                                f"({a.conc_rounds} round{'s' if a.conc_rounds > 1 else ''})",
+                       "rows": rows})
     k8s_desc = {"k8s-bare": "bare delegates (3 attachments)",
                 "k8s-bare-rules": "bare delegates + rules (1 restore)",
                 "k8s-mm": "multimesh, Kubernetes mode"}
@@ -1040,7 +1045,7 @@ def main():
             r["add_ms"] = [round(ms(x), 3) for x in k8s_times[r["key"]][0]]
             r["del_ms"] = [round(ms(x), 3) for x in k8s_times[r["key"]][1]]
     else:
-        why = f"not run: {os.path.relpath(api_script, a.repo)} is not in this tree yet"
+        why = f"not run: {shown(api_script)} not found (the test API server)"
         k8s_group["rows"] = [{"key": v, "label": k8s_desc[v], "median": None, "p90": None,
                               "ratio": None, "rss_mib": None, "kind": "mm", "note": why,
                               "missing": why} for v in K8s.VARIANTS]
@@ -1153,8 +1158,8 @@ def main():
             "(iptables legacy). The sanity pass checks eth0/net1/net2 addresses, the rules, "
             "the network-status annotation (3 entries) and that DEL calls nothing.")
     else:
-        say("- not run: the test API server `tests/apiserver/fake_apiserver.py` is not in this "
-            "tree yet; the scenario runs as soon as it is (no other change needed).")
+        say(f"- not run: the test API server `{shown(api_script)}` was not found; the scenario "
+            "runs whenever it is there (no other change needed).")
     for g in groups:
         if g["panel"] != "conc":
             continue
