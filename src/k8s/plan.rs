@@ -135,7 +135,13 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
                 .namespace
                 .clone()
                 .unwrap_or_else(|| conf.multus_namespace.clone());
-            let nad = s.nad(&ns, &sel.name)?;
+            let nad = s.nad(&ns, &sel.name).map_err(|e| {
+                if e.code == code::POD_REQUEST {
+                    e.context(pod::DEFAULT_NETWORK)
+                } else {
+                    e
+                }
+            })?;
             items.push(Item {
                 conf: nad_config(conf, &nad, &ns, &sel.name)?,
                 status_name: format!("{ns}/{}", sel.name),
@@ -218,7 +224,13 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
                     sel.name
                 )));
             }
-            let nad = s.nad(&ns, &sel.name)?;
+            let nad = s.nad(&ns, &sel.name).map_err(|e| {
+                if e.code == code::POD_REQUEST {
+                    e.context(pod::NETWORKS)
+                } else {
+                    e
+                }
+            })?;
             items.push(Item {
                 conf: nad_config(conf, &nad, &ns, &sel.name)?,
                 status_name: format!("{ns}/{}", sel.name),

@@ -14,6 +14,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod k8s;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_multimesh");
 pub const RECORDER: &str = env!("CARGO_BIN_EXE_mm-recorder");
 pub const PROBE: &str = env!("CARGO_BIN_EXE_mm-probe");
