@@ -508,20 +508,6 @@ authorityKeyIdentifier = keyid:always
 """
 
 
-# Runs the test API server with TCP_NODELAY on its connections (what Go's
-# net/http, i.e. a real kube-apiserver, does by default). Python's
-# http.server writes a response's headers and body separately; with Nagle on,
-# the body waits for the client's delayed ACK (~40 ms on Linux), which would
-# add ~40 ms to every API round trip and measure the test server, not
-# multimesh.
-NODELAY_LAUNCHER = """
-import http.server, runpy, sys
-http.server.BaseHTTPRequestHandler.disable_nagle_algorithm = True
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
 class K8s:
     """Kubernetes-mode scenario: the test API server (tests/apiserver/
     fake_apiserver.py, HTTPS) runs in this process's netns, i.e. the node
@@ -576,7 +562,7 @@ class K8s:
             os.unlink(port_file)
         self.stderr = open(os.path.join(self.dir, "apiserver.stderr"), "w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", NODELAY_LAUNCHER, self.script, "--dir", self.state,
+            [sys.executable, self.script, "--dir", self.state,
              "--cert", os.path.join(self.dir, "server.pem"),
              "--key", os.path.join(self.dir, "server.key"),
              "--client-ca", os.path.join(self.dir, "ca.pem"),
@@ -1107,8 +1093,7 @@ def main():
         "from the first ADD started to the last DEL finished, every pod in its own netns, one "
         "thread per pod; per-round values below. Kubernetes mode: the API server is the "
         "Python test server (`tests/apiserver/fake_apiserver.py`, HTTPS with a bearer token) "
-        "in the node netns, started with TCP_NODELAY on its connections as Go's net/http (a real "
-        "kube-apiserver) has; its share of the time is that of a Python server, not of a real "
+        "in the node netns; its share of the time is that of a Python server, not of a real "
         "kube-apiserver.")
     say()
     say("Overhead over bare (median): " + ", ".join(
