@@ -1,31 +1,53 @@
 #!/usr/bin/env bash
-# Benchmark multimesh against the bare reference bridge plugin, in one run:
+# Benchmark multimesh against the bare reference plugins, in one run:
 #   - whole-process ADD+DEL cycles (fresh pod netns each) of: bare bridge,
 #     multimesh+bridge without capture, with iptables (legacy, nft) and
 #     nftables capture, and an "init-container style" bridge + one
 #     iptables-legacy process per rule;
+#   - Kubernetes mode: a meshed pod asking for two NADs, multimesh reading
+#     it from the test API server (tests/apiserver/fake_apiserver.py, HTTPS,
+#     started in the node netns), vs the same three attachments by the bare
+#     delegates (and bare + the same rules); API requests per ADD and DEL;
+#   - 32 and 64 pods ADDed at once, then DELed at once;
 #   - rule programming alone (one restore / nft -f vs the per-rule loop);
-#   - peak RSS; binary size and linkage;
-#   - 32 pods ADD/DEL concurrently.
-# Prints a markdown report and writes it to docs/bench.md.
+#   - peak RSS; binary size and linkage.
+# Prints a markdown report whose first table has every scenario, and writes
+# docs/bench.md, docs/bench.svg (chart of the same numbers) and
+# docs/bench.json (raw samples; `python3 scripts/bench_chart.py
+# docs/bench.json docs/bench.svg` redraws the chart without measuring).
 #
-#   sudo scripts/bench.sh              # N=40 iterations
-#   sudo BENCH_N=100 scripts/bench.sh
+#   sudo scripts/bench.sh                  # N=100, 5 concurrency rounds (a few minutes)
+#   sudo BENCH_QUICK=1 scripts/bench.sh    # N=10, 2 rounds: a smoke run (~1 minute)
+#   sudo BENCH_N=40 BENCH_CONC=32,64 BENCH_CONC_ROUNDS=3 scripts/bench.sh
+#
+# Other knobs: BENCH_K8S_N (default BENCH_N), BENCH_TIMEOUT (seconds for the
+# measuring part, default 900), BENCH_APISERVER (another copy of
+# fake_apiserver.py; default the one in tests/apiserver/).
 #
 # Everything runs in namespaces this script creates (node netns
 # mmbench-node-$$, pod netns mmbench-pod-$$-*); addresses are from
-# 198.51.100.0/24 only, inside the node netns. All of it is removed on exit.
+# 198.51.100.0/24 and 203.0.113.0/24 only, inside the node netns, and the
+# API server listens on the node netns's 127.0.0.1. All of it is removed on
+# exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 
-N=${BENCH_N:-40}
-CONC=${BENCH_CONC:-32}
-ROUNDS=${BENCH_CONC_ROUNDS:-3}
-DEADLINE=${BENCH_TIMEOUT:-280}   # seconds for the measuring part
+if [ -n "${BENCH_QUICK:-}" ] && [ "${BENCH_QUICK}" != 0 ]; then
+  N=${BENCH_N:-10}; ROUNDS=${BENCH_CONC_ROUNDS:-2}
+else
+  N=${BENCH_N:-100}; ROUNDS=${BENCH_CONC_ROUNDS:-5}
+fi
+K8S_N=${BENCH_K8S_N:-$N}
+CONC=${BENCH_CONC:-32,64}
+DEADLINE=${BENCH_TIMEOUT:-900}   # seconds for the measuring part
+APISERVER=${BENCH_APISERVER:-$REPO/tests/apiserver/fake_apiserver.py}
 
 [ "$(id -u)" = 0 ] || { echo "scripts/bench.sh must run as root (network namespaces, iptables)" >&2; exit 1; }
-[[ $N =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_N must be a positive integer" >&2; exit 1; }
+for v in N K8S_N ROUNDS; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_$v must be a positive integer" >&2; exit 1; }
+done
+[[ $CONC =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || { echo "BENCH_CONC must be pod counts like 32,64" >&2; exit 1; }
 
 NODE="mmbench-node-$$"
 TAG="$$"
@@ -39,6 +61,11 @@ cleanup() {
     kill -TERM "$DRIVER_PID" 2>/dev/null || true
     for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$DRIVER_PID" 2>/dev/null || break; sleep 0.5; done
     kill -KILL "$DRIVER_PID" 2>/dev/null || true
+  fi
+  # Anything still running in the node netns is ours (the test API server
+  # if the driver was killed).
+  if ip netns pids "$NODE" >/dev/null 2>&1; then
+    for p in $(ip netns pids "$NODE"); do kill -TERM "$p" 2>/dev/null || true; done
   fi
   # Pod namespaces live in the driver's mount namespace and vanish with it;
   # an interrupted run can leave their (unmounted) files behind.
@@ -56,9 +83,15 @@ trap 'exit 143' TERM
 
 echo "== dependencies" >&2
 scripts/deps.sh
-if [ ! -x /usr/bin/time ]; then
-  echo "installing GNU time" >&2
-  DEBIAN_FRONTEND=noninteractive timeout 180 apt-get install -y -qq time >/dev/null
+# GNU time (peak RSS), openssl (the Kubernetes-mode scenario's certificates).
+need=()
+[ -x /usr/bin/time ] || need+=(time)
+command -v openssl >/dev/null || need+=(openssl)
+if ((${#need[@]})); then
+  echo "installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  timeout 180 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
+    { timeout 180 apt-get update -qq && timeout 180 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }
 fi
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=$(command -v python3)
@@ -82,13 +115,21 @@ TMP=$(mktemp -d /tmp/mmbench.XXXXXX)
 ip netns add "$NODE"
 ip netns exec "$NODE" ip link set lo up
 
-echo "== measuring (N=$N, timeout ${DEADLINE}s)" >&2
-CMDLINE="sudo BENCH_N=$N scripts/bench.sh"
-[ -z "${BENCH_N:-}" ] && CMDLINE="sudo scripts/bench.sh"
-# The driver runs inside the node netns and spawns the plugins itself.
+echo "== measuring (N=$N, Kubernetes mode N=$K8S_N, concurrency $CONC x $ROUNDS rounds, timeout ${DEADLINE}s)" >&2
+[ -f "$APISERVER" ] || echo "NOTE: $APISERVER not found: the Kubernetes-mode scenario is skipped" >&2
+CMDLINE="sudo"
+[ -n "${BENCH_QUICK:-}" ] && [ "${BENCH_QUICK}" != 0 ] && CMDLINE+=" BENCH_QUICK=1"
+for v in BENCH_N BENCH_K8S_N BENCH_CONC BENCH_CONC_ROUNDS; do
+  [ -n "${!v:-}" ] && CMDLINE+=" $v=${!v}"
+done
+CMDLINE+=" scripts/bench.sh"
+# The driver runs inside the node netns and spawns the plugins (and the test
+# API server) itself.
 timeout -k 10 "$DEADLINE" ip netns exec "$NODE" "$PY" "$REPO/scripts/bench_lib.py" \
-  --repo "$REPO" --tmp "$TMP" --tag "$TAG" --n "$N" --conc "$CONC" --conc-rounds "$ROUNDS" \
-  --out "$TMP/bench.md" --command "$CMDLINE" --binsize "$BINSIZE" --linkage "$LINKAGE" &
+  --repo "$REPO" --tmp "$TMP" --tag "$TAG" --n "$N" --k8s-n "$K8S_N" --conc "$CONC" \
+  --conc-rounds "$ROUNDS" --apiserver "$APISERVER" \
+  --out "$TMP/bench.md" --json "$TMP/bench.json" --svg "$TMP/bench.svg" \
+  --command "$CMDLINE" --binsize "$BINSIZE" --linkage "$LINKAGE" &
 DRIVER_PID=$!
 set +e
 wait "$DRIVER_PID"
@@ -103,7 +144,9 @@ if [ -n "$left" ]; then echo "LEAK: interfaces left in node netns: $left" >&2; r
 
 if [ -s "$TMP/bench.md" ]; then
   mkdir -p docs
-  cp "$TMP/bench.md" docs/bench.md
-  echo "== written to docs/bench.md" >&2
+  "$PY" -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$TMP/bench.svg" ||
+    { echo "docs/bench.svg: the chart is not well-formed XML" >&2; rc=1; }
+  for f in bench.md bench.svg bench.json; do cp "$TMP/$f" "docs/$f"; done
+  echo "== written to docs/bench.md, docs/bench.svg, docs/bench.json" >&2
 fi
 exit "$rc"
