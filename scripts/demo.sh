@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # multimesh demo: two pods, three networks each, service-mesh capture on all
-# of them, then DEL with nothing left behind.
+# of them, then DEL with nothing left behind. Then Kubernetes mode: the
+# in-repo fake API server (tests/apiserver/fake_apiserver.py, HTTPS with an
+# openssl-made CA) serves two pods and two NetworkAttachmentDefinitions;
+# multimesh reads them, attaches the networks the pods ask for, captures the
+# meshed one only, writes network-status back, and DELs without the server.
 #
 #   sudo scripts/demo.sh
 #
 # Everything happens in namespaces this script creates and removes again:
-#   node netns  mmdemo-node-$$   (bridges mm0/mm1, veth mmv0 <-> mmv0p)
-#   pod netns   mmdemo-a-$$, mmdemo-b-$$
+#   node netns  mmdemo-node-$$   (bridges mm0/mm1, veth mmv0 <-> mmv0p;
+#                                 the fake API server on its 127.0.0.1)
+#   pod netns   mmdemo-a-$$, mmdemo-b-$$, mmdemo-web-$$, mmdemo-plain-$$
 # Addresses (documentation ranges only, never on the host netns):
 #   eth0  bridge mm0            198.51.100.0/25    (gateway .1, default route)
 #   net1  bridge mm1            198.51.100.128/25  (gateway .129)
@@ -21,8 +26,11 @@ PROBE=$REPO/target/release/mm-probe
 
 NODE="mmdemo-node-$$"
 PODS=("mmdemo-a-$$" "mmdemo-b-$$")
+K8S_PODS=("mmdemo-web-$$" "mmdemo-plain-$$")
 TMP=""
 BG_PIDS=()
+API_PID=""   # the fake API server (Kubernetes part)
+API_FD=""    # write end of its stdin: it exits on EOF, i.e. when we die
 
 if [ -t 1 ]; then BOLD=$'\e[1m'; GREEN=$'\e[32m'; RED=$'\e[31m'; OFF=$'\e[0m'; else BOLD=""; GREEN=""; RED=""; OFF=""; fi
 STEP=0
@@ -37,10 +45,23 @@ cleanup() {
   trap - EXIT INT TERM
   for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${BG_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  for p in "${PODS[@]}"; do ip netns del "$p" 2>/dev/null || true; done
+  stop_api
+  for p in "${PODS[@]}" "${K8S_PODS[@]}"; do ip netns del "$p" 2>/dev/null || true; done
   ip netns del "$NODE" 2>/dev/null || true
   [ -n "$TMP" ] && rm -rf "$TMP"
   exit "$rc"
+}
+# SIGTERM, up to 3 s for a clean exit, then SIGKILL. Idempotent.
+stop_api() {
+  if [ -n "$API_PID" ]; then
+    kill -TERM "$API_PID" 2>/dev/null || true
+    local i
+    for i in $(seq 60); do kill -0 "$API_PID" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$API_PID" 2>/dev/null || true
+    wait "$API_PID" 2>/dev/null || true
+    API_PID=""
+  fi
+  if [ -n "$API_FD" ]; then exec {API_FD}>&-; API_FD=""; fi
 }
 trap cleanup EXIT
 trap 'echo "demo.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
@@ -189,26 +210,392 @@ for p in "${PODS[@]}"; do
   ok "DEL $p"
 done
 
+# Every interface, capture rule, state file, IPAM allocation and pod veth
+# gone? Prints what it finds; dies if anything is left.
+nothing_left() { # POD...
+  local left=0 p links rules state allocs veths
+  for p in "$@"; do
+    links=$(in_pod "$p" ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -vx lo || true)
+    rules=$(in_pod "$p" sh -c 'iptables-legacy-save -t nat 2>/dev/null; iptables-nft-save -t nat 2>/dev/null; nft list ruleset 2>/dev/null' | grep -ci multimesh || true)
+    info "$p: interfaces: $(in_pod "$p" ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')  capture rules: $rules"
+    [ -z "$links" ] && [ "$rules" = 0 ] || left=1
+  done
+  state=$(cd "$TMP/cni" && find . -mindepth 1 ! -name iptables-variant | sed 's|^\./||')
+  info "state under cniDir: $( [ -z "$state" ] && echo none || echo "$state") (cache: iptables-variant=$(cat "$TMP/cni/iptables-variant" 2>/dev/null || echo -))"
+  [ -z "$state" ] || left=1
+  allocs=$(find "$TMP/ipam" -type f | while read -r f; do
+    n=$(basename "$f")
+    python3 -c 'import ipaddress,sys; ipaddress.ip_address(sys.argv[1])' "$n" 2>/dev/null && echo "${f#"$TMP"/}"
+  done || true)
+  info "IPAM allocations: $( [ -z "$allocs" ] && echo none || echo "$allocs")"
+  [ -z "$allocs" ] || left=1
+  veths=$(in_node ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^veth' || true)
+  info "node netns: $(in_node ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | tr '\n' ' ')(bridges are node-level; no pod veths)"
+  [ -z "$veths" ] || left=1
+  [ "$left" = 0 ] && ok "no interfaces, no rules, no state files, no IPAM allocations left" || die "something was left behind"
+}
+
 section "Nothing left behind"
-left=0
-for p in "${PODS[@]}"; do
-  links=$(in_pod "$p" ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -vx lo || true)
-  rules=$(in_pod "$p" sh -c 'iptables-legacy-save -t nat 2>/dev/null; iptables-nft-save -t nat 2>/dev/null; nft list ruleset 2>/dev/null' | grep -ci multimesh || true)
-  info "$p: interfaces: $(in_pod "$p" ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')  capture rules: $rules"
-  [ -z "$links" ] && [ "$rules" = 0 ] || left=1
+nothing_left "${PODS[@]}"
+
+# --------------------------------------------------------------------------
+# Kubernetes mode
+# --------------------------------------------------------------------------
+API=$TMP/api   # the fake API server's state dir (objects/, tokens, requests.log)
+PKI=$TMP/pki
+K8S_CONF=$TMP/multimesh-k8s.conf
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
+WEB=${K8S_PODS[0]}
+PLAIN=${K8S_PODS[1]}
+UID_WEB=$(cat /proc/sys/kernel/random/uuid)
+UID_PLAIN=$(cat /proc/sys/kernel/random/uuid)
+
+# Run multimesh for a Kubernetes pod: CNI_ARGS name it (namespace demo).
+cni_k8s() { # COMMAND NETNS PODNAME PODUID
+  local cmd=$1 netns=$2 name=$3 uid=$4
+  timeout 60 ip netns exec "$NODE" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    CNI_COMMAND="$cmd" CNI_CONTAINERID="demo-k8s-$name-$$" CNI_NETNS="/run/netns/$netns" \
+    CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
+    CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=$name;K8S_POD_UID=$uid" \
+    "$MM" <"$K8S_CONF"
+}
+
+# The MULTIMESH rules in a pod's nat table (whichever iptables variant).
+capture_rules() { # POD
+  in_pod "$1" sh -c 'iptables-legacy-save -t nat 2>/dev/null; iptables-nft-save -t nat 2>/dev/null' | grep '^-A' | grep MULTIMESH || true
+}
+
+section "Kubernetes mode: a CA and a server certificate for the fake API server (openssl, EC P-256)"
+mkdir -p "$PKI" "$API/objects/pods/demo" "$API/objects/nads/demo"
+: >"$PKI/index.txt"
+cat >"$PKI/openssl.cnf" <<'CNF'
+[ ca ]
+default_ca = mm_ca
+[ mm_ca ]
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = mm_policy
+unique_subject = no
+copy_extensions = none
+email_in_dn = no
+preserve = yes
+[ mm_policy ]
+commonName = supplied
+[ req ]
+distinguished_name = mm_dn
+prompt = no
+[ mm_dn ]
+CN = unused
+[ v3_ca ]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign
+subjectKeyIdentifier = hash
+[ v3_server ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+CNF
+# Validity starts an hour ago (clock skew): `openssl ca -startdate`, since
+# OpenSSL 3.0's req/x509 cannot set notBefore.
+START=$(date -u -d '1 hour ago' +%Y%m%d%H%M%SZ)
+END=$(date -u -d '1 day' +%Y%m%d%H%M%SZ)
+ossl() { (cd "$PKI" && openssl "$@" </dev/null) >"$PKI/openssl.log" 2>&1 || { cat "$PKI/openssl.log" >&2; die "openssl $1 failed"; }; }
+for c in "ca /CN=multimesh-demo-ca" "server /CN=127.0.0.1"; do
+  set -- $c
+  ossl req -config openssl.cnf -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$1.key" -subj "$2" -out "$1.csr"
 done
-state=$(cd "$TMP/cni" && find . -mindepth 1 ! -name iptables-variant | sed 's|^\./||')
-info "state under cniDir: $( [ -z "$state" ] && echo none || echo "$state") (cache: iptables-variant=$(cat "$TMP/cni/iptables-variant" 2>/dev/null || echo -))"
-[ -z "$state" ] || left=1
-allocs=$(find "$TMP/ipam" -type f | while read -r f; do
-  n=$(basename "$f")
-  python3 -c 'import ipaddress,sys; ipaddress.ip_address(sys.argv[1])' "$n" 2>/dev/null && echo "${f#"$TMP"/}"
-done || true)
-info "IPAM allocations: $( [ -z "$allocs" ] && echo none || echo "$allocs")"
-[ -z "$allocs" ] || left=1
-veths=$(in_node ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^veth' || true)
-info "node netns: $(in_node ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | tr '\n' ' ')(bridges are node-level; no pod veths)"
-[ -z "$veths" ] || left=1
-[ "$left" = 0 ] && ok "no interfaces, no rules, no state files, no IPAM allocations left" || die "something was left behind"
+ossl ca -config openssl.cnf -batch -notext -rand_serial -startdate "$START" -enddate "$END" \
+  -keyfile ca.key -selfsign -extensions v3_ca -in ca.csr -out ca.pem
+ossl ca -config openssl.cnf -batch -notext -rand_serial -startdate "$START" -enddate "$END" \
+  -keyfile ca.key -cert ca.pem -extensions v3_server -in server.csr -out server.pem
+for c in ca server; do
+  info "$c.pem: $(openssl x509 -in "$PKI/$c.pem" -noout -subject -ext basicConstraints,keyUsage,extendedKeyUsage,subjectAltName 2>/dev/null |
+    awk '{ sub(/^ +/, ""); sub(/ +$/, ""); sub(/^X509v3 /, "| ") } { printf "%s%s", (NR > 1 ? " " : ""), $0 }')"
+done
+info "validity: $(openssl x509 -in "$PKI/server.pem" -noout -startdate | cut -d= -f2) (an hour ago) .. $(openssl x509 -in "$PKI/server.pem" -noout -enddate | cut -d= -f2)"
+v=$(openssl verify -CAfile "$PKI/ca.pem" -purpose sslserver "$PKI/server.pem" 2>&1) || die "verify: $v"
+ok "openssl verify -purpose sslserver: ${v##*: }"
+
+section "Kubernetes mode: fake API server inside the node netns (127.0.0.1 there), kubeconfig"
+TOKEN="demo-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+echo "$TOKEN" >"$API/tokens"
+mkfifo "$API/stdin"
+exec {API_FD}<>"$API/stdin"   # read-write: does not block; we are its only writer
+ip netns exec "$NODE" "$PY" "$REPO/tests/apiserver/fake_apiserver.py" --dir "$API" \
+  --cert "$PKI/server.pem" --key "$PKI/server.key" --port-file "$API/port" --exit-on-stdin-eof \
+  <"$API/stdin" >/dev/null 2>"$API/server.stderr" {API_FD}>&- &
+API_PID=$!
+for _ in $(seq 200); do # up to ~10 s
+  [ -s "$API/port" ] && break
+  kill -0 "$API_PID" 2>/dev/null || { cat "$API/server.stderr" >&2; die "fake API server exited"; }
+  sleep 0.05
+done
+[ -s "$API/port" ] || { cat "$API/server.stderr" >&2; die "fake API server wrote no port file within 10 s"; }
+PORT=$(cat "$API/port")
+SERVER="https://127.0.0.1:$PORT"
+info "fake_apiserver.py pid $API_PID in $NODE, listening on $SERVER (port file $(basename "$API")/port)"
+ver=$(in_node curl -sS --max-time 5 --cacert "$PKI/ca.pem" "$SERVER/version" | tr -d ' \n') || die "GET /version failed"
+case $ver in *'"major":"1"'*) ok "curl --cacert ca.pem $SERVER/version (TLS verified, SAN IP:127.0.0.1): ${ver:0:40}..." ;; *) die "unexpected /version: $ver" ;; esac
+umask_old=$(umask); umask 077
+cat >"$API/kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority-data: $(base64 -w0 "$PKI/ca.pem")
+    server: $SERVER
+  name: demo
+contexts:
+- context:
+    cluster: demo
+    user: multimesh
+  name: multimesh@demo
+current-context: multimesh@demo
+users:
+- name: multimesh
+  user:
+    token: $TOKEN
+KC
+umask "$umask_old"
+info "kubeconfig (\$TMP/api/kubeconfig):"
+sed -e 's/\(certificate-authority-data:\).*/\1 <base64 of ca.pem>/' -e 's/\(token:\).*/\1 <the token in $TMP\/api\/tokens>/' "$API/kubeconfig" | indent | indent
+
+section "Kubernetes mode: objects in the API server: NADs demo/storage, demo/fast; pods demo/web (istio), demo/plain"
+# The NADs carry the demo's second bridge (mm1) and macvlan configs; without
+# "name", a NAD's config gets the NAD's name.
+"$PY" - "$TMP/multimesh.conf" "$API/objects/nads/demo" <<'PY' || die "writing NADs failed"
+import json, sys
+conf = json.load(open(sys.argv[1]))
+def nad(name, delegate, annotations):
+    cfg = {k: v for k, v in delegate.items() if k != "name"}
+    obj = {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+           "metadata": {"name": name, "namespace": "demo", "uid": "nad-demo-" + name,
+                        "resourceVersion": "1", "annotations": annotations},
+           "spec": {"config": json.dumps(cfg)}}
+    json.dump(obj, open(f"{sys.argv[2]}/{name}.json", "w"), indent=2)
+nad("storage", conf["delegates"][1], {})
+nad("fast", conf["delegates"][2], {"multimesh.io/capture": "false"})
+PY
+for n in storage fast; do
+  "$PY" -c '
+import json, sys
+o = json.load(open(sys.argv[1]))
+a = o["metadata"]["annotations"]
+c = json.loads(o["spec"]["config"])
+print("nad demo/%s: %s on %s%s" % (o["metadata"]["name"], c["type"], c.get("bridge") or c.get("master"),
+      "".join("  [%s: %s]" % kv for kv in a.items())))' "$API/objects/nads/demo/$n.json" | indent
+done
+pod_json() { # NAME UID MESHED
+  local ann containers
+  if [ "$3" = yes ]; then
+    ann='"sidecar.istio.io/status": "{}",
+      "traffic.sidecar.istio.io/excludeInboundPorts": "9090",
+      '
+    containers='{"name": "app", "image": "registry.example/app:1.0"},
+      {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.22.0"}'
+  else
+    ann=""
+    containers='{"name": "app", "image": "registry.example/app:1.0"}'
+  fi
+  cat <<POD
+{
+  "apiVersion": "v1",
+  "kind": "Pod",
+  "metadata": {
+    "name": "$1", "namespace": "demo", "uid": "$2", "resourceVersion": "1",
+    "labels": {"app": "$1"},
+    "annotations": {
+      ${ann}"k8s.v1.cni.cncf.io/networks": "storage,fast@data0"
+    }
+  },
+  "spec": {
+    "containers": [
+      $containers
+    ],
+    "nodeName": "node-1"
+  },
+  "status": {"phase": "Pending"}
+}
+POD
+}
+pod_json web "$UID_WEB" yes >"$API/objects/pods/demo/web.json"
+pod_json plain "$UID_PLAIN" no >"$API/objects/pods/demo/plain.json"
+for n in web plain; do
+  "$PY" -c '
+import json, sys
+o = json.load(open(sys.argv[1]))
+print("pod demo/%s: containers %s" % (o["metadata"]["name"], ",".join(c["name"] for c in o["spec"]["containers"])))
+for k, v in o["metadata"]["annotations"].items():
+    print("    %s: %s" % (k, json.dumps(v)))' "$API/objects/pods/demo/$n.json" | indent
+done
+
+section "Kubernetes mode: multimesh config = the demo's cluster network + kubeconfig"
+"$PY" - "$TMP/multimesh.conf" "$API/kubeconfig" >"$K8S_CONF" <<'PY' || die "writing the Kubernetes-mode config failed"
+import json, sys
+conf = json.load(open(sys.argv[1]))
+conf["name"] = "multimesh-demo-k8s"
+conf["delegates"] = conf["delegates"][:1]   # the cluster network (mm0)
+conf["kubeconfig"] = sys.argv[2]
+# One line per key, one per delegate (still JSON).
+lines = []
+for k, v in conf.items():
+    if k == "delegates":
+        lines.append('  "delegates": [\n' + ",\n".join("    " + json.dumps(d) for d in v) + "\n  ]")
+    else:
+        lines.append("  %s: %s" % (json.dumps(k), json.dumps(v)))
+print("{\n" + ",\n".join(lines) + "\n}")
+PY
+"$PY" -m json.tool "$K8S_CONF" >/dev/null || die "the Kubernetes-mode config is not JSON"
+sed "s|$TMP|\$TMP|g" "$K8S_CONF" | indent
+for p in "${K8S_PODS[@]}"; do
+  ip netns add "$p"
+  in_pod "$p" ip link set lo up
+done
+info "pod netns: demo/web -> $WEB, demo/plain -> $PLAIN"
+
+section "Kubernetes mode: CNI ADD demo/web and demo/plain, and the API round trips of each"
+for spec in "web $WEB $UID_WEB" "plain $PLAIN $UID_PLAIN"; do
+  set -- $spec
+  : >"$API/requests.log"
+  t0=$(date +%s%N)
+  out=$(cni_k8s ADD "$2" "$1" "$3") || die "ADD demo/$1 failed: $out"
+  t1=$(date +%s%N)
+  summary=$(printf '%s' "$out" | python3 -c "$SUMMARY_PY") || die "ADD demo/$1: unexpected result: $out"
+  ok "ADD demo/$1 in $(((t1 - t0) / 1000000)) ms; result (cluster network): $summary"
+  reqs=$("$PY" -c '
+import json, sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    print("%-5s %s  -> %d (auth %s)" % (r["method"], r["path"], r["status"], r["auth"]))' "$API/requests.log")
+  printf '%s\n' "$reqs" | indent | indent
+  want=$(printf '%s\n' \
+    "GET   /api/v1/namespaces/demo/pods/$1  -> 200 (auth token)" \
+    "GET   /apis/k8s.cni.cncf.io/v1/namespaces/demo/network-attachment-definitions/fast  -> 200 (auth token)" \
+    "GET   /apis/k8s.cni.cncf.io/v1/namespaces/demo/network-attachment-definitions/storage  -> 200 (auth token)" \
+    "PATCH /api/v1/namespaces/demo/pods/$1/status  -> 200 (auth token)")
+  [ "$(printf '%s\n' "$reqs" | sort)" = "$want" ] || die "demo/$1: expected 1 pod GET, 1 GET per NAD, 1 status PATCH"
+  ok "$(printf '%s\n' "$reqs" | wc -l) requests: 1 pod GET, 1 GET per NAD, 1 PATCH pods/status"
+done
+
+section "Kubernetes mode: the pods' interfaces (eth0 cluster network, net1 = demo/storage, data0 = demo/fast)"
+for spec in "web $WEB" "plain $PLAIN"; do
+  set -- $spec
+  info "demo/$1 ($2):"
+  in_pod "$2" ip -brief addr | indent
+  links=$(in_pod "$2" ls /sys/class/net | sort | paste -sd' ' -)
+  [ "$links" = "data0 eth0 lo net1" ] || die "demo/$1: interfaces $links, expected data0 eth0 lo net1"
+done
+ok "both pods: eth0, net1, data0"
+WEB_ETH0=$(addr_of "$WEB" eth0); WEB_NET1=$(addr_of "$WEB" net1); WEB_DATA0=$(addr_of "$WEB" data0)
+PLAIN_ETH0=$(addr_of "$PLAIN" eth0); PLAIN_NET1=$(addr_of "$PLAIN" net1); PLAIN_DATA0=$(addr_of "$PLAIN" data0)
+
+section "Kubernetes mode: k8s.v1.cni.cncf.io/network-status written back on the pod objects"
+# Prints the annotation of pod file $1; checks it against "name iface ip" triples.
+STATUS_PY='
+import json, sys
+pod = json.load(open(sys.argv[1]))
+pretty = sys.argv[2] == "pretty"
+ann = pod["metadata"]["annotations"].get("k8s.v1.cni.cncf.io/network-status")
+if ann is None:
+    sys.exit("no network-status annotation")
+st = json.loads(ann)
+if pretty:
+    print(json.dumps(st, indent=2))
+else:
+    for e in st:
+        print("%-13s %-6s %-16s %s%s" % (e["name"], e["interface"], ",".join(e.get("ips", [])),
+              e.get("mac", ""), "  default" if e.get("default") else ""))
+want = [a.split() for a in sys.argv[3:]]
+got = [[e.get("name"), e.get("interface"), ",".join(e.get("ips", []))] for e in st]
+if got != want:
+    sys.exit("network-status %s, expected %s" % (got, want))
+if [e.get("default", False) for e in st] != [True, False, False]:
+    sys.exit("only the cluster network should be default")
+'
+info "demo/web (\$TMP/api/objects/pods/demo/web.json, metadata.annotations):"
+"$PY" -c "$STATUS_PY" "$API/objects/pods/demo/web.json" pretty \
+  "cluster eth0 $WEB_ETH0" "demo/storage net1 $WEB_NET1" "demo/fast data0 $WEB_DATA0" | indent | indent ||
+  die "demo/web: network-status does not match the pod's interfaces"
+info "demo/plain:"
+"$PY" -c "$STATUS_PY" "$API/objects/pods/demo/plain.json" short \
+  "cluster eth0 $PLAIN_ETH0" "demo/storage net1 $PLAIN_NET1" "demo/fast data0 $PLAIN_DATA0" | indent | indent ||
+  die "demo/plain: network-status does not match the pod's interfaces"
+ok "network-status matches the interfaces and addresses in both pods (Multus's format)"
+
+# Connect from the node; check the answer contains EXPECT.
+probe() { # LABEL ADDR PORT EXPECT
+  local ans
+  ans=$(in_node "$PROBE" connect --addr "$2" --port "$3" --timeout 5 2>&1) || ans="FAILED: $ans"
+  printf '    node -> %-18s %-15s:%-4s =>  %s\n' "$1" "$2" "$3" "$ans"
+  case $ans in *"$4"*) return 0 ;; *) return 1 ;; esac
+}
+
+section "Kubernetes mode: capture on demo/web (meshed): 9090 excluded by its annotation, data0 by NAD demo/fast"
+WEB_RULES=$(capture_rules "$WEB")
+info "$(printf '%s\n' "$WEB_RULES" | grep -c .) MULTIMESH rules in $WEB; those for port 9090 and data0:"
+grep -e '--dport 9090 ' -e ' data0 ' <<<"$WEB_RULES" | indent | indent
+for want in "-A MULTIMESH_INBOUND -p tcp -m tcp --dport 9090 -j RETURN" \
+  "-A MULTIMESH_INBOUND -i data0 -j RETURN" "-A MULTIMESH_OUTPUT -o data0 -j RETURN" \
+  "-A MULTIMESH_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006"; do
+  grep -qxF -- "$want" <<<"$WEB_RULES" || die "not programmed in $WEB: $want"
+done
+ok "rules from traffic.sidecar.istio.io/excludeInboundPorts and multimesh.io/capture=false are programmed"
+listen "$WEB" "$TMP/k15006.out" --port 15006 --count 2
+listen "$WEB" "$TMP/k9090.out" --port 9090 --count 1
+listen "$WEB" "$TMP/k8080.out" --port 8080 --count 1
+info "mm-probe in $WEB listening on 15006 (sidecar), 9090 and 8080 (app)"
+fails=0
+probe "web eth0" "$WEB_ETH0" 8080 "served_by=15006 orig=$WEB_ETH0:8080" || fails=$((fails + 1))
+probe "web net1" "$WEB_NET1" 8080 "served_by=15006 orig=$WEB_NET1:8080" || fails=$((fails + 1))
+probe "web eth0 (excl.)" "$WEB_ETH0" 9090 "served_by=9090" || fails=$((fails + 1))
+probe "web data0 (excl.)" "$WEB_DATA0" 8080 "served_by=8080" || fails=$((fails + 1))
+[ "$fails" = 0 ] || die "capture on demo/web did not behave as expected"
+ok "app port 8080 lands on the sidecar's 15006 (eth0, net1); 9090 and everything on data0 reach the app directly"
+
+section "Kubernetes mode: demo/plain is not meshed: no capture"
+PLAIN_RULES=$(capture_rules "$PLAIN")
+info "MULTIMESH rules in $PLAIN: $(printf '%s' "$PLAIN_RULES" | grep -c . || true)"
+[ -z "$PLAIN_RULES" ] || die "demo/plain has capture rules: $PLAIN_RULES"
+listen "$PLAIN" "$TMP/p8080.out" --port 8080 --count 1
+probe "plain eth0" "$PLAIN_ETH0" 8080 "served_by=8080" || die "demo/plain: connection did not reach the app"
+ok "no rules; 8080 reaches the app"
+
+section "Kubernetes mode: dry run: multimesh rules --config \$TMP/multimesh-k8s.conf --pod <the pod object>"
+dry=$("$MM" rules --config "$K8S_CONF" --pod "$API/objects/pods/demo/web.json" 2>&1) || die "rules --pod web failed: $dry"
+info "--pod \$TMP/api/objects/pods/demo/web.json:"
+printf '%s\n' "$dry" | indent | indent
+dry_rules=$(grep '^-A' <<<"$dry" || true)
+[ -n "$dry_rules" ] || die "the dry run shows no rules for demo/web"
+[ "$(grep -v ' data0 ' <<<"$WEB_RULES")" = "$dry_rules" ] ||
+  die "dry run and programmed rules differ: $(diff <(printf '%s\n' "$dry_rules") <(printf '%s\n' "$WEB_RULES"))"
+ok "the $(grep -c . <<<"$dry_rules") rules are exactly what $WEB has, in order; $WEB also has the 2 data0 RETURNs"
+info "  (those come from NAD demo/fast's multimesh.io/capture=false: the dry run reads the pod, not its NADs)"
+dry=$("$MM" rules --config "$K8S_CONF" --pod "$API/objects/pods/demo/plain.json" 2>&1) || die "rules --pod plain failed: $dry"
+info "--pod \$TMP/api/objects/pods/demo/plain.json:"
+printf '%s\n' "$dry" | indent | indent
+case $dry in "# pod not captured"*) ok "demo/plain: no rules, as programmed" ;; *) die "dry run for demo/plain: $dry" ;; esac
+
+section "Kubernetes mode: stop the API server, then CNI DEL both pods (DEL needs no API server)"
+pid=$API_PID
+stop_api
+! kill -0 "$pid" 2>/dev/null || die "fake API server (pid $pid) still running"
+if ans=$(in_node curl -sS --max-time 3 --cacert "$PKI/ca.pem" "$SERVER/version" 2>&1); then die "API server still answers: $ans"; fi
+info "fake API server stopped (pid $pid gone): $ans"
+for spec in "web $WEB $UID_WEB" "plain $PLAIN $UID_PLAIN"; do
+  set -- $spec
+  t0=$(date +%s%N)
+  out=$(cni_k8s DEL "$2" "$1" "$3" 2>&1) || die "DEL demo/$1 failed: $out"
+  t1=$(date +%s%N)
+  ok "DEL demo/$1 in $(((t1 - t0) / 1000000)) ms, from multimesh's state record alone"
+done
+
+section "Kubernetes mode: nothing left behind"
+nothing_left "${K8S_PODS[@]}"
 
 printf '\n%sDemo complete.%s Cleaning up namespaces.\n' "$BOLD" "$OFF"
