@@ -411,7 +411,9 @@ fn mesh_annotations_shape_the_rules() {
     let got = rules_for(&node, &api, &lconf, "l5d", json!({
         "config.linkerd.io/proxy-uid": "2103",
         "config.linkerd.io/skip-inbound-ports": "25",
+        "config.linkerd.io/skip-outbound-ports": "3306-3307",
         "config.linkerd.io/skip-subnets": "203.0.113.0/25"}), &["app", "linkerd-proxy"]);
+    assert!(got.contains("-A MULTIMESH_OUTPUT -p tcp -m tcp --dport 3307 -j RETURN"), "{got}");
     assert!(got.contains("--uid-owner 2103 -j RETURN"), "{got}");
     assert!(got.contains("--dport 25 -j RETURN"), "{got}");
     assert!(got.contains("-d 203.0.113.0/25 -j RETURN"), "{got}");
