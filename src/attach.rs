@@ -9,11 +9,11 @@
 //! ADD's own rollback, by DEL, or by the next ADD finding a crashed one.
 
 use crate::capture::{self, CaptureConfig, Programmed};
-use crate::k8s;
 use crate::cni::{self, Env};
 use crate::config::{self, NetConf};
 use crate::delegate::{Delegate, Runner};
 use crate::error::{code, CniError, Result};
+use crate::k8s;
 use crate::netns::NetNs;
 use crate::state::{self, Attachment, ContainerLock, Mode, Record};
 use serde_json::{Map, Value};
@@ -276,7 +276,10 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
             (kp.planned, kp.capture)
         }
         (true, None) => (plan_static(conf, &env.ifname)?, static_capture()),
-        (false, Some(s)) => (Vec::new(), k8s::pod::capture_for_pod(&conf.capture, &s.pod)?),
+        (false, Some(s)) => (
+            Vec::new(),
+            k8s::pod::capture_for_pod(&conf.capture, &s.pod)?,
+        ),
         (false, None) => (Vec::new(), static_capture()),
     };
     // Refuse before anything runs: every plugin must be found.
@@ -338,7 +341,9 @@ fn network_status(planned: &[Planned], results: &[Option<Value>]) -> Vec<Value> 
             } else {
                 i == 0
             };
-            let r = r.as_ref().and_then(|r| cni::convert_result(r, "1.0.0").ok());
+            let r = r
+                .as_ref()
+                .and_then(|r| cni::convert_result(r, "1.0.0").ok());
             k8s::pod::status_entry(&p.status_name, &p.ifname, r.as_ref(), default)
         })
         .collect()
@@ -351,7 +356,11 @@ fn set_default_routes(ns: &NetNs, planned: &[Planned]) -> Result<()> {
         .ok_or_else(|| CniError::new(code::NETNS, "default-route: the ip tool is not installed"))?;
     let run = |args: &[&str]| -> Result<crate::netns::ToolOutput> {
         crate::netns::run_tool(
-            { let mut c = ns.command(&ip); c.args(args); c },
+            {
+                let mut c = ns.command(&ip);
+                c.args(args);
+                c
+            },
             b"",
             capture::TOOL_TIMEOUT,
         )
@@ -359,18 +368,18 @@ fn set_default_routes(ns: &NetNs, planned: &[Planned]) -> Result<()> {
     };
     for p in planned.iter().filter(|p| !p.default_route.is_empty()) {
         for gw in &p.default_route {
-            let (fam, any) = if gw.is_ipv4() { ("-4", "0.0.0.0/0") } else { ("-6", "::/0") };
+            let (fam, any) = if gw.is_ipv4() {
+                ("-4", "0.0.0.0/0")
+            } else {
+                ("-6", "::/0")
+            };
             let _ = run(&[fam, "route", "flush", "exact", any])?;
             let g = gw.to_string();
             let out = run(&[fam, "route", "add", "default", "via", &g, "dev", &p.ifname])?;
             if !out.ok() {
                 return Err(CniError::new(
                     code::POD_REQUEST,
-                    format!(
-                        "default-route {g} via {}: {}",
-                        p.ifname,
-                        out.failure()
-                    ),
+                    format!("default-route {g} via {}: {}", p.ifname, out.failure()),
                 ));
             }
         }

@@ -125,8 +125,10 @@ fn rules(args: &[&str]) -> Result<String, String> {
             if let Some(m) = ann.as_object_mut() {
                 m.entry(status).or_insert_with(|| "{}".into());
             }
-            Some(serde_json::json!({"metadata": {"namespace": "default", "annotations": ann},
-                "spec": {"containers": [{"name": proxy}]}}))
+            Some(
+                serde_json::json!({"metadata": {"namespace": "default", "annotations": ann},
+                "spec": {"containers": [{"name": proxy}]}}),
+            )
         }
         (None, None) => None,
     };

@@ -595,7 +595,12 @@ fn k8s_case(rng: &mut Rng, bases: &[Value], text: &str, v: &Value) {
         "cni-args": {"x": 1}}]);
     mutate(rng, &mut list);
     sels.push(list.to_string());
-    sels.push(format!("{},{}@{}", rand_string(rng), rand_string(rng), rand_string(rng)));
+    sels.push(format!(
+        "{},{}@{}",
+        rand_string(rng),
+        rand_string(rng),
+        rand_string(rng)
+    ));
     for s in &sels {
         match pod::parse_networks(s) {
             Ok(l) => {
@@ -636,13 +641,19 @@ fn k8s_case(rng: &mut Rng, bases: &[Value], text: &str, v: &Value) {
             let val = match rng.below(3) {
                 0 => rand_string(rng),
                 1 => text.chars().take(64).collect(),
-                _ => format!("{},{}-{}", rng.below(70000), rng.below(70000), rng.below(70000)),
+                _ => format!(
+                    "{},{}-{}",
+                    rng.below(70000),
+                    rng.below(70000),
+                    rng.below(70000)
+                ),
             };
             ann.insert(k.into(), val.into());
         }
         let podv = serde_json::json!({"metadata": {"namespace": "default", "annotations": ann},
             "spec": {"containers": [{"name": "istio-proxy"}, {"name": "linkerd-proxy"}]}});
-        let base = CaptureConfig::from_json(Some(&serde_json::json!({"profile": profile}))).unwrap();
+        let base =
+            CaptureConfig::from_json(Some(&serde_json::json!({"profile": profile}))).unwrap();
         match pod::capture_for_pod(&base, &podv) {
             Ok(Some(c)) => check_capture(&c, rng),
             Ok(None) => panic!("a meshed pod was not captured"),

@@ -117,9 +117,24 @@ fn meshed_pod_with_two_networks() {
     let pod = node.pod("p");
     api.put_nad("apps", "sec", Some(&cfg(&node.second_bridge())), json!({}));
     api.put_nad("apps", "mv", Some(&cfg(&node.macvlan())), json!({}));
-    let ann = merged(istio_status(), json!({"k8s.v1.cni.cncf.io/networks": "sec, apps/mv@data0"}));
-    api.put_pod(&ApiServer::pod_json("apps", "web", "uid-1", ann, &["app", "istio-proxy"], &[]));
-    let conf = k8s_conf(&node, &api.kubeconfig_token(), vec![node.cluster_bridge()], legacy());
+    let ann = merged(
+        istio_status(),
+        json!({"k8s.v1.cni.cncf.io/networks": "sec, apps/mv@data0"}),
+    );
+    api.put_pod(&ApiServer::pod_json(
+        "apps",
+        "web",
+        "uid-1",
+        ann,
+        &["app", "istio-proxy"],
+        &[],
+    ));
+    let conf = k8s_conf(
+        &node,
+        &api.kubeconfig_token(),
+        vec![node.cluster_bridge()],
+        legacy(),
+    );
     api.clear_requests();
     let id = ("apps", "web", "uid-1");
     let res = cni_pod(&node, "ADD", &conf, &pod, "c1", id);
@@ -129,7 +144,12 @@ fn meshed_pod_with_two_networks() {
     assert_eq!(links, ["data0", "eth0", "net1"]);
     // The result is the cluster network's.
     assert_eq!(
-        res["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap(),
+        res["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap(),
         addr_of(&pod, "eth0")
     );
     assert!(has_capture(&pod), "{}", iptables_nat(&pod));
@@ -141,9 +161,19 @@ fn meshed_pod_with_two_networks() {
         reqs,
         [
             ("GET".into(), "/api/v1/namespaces/apps/pods/web".into()),
-            ("GET".into(), "/apis/k8s.cni.cncf.io/v1/namespaces/apps/network-attachment-definitions/mv".into()),
-            ("GET".into(), "/apis/k8s.cni.cncf.io/v1/namespaces/apps/network-attachment-definitions/sec".into()),
-            ("PATCH".into(), "/api/v1/namespaces/apps/pods/web/status".into()),
+            (
+                "GET".into(),
+                "/apis/k8s.cni.cncf.io/v1/namespaces/apps/network-attachment-definitions/mv".into()
+            ),
+            (
+                "GET".into(),
+                "/apis/k8s.cni.cncf.io/v1/namespaces/apps/network-attachment-definitions/sec"
+                    .into()
+            ),
+            (
+                "PATCH".into(),
+                "/api/v1/namespaces/apps/pods/web/status".into()
+            ),
         ]
     );
 
@@ -193,7 +223,10 @@ fn json_selection_ips_mac_default_route_cni_args() {
     let mvs = json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "mmv0", "mode": "bridge",
         "capabilities": {"ips": true, "mac": true}, "ipam": {"type": "static"}});
     api.put_nad("apps", "mvs", Some(&cfg(&mvs)), json!({}));
-    let rec_caps = node.recorder("rec", json!({"capabilities": {"portMappings": true, "bandwidth": true}}));
+    let rec_caps = node.recorder(
+        "rec",
+        json!({"capabilities": {"portMappings": true, "bandwidth": true}}),
+    );
     api.put_nad("apps", "rec", Some(&cfg(&rec_caps)), json!({}));
     let nets = json!([
         {"name": "mvs", "interface": "data1", "ips": ["203.0.113.77/25"],
@@ -203,18 +236,37 @@ fn json_selection_ips_mac_default_route_cni_args() {
          "bandwidth": {"ingressRate": 1000000, "ingressBurst": 100000}}
     ]);
     let ann = json!({"k8s.v1.cni.cncf.io/networks": nets.to_string()});
-    api.put_pod(&ApiServer::pod_json("apps", "j", "uid-j", ann, &["app"], &[]));
-    let conf = k8s_conf(&node, &api.kubeconfig_token(), vec![node.cluster_bridge()], legacy());
+    api.put_pod(&ApiServer::pod_json(
+        "apps",
+        "j",
+        "uid-j",
+        ann,
+        &["app"],
+        &[],
+    ));
+    let conf = k8s_conf(
+        &node,
+        &api.kubeconfig_token(),
+        vec![node.cluster_bridge()],
+        legacy(),
+    );
     let id = ("apps", "j", "uid-j");
     cni_pod(&node, "ADD", &conf, &pod, "cj", id).ok();
     assert_eq!(pod.addrs("data1"), ["203.0.113.77/25"]);
     assert_eq!(mac_of(&pod, "data1"), "02:00:00:aa:bb:cc");
     // The default route moved to data1.
     let routes = pod.exec_ok("ip -4 route show default");
-    assert_eq!(routes.trim(), "default via 203.0.113.126 dev data1", "{routes}");
+    assert_eq!(
+        routes.trim(),
+        "default via 203.0.113.126 dev data1",
+        "{routes}"
+    );
     // cni-args reached the recorder as args.cni.
     let calls = node.calls();
-    let add = calls.iter().find(|c| c["command"] == "ADD").expect("recorder ADD");
+    let add = calls
+        .iter()
+        .find(|c| c["command"] == "ADD")
+        .expect("recorder ADD");
     assert_eq!(add["ifname"], "net2");
     assert_eq!(add["config"]["args"]["cni"], json!({"foo": "bar", "n": 1}));
     // portMappings and bandwidth reach it as runtimeConfig (declared capabilities).
@@ -244,12 +296,14 @@ fn default_network_conf_dir_and_namespaces() {
     let conf_dir = node.dir.join("conf");
     std::fs::write(
         conf_dir.join("extra.conf"),
-        node.recorder("extra", json!({"address": "203.0.113.20/24"})).to_string(),
+        node.recorder("extra", json!({"address": "203.0.113.20/24"}))
+            .to_string(),
     )
     .unwrap();
     std::fs::write(
         conf_dir.join("fromdir.conf"),
-        node.recorder("fromdir", json!({"address": "203.0.113.21/24"})).to_string(),
+        node.recorder("fromdir", json!({"address": "203.0.113.21/24"}))
+            .to_string(),
     )
     .unwrap();
     // The replacement cluster network lives in multusNamespace (kube-system).
@@ -258,12 +312,30 @@ fn default_network_conf_dir_and_namespaces() {
     api.put_nad("kube-system", "alt", Some(&cfg(&alt)), json!({}));
     api.put_nad("apps", "fromdir", None, json!({}));
     // A conflist NAD.
-    let sh = json!({"cniVersion": "1.0.0", "name": "sh", "plugins": [node.recorder("sh", json!({}))]});
+    let sh =
+        json!({"cniVersion": "1.0.0", "name": "sh", "plugins": [node.recorder("sh", json!({}))]});
     api.put_nad("shared", "sh", Some(&cfg(&sh)), json!({}));
     // A defaultNetworks entry that is not in confDir: a NAD in multusNamespace.
-    api.put_nad("kube-system", "dnnad", Some(&cfg(&node.recorder("dnnad", json!({"address": "203.0.113.22/24"})))), json!({}));
-    api.put_nad("other", "priv", Some(&cfg(&node.recorder("priv", json!({})))), json!({}));
-    let mut conf = k8s_conf(&node, &api.kubeconfig_token(), vec![node.cluster_bridge()], legacy());
+    api.put_nad(
+        "kube-system",
+        "dnnad",
+        Some(&cfg(
+            &node.recorder("dnnad", json!({"address": "203.0.113.22/24"}))
+        )),
+        json!({}),
+    );
+    api.put_nad(
+        "other",
+        "priv",
+        Some(&cfg(&node.recorder("priv", json!({})))),
+        json!({}),
+    );
+    let mut conf = k8s_conf(
+        &node,
+        &api.kubeconfig_token(),
+        vec![node.cluster_bridge()],
+        legacy(),
+    );
     conf["defaultNetworks"] = json!(["extra", "dnnad"]);
     conf["namespaceIsolation"] = json!(true);
     conf["globalNamespaces"] = json!("shared");
@@ -271,22 +343,42 @@ fn default_network_conf_dir_and_namespaces() {
     // default-network replaces eth0; defaultNetworks; confDir NAD; global ns.
     let ann = json!({"v1.multus-cni.io/default-network": "alt",
         "k8s.v1.cni.cncf.io/networks": "fromdir,shared/sh"});
-    api.put_pod(&ApiServer::pod_json("apps", "d", "uid-d", ann, &["app"], &[]));
+    api.put_pod(&ApiServer::pod_json(
+        "apps",
+        "d",
+        "uid-d",
+        ann,
+        &["app"],
+        &[],
+    ));
     let pod = node.pod("d");
     let id = ("apps", "d", "uid-d");
     let res = cni_pod(&node, "ADD", &conf, &pod, "cd", id);
     let ip = res.ok()["ips"][0]["address"].as_str().unwrap().to_string();
-    assert!(ip.starts_with("198.51.100.1"), "eth0 should come from mm1: {ip}");
+    assert!(
+        ip.starts_with("198.51.100.1"),
+        "eth0 should come from mm1: {ip}"
+    );
     assert_eq!(pod.links(), ["eth0"]);
     let st = network_status(&api, "apps", "d");
     let names: Vec<(&str, &str)> = st
         .iter()
-        .map(|e| (e["name"].as_str().unwrap(), e["interface"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap(),
+                e["interface"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         names,
-        [("kube-system/alt", "eth0"), ("extra", "net1"), ("kube-system/dnnad", "net2"),
-         ("apps/fromdir", "net3"), ("shared/sh", "net4")]
+        [
+            ("kube-system/alt", "eth0"),
+            ("extra", "net1"),
+            ("kube-system/dnnad", "net2"),
+            ("apps/fromdir", "net3"),
+            ("shared/sh", "net4")
+        ]
     );
     assert_eq!(st[2]["ips"], json!(["203.0.113.22"]));
     assert_eq!(st[3]["ips"], json!(["203.0.113.21"]));
@@ -294,7 +386,14 @@ fn default_network_conf_dir_and_namespaces() {
 
     // A kube-system pod: no defaultNetworks, and never captured.
     let ann = merged(istio_status(), json!({}));
-    api.put_pod(&ApiServer::pod_json("kube-system", "k", "uid-k", ann, &["app", "istio-proxy"], &[]));
+    api.put_pod(&ApiServer::pod_json(
+        "kube-system",
+        "k",
+        "uid-k",
+        ann,
+        &["app", "istio-proxy"],
+        &[],
+    ));
     let pod_k = node.pod("k");
     let idk = ("kube-system", "k", "uid-k");
     cni_pod(&node, "ADD", &conf, &pod_k, "ck", idk).ok();
@@ -306,7 +405,14 @@ fn default_network_conf_dir_and_namespaces() {
     // Namespace isolation: another namespace's NAD is refused, nothing runs.
     let before = node.calls().len();
     let ann = json!({"k8s.v1.cni.cncf.io/networks": "other/priv"});
-    api.put_pod(&ApiServer::pod_json("apps", "iso", "uid-i", ann, &["app"], &[]));
+    api.put_pod(&ApiServer::pod_json(
+        "apps",
+        "iso",
+        "uid-i",
+        ann,
+        &["app"],
+        &[],
+    ));
     let pod_i = node.pod("i");
     let e = cni_pod(&node, "ADD", &conf, &pod_i, "ci", ("apps", "iso", "uid-i")).err(110);
     assert!(e.contains("namespaceIsolation"), "{e}");
@@ -317,10 +423,24 @@ fn default_network_conf_dir_and_namespaces() {
 
 /// ADD a pod with `ann` on a recorder cluster network; return the nat
 /// table of its netns (iptables-legacy), then DEL.
-fn rules_for(node: &Node, api: &ApiServer, conf: &Value, tag: &str, ann: Value, containers: &[&str]) -> String {
+fn rules_for(
+    node: &Node,
+    api: &ApiServer,
+    conf: &Value,
+    tag: &str,
+    ann: Value,
+    containers: &[&str],
+) -> String {
     let pod = node.pod(tag);
     let uid = format!("uid-{tag}");
-    api.put_pod(&ApiServer::pod_json("apps", tag, &uid, ann, containers, &[]));
+    api.put_pod(&ApiServer::pod_json(
+        "apps",
+        tag,
+        &uid,
+        ann,
+        containers,
+        &[],
+    ));
     let id = ("apps", tag, uid.as_str());
     cni_pod(node, "ADD", conf, &pod, tag, id).ok();
     let rules = iptables_nat(&pod);
@@ -336,7 +456,12 @@ fn mesh_annotations_shape_the_rules() {
     let node = Node::new("k8s-ann");
     let api = ApiServer::start_in(&node.name);
     let quiet = api.kubeconfig_token();
-    let mut conf = k8s_conf(&node, &quiet, vec![node.recorder("cluster", json!({}))], legacy());
+    let mut conf = k8s_conf(
+        &node,
+        &quiet,
+        vec![node.recorder("cluster", json!({}))],
+        legacy(),
+    );
     conf["delegates"]
         .as_array_mut()
         .unwrap()
@@ -347,39 +472,86 @@ fn mesh_annotations_shape_the_rules() {
     for (tag, ann, cs, inits) in [
         ("n1", json!({}), &proxy[..], &[][..]),
         ("n2", istio_status(), &["app"][..], &[][..]),
-        ("n3", merged(istio_status(), json!({"sidecar.istio.io/inject": "false"})), &proxy[..], &[][..]),
+        (
+            "n3",
+            merged(istio_status(), json!({"sidecar.istio.io/inject": "false"})),
+            &proxy[..],
+            &[][..],
+        ),
         ("n4", istio_status(), &proxy[..], &["istio-init"][..]),
     ] {
         let pod = node.pod(tag);
         let uid = format!("uid-{tag}");
         api.put_pod(&ApiServer::pod_json("apps", tag, &uid, ann, cs, inits));
         cni_pod(&node, "ADD", &conf, &pod, tag, ("apps", tag, &uid)).ok();
-        assert!(!has_capture(&pod), "{tag} must not be captured:\n{}", iptables_nat(&pod));
+        assert!(
+            !has_capture(&pod),
+            "{tag} must not be captured:\n{}",
+            iptables_nat(&pod)
+        );
         cni_pod(&node, "DEL", &conf, &pod, tag, ("apps", tag, &uid)).ok();
     }
 
     // Each option, and the rule it must produce.
     let cases = [
-        ("excludeInboundPorts", "8080,9000-9001", "-A MULTIMESH_INBOUND -p tcp -m tcp --dport 9001 -j RETURN"),
-        ("includeInboundPorts", "9090", "-A MULTIMESH_INBOUND -p tcp -m tcp --dport 9090 -j MULTIMESH_IN_REDIRECT"),
-        ("excludeOutboundPorts", "5432", "-A MULTIMESH_OUTPUT -p tcp -m tcp --dport 5432 -j RETURN"),
-        ("includeOutboundPorts", "7070", "-A MULTIMESH_OUTPUT -p tcp -m tcp --dport 7070 -j MULTIMESH_REDIRECT"),
-        ("excludeOutboundIPRanges", "203.0.113.0/24", "-A MULTIMESH_OUTPUT -d 203.0.113.0/24 -j RETURN"),
-        ("includeOutboundIPRanges", "198.51.100.0/24", "-A MULTIMESH_OUTPUT -d 198.51.100.0/24 -j MULTIMESH_REDIRECT"),
-        ("excludeInterfaces", "net1", "-A MULTIMESH_INBOUND -i net1 -j RETURN"),
+        (
+            "excludeInboundPorts",
+            "8080,9000-9001",
+            "-A MULTIMESH_INBOUND -p tcp -m tcp --dport 9001 -j RETURN",
+        ),
+        (
+            "includeInboundPorts",
+            "9090",
+            "-A MULTIMESH_INBOUND -p tcp -m tcp --dport 9090 -j MULTIMESH_IN_REDIRECT",
+        ),
+        (
+            "excludeOutboundPorts",
+            "5432",
+            "-A MULTIMESH_OUTPUT -p tcp -m tcp --dport 5432 -j RETURN",
+        ),
+        (
+            "includeOutboundPorts",
+            "7070",
+            "-A MULTIMESH_OUTPUT -p tcp -m tcp --dport 7070 -j MULTIMESH_REDIRECT",
+        ),
+        (
+            "excludeOutboundIPRanges",
+            "203.0.113.0/24",
+            "-A MULTIMESH_OUTPUT -d 203.0.113.0/24 -j RETURN",
+        ),
+        (
+            "includeOutboundIPRanges",
+            "198.51.100.0/24",
+            "-A MULTIMESH_OUTPUT -d 198.51.100.0/24 -j MULTIMESH_REDIRECT",
+        ),
+        (
+            "excludeInterfaces",
+            "net1",
+            "-A MULTIMESH_INBOUND -i net1 -j RETURN",
+        ),
     ];
     let base_rules = rules_for(&node, &api, &conf, "base", istio_status(), &proxy);
-    assert!(base_rules.contains("-A MULTIMESH_INBOUND -p tcp -j MULTIMESH_IN_REDIRECT"), "{base_rules}");
+    assert!(
+        base_rules.contains("-A MULTIMESH_INBOUND -p tcp -j MULTIMESH_IN_REDIRECT"),
+        "{base_rules}"
+    );
     for (i, (k, v, want)) in cases.iter().enumerate() {
         let key = format!("traffic.sidecar.istio.io/{k}");
         let ann = merged(istio_status(), json!({ key.clone(): v }));
         let tag = format!("o{i}");
         let got = rules_for(&node, &api, &conf, &tag, ann.clone(), &proxy);
         assert!(got.contains(want), "{key}={v}: expected {want:?} in\n{got}");
-        assert!(!base_rules.contains(want), "{want:?} is in the base rules too");
+        assert!(
+            !base_rules.contains(want),
+            "{want:?} is in the base rules too"
+        );
         // The dry run predicts exactly the programmed rules.
         let pod_file = node.dir.join(format!("{tag}.json"));
-        std::fs::write(&pod_file, ApiServer::pod_json("apps", &tag, "u", ann, &proxy, &[]).to_string()).unwrap();
+        std::fs::write(
+            &pod_file,
+            ApiServer::pod_json("apps", &tag, "u", ann, &proxy, &[]).to_string(),
+        )
+        .unwrap();
         let conf_file = node.dir.join("conf.json");
         std::fs::write(&conf_file, conf.to_string()).unwrap();
         let dry = sh_ok(&format!(
@@ -388,32 +560,78 @@ fn mesh_annotations_shape_the_rules() {
             pod_file.display()
         ));
         for l in dry.lines().filter(|l| l.starts_with("-A")) {
-            assert!(got.contains(l), "{key}: dry-run rule {l:?} not programmed:\n{got}");
+            assert!(
+                got.contains(l),
+                "{key}: dry-run rule {l:?} not programmed:\n{got}"
+            );
         }
     }
     // includeInboundPorts replaces the catch-all.
-    let only = rules_for(&node, &api, &conf, "only", merged(istio_status(),
-        json!({"traffic.sidecar.istio.io/includeInboundPorts": "9090"})), &proxy);
-    assert!(!only.contains("-A MULTIMESH_INBOUND -p tcp -j MULTIMESH_IN_REDIRECT"), "{only}");
+    let only = rules_for(
+        &node,
+        &api,
+        &conf,
+        "only",
+        merged(
+            istio_status(),
+            json!({"traffic.sidecar.istio.io/includeInboundPorts": "9090"}),
+        ),
+        &proxy,
+    );
+    assert!(
+        !only.contains("-A MULTIMESH_INBOUND -p tcp -j MULTIMESH_IN_REDIRECT"),
+        "{only}"
+    );
 
     // A NAD annotated multimesh.io/capture=false keeps its interface out.
-    api.put_nad("apps", "nocap", Some(&cfg(&node.recorder("nocap", json!({"address": "203.0.113.31/24"})))),
-        json!({"multimesh.io/capture": "false"}));
-    let got = rules_for(&node, &api, &conf, "nad", merged(istio_status(),
-        json!({"k8s.v1.cni.cncf.io/networks": "nocap@ext0"})), &proxy);
-    assert!(got.contains("-A MULTIMESH_INBOUND -i ext0 -j RETURN"), "{got}");
-    assert!(got.contains("-A MULTIMESH_OUTPUT -o ext0 -j RETURN"), "{got}");
+    api.put_nad(
+        "apps",
+        "nocap",
+        Some(&cfg(
+            &node.recorder("nocap", json!({"address": "203.0.113.31/24"}))
+        )),
+        json!({"multimesh.io/capture": "false"}),
+    );
+    let got = rules_for(
+        &node,
+        &api,
+        &conf,
+        "nad",
+        merged(
+            istio_status(),
+            json!({"k8s.v1.cni.cncf.io/networks": "nocap@ext0"}),
+        ),
+        &proxy,
+    );
+    assert!(
+        got.contains("-A MULTIMESH_INBOUND -i ext0 -j RETURN"),
+        "{got}"
+    );
+    assert!(
+        got.contains("-A MULTIMESH_OUTPUT -o ext0 -j RETURN"),
+        "{got}"
+    );
     assert!(!got.contains("-i net1 -j RETURN"), "{got}");
 
     // The linkerd profile honours its own annotations.
     let mut lconf = conf.clone();
     lconf["capture"]["profile"] = json!("linkerd");
-    let got = rules_for(&node, &api, &lconf, "l5d", json!({
+    let got = rules_for(
+        &node,
+        &api,
+        &lconf,
+        "l5d",
+        json!({
         "config.linkerd.io/proxy-uid": "2103",
         "config.linkerd.io/skip-inbound-ports": "25",
         "config.linkerd.io/skip-outbound-ports": "3306-3307",
-        "config.linkerd.io/skip-subnets": "203.0.113.0/25"}), &["app", "linkerd-proxy"]);
-    assert!(got.contains("-A MULTIMESH_OUTPUT -p tcp -m tcp --dport 3307 -j RETURN"), "{got}");
+        "config.linkerd.io/skip-subnets": "203.0.113.0/25"}),
+        &["app", "linkerd-proxy"],
+    );
+    assert!(
+        got.contains("-A MULTIMESH_OUTPUT -p tcp -m tcp --dport 3307 -j RETURN"),
+        "{got}"
+    );
     assert!(got.contains("--uid-owner 2103 -j RETURN"), "{got}");
     assert!(got.contains("--dport 25 -j RETURN"), "{got}");
     assert!(got.contains("-d 203.0.113.0/25 -j RETURN"), "{got}");
@@ -443,7 +661,14 @@ fn bad_pods_and_api_failures_leave_nothing() {
     let mut api = ApiServer::start_in(&node.name);
     let rec = vec![node.recorder("cluster", json!({}))];
     let conf = k8s_conf(&node, &api.kubeconfig_token(), rec.clone(), legacy());
-    api.put_pod(&ApiServer::pod_json("apps", "ok", "uid-ok", istio_status(), &["app", "istio-proxy"], &[]));
+    api.put_pod(&ApiServer::pod_json(
+        "apps",
+        "ok",
+        "uid-ok",
+        istio_status(),
+        &["app", "istio-proxy"],
+        &[],
+    ));
 
     let e = refused(&node, &conf, "miss", ("apps", "missing", "u"), 108);
     assert!(e.contains("not found"), "{e}");
@@ -453,13 +678,25 @@ fn bad_pods_and_api_failures_leave_nothing() {
     // Injection attempts and malformed annotations.
     for (i, (k, v)) in [
         ("k8s.v1.cni.cncf.io/networks", "80 -j ACCEPT"),
-        ("k8s.v1.cni.cncf.io/networks", "[{\"name\": \"x\", \"interface\": \"eth1 -j ACCEPT\"}]"),
+        (
+            "k8s.v1.cni.cncf.io/networks",
+            "[{\"name\": \"x\", \"interface\": \"eth1 -j ACCEPT\"}]",
+        ),
         ("k8s.v1.cni.cncf.io/networks", "[{\"name\": \"x\""),
         ("k8s.v1.cni.cncf.io/networks", "nope"),
         ("v1.multus-cni.io/default-network", "a,b"),
-        ("traffic.sidecar.istio.io/excludeInboundPorts", "80 -j ACCEPT"),
-        ("traffic.sidecar.istio.io/excludeOutboundIPRanges", "0.0.0.0/0 -j ACCEPT"),
-        ("traffic.sidecar.istio.io/excludeInterfaces", "eth0 -j ACCEPT"),
+        (
+            "traffic.sidecar.istio.io/excludeInboundPorts",
+            "80 -j ACCEPT",
+        ),
+        (
+            "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+            "0.0.0.0/0 -j ACCEPT",
+        ),
+        (
+            "traffic.sidecar.istio.io/excludeInterfaces",
+            "eth0 -j ACCEPT",
+        ),
         ("traffic.sidecar.istio.io/includeInboundPorts", "*,80"),
     ]
     .iter()
@@ -467,7 +704,14 @@ fn bad_pods_and_api_failures_leave_nothing() {
     {
         let name = format!("bad{i}");
         let ann = merged(istio_status(), json!({ *k: v }));
-        api.put_pod(&ApiServer::pod_json("apps", &name, "u", ann, &["app", "istio-proxy"], &[]));
+        api.put_pod(&ApiServer::pod_json(
+            "apps",
+            &name,
+            "u",
+            ann,
+            &["app", "istio-proxy"],
+            &[],
+        ));
         let e = refused(&node, &conf, &name, ("apps", &name, "u"), 110);
         assert!(e.contains(k), "{k}={v}: {e}");
     }
@@ -476,13 +720,23 @@ fn bad_pods_and_api_failures_leave_nothing() {
     api.set_faults(json!({"down": true}));
     let e = refused(&node, &conf, "drop", ("apps", "ok", "uid-ok"), 11);
     assert!(e.contains("unreachable"), "{e}");
-    let gets = api.requests().iter().filter(|r| r["method"] == "GET").count();
+    let gets = api
+        .requests()
+        .iter()
+        .filter(|r| r["method"] == "GET")
+        .count();
     assert!(gets >= 3, "GET retried: {:?}", api.requests());
     api.set_faults(json!({}));
 
     // A token the API server does not accept.
     let bad_tok = api.kubeconfig_with(&api.url, "token: not-a-valid-token");
-    let e = refused(&node, &k8s_conf(&node, &bad_tok, rec.clone(), legacy()), "tok", ("apps", "ok", "uid-ok"), 109);
+    let e = refused(
+        &node,
+        &k8s_conf(&node, &bad_tok, rec.clone(), legacy()),
+        "tok",
+        ("apps", "ok", "uid-ok"),
+        109,
+    );
     assert!(e.contains("401"), "{e}");
 
     // Unreachable API server: code 11, quickly.
@@ -490,9 +744,19 @@ fn bad_pods_and_api_failures_leave_nothing() {
     std::fs::copy(api.kubeconfig_token(), &gone).unwrap();
     api.stop();
     let t = std::time::Instant::now();
-    let e = refused(&node, &k8s_conf(&node, &gone, rec, legacy()), "down", ("apps", "ok", "uid-ok"), 11);
+    let e = refused(
+        &node,
+        &k8s_conf(&node, &gone, rec, legacy()),
+        "down",
+        ("apps", "ok", "uid-ok"),
+        11,
+    );
     assert!(e.contains("unreachable"), "{e}");
-    assert!(t.elapsed() < std::time::Duration::from_secs(15), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 // 6. Credentials and the status write: client certificates, a token file
@@ -507,7 +771,14 @@ fn credentials_and_status_write() {
         n += 1;
         let name = format!("c{n}");
         let uid = format!("uid-{n}");
-        api.put_pod(&ApiServer::pod_json("apps", &name, &uid, json!({}), &["app"], &[]));
+        api.put_pod(&ApiServer::pod_json(
+            "apps",
+            &name,
+            &uid,
+            json!({}),
+            &["app"],
+            &[],
+        ));
         let pod = node.pod(&name);
         let conf = k8s_conf(&node, kubeconfig, rec(), legacy());
         let out = cni_pod(&node, "ADD", &conf, &pod, &name, ("apps", &name, &uid));
@@ -521,7 +792,11 @@ fn credentials_and_status_write() {
     // Client certificate.
     api.clear_requests();
     run(&api.kubeconfig_cert()).ok();
-    assert!(api.requests().iter().all(|r| r["auth"] == "cert"), "{:?}", api.requests());
+    assert!(
+        api.requests().iter().all(|r| r["auth"] == "cert"),
+        "{:?}",
+        api.requests()
+    );
 
     // tokenFile: rotated between calls, read afresh each time.
     let kc = api.kubeconfig_token_file();
@@ -538,22 +813,39 @@ fn credentials_and_status_write() {
     api.set_faults(json!({"status_conflicts": 2}));
     api.clear_requests();
     run(&api.kubeconfig_token()).ok();
-    let patches = api.requests().iter().filter(|r| r["method"] == "PATCH").count();
+    let patches = api
+        .requests()
+        .iter()
+        .filter(|r| r["method"] == "PATCH")
+        .count();
     assert_eq!(patches, 3, "{:?}", api.requests());
 
     // A status write that keeps failing does not fail the ADD (as Multus).
     api.set_faults(json!({"fail": [{"method": "PATCH", "path_prefix": "/api/v1/", "status": 500, "count": 10}]}));
     let pod = node.pod("sf");
-    api.put_pod(&ApiServer::pod_json("apps", "sf", "uid-sf", json!({}), &["app"], &[]));
+    api.put_pod(&ApiServer::pod_json(
+        "apps",
+        "sf",
+        "uid-sf",
+        json!({}),
+        &["app"],
+        &[],
+    ));
     let conf = k8s_conf(&node, &api.kubeconfig_token(), rec(), legacy());
     let out = cni_pod(&node, "ADD", &conf, &pod, "sf", ("apps", "sf", "uid-sf"));
     out.ok();
-    assert!(out.stderr.contains("network-status not written"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("network-status not written"),
+        "{}",
+        out.stderr
+    );
     cni_pod(&node, "DEL", &conf, &pod, "sf", ("apps", "sf", "uid-sf")).ok();
     api.set_faults(json!({}));
 
     // Transient GET failures are retried.
-    api.set_faults(json!({"fail": [{"method": "GET", "path_prefix": "/api/v1/", "status": 503, "count": 2}]}));
+    api.set_faults(
+        json!({"fail": [{"method": "GET", "path_prefix": "/api/v1/", "status": 503, "count": 2}]}),
+    );
     run(&api.kubeconfig_token()).ok();
     node.assert_no_leaks();
 }
@@ -571,7 +863,14 @@ fn chained_capture_decided_by_the_pod() {
         "cniDir": node.cni_dir().display().to_string(), "capture": legacy(), "prevResult": prev});
     for (tag, ann, meshed) in [("m", istio_status(), true), ("u", json!({}), false)] {
         let uid = format!("uid-{tag}");
-        api.put_pod(&ApiServer::pod_json("apps", tag, &uid, ann, &["app", "istio-proxy"], &[]));
+        api.put_pod(&ApiServer::pod_json(
+            "apps",
+            tag,
+            &uid,
+            ann,
+            &["app", "istio-proxy"],
+            &[],
+        ));
         let pod = node.pod(tag);
         let out = cni_pod(&node, "ADD", &conf, &pod, tag, ("apps", tag, &uid));
         assert_eq!(out.ok()["ips"], prev["ips"], "prevResult passed through");
@@ -594,7 +893,14 @@ fn in_cluster_configuration() {
     let node = Node::new("k8s-incl");
     let api = ApiServer::start_in(&node.name);
     let pod = node.pod("p");
-    api.put_pod(&ApiServer::pod_json("apps", "ic", "uid-ic", istio_status(), &["app", "istio-proxy"], &[]));
+    api.put_pod(&ApiServer::pod_json(
+        "apps",
+        "ic",
+        "uid-ic",
+        istio_status(),
+        &["app", "istio-proxy"],
+        &[],
+    ));
     let d = node.dir.clone();
     std::fs::create_dir_all(d.join("sa")).unwrap();
     std::fs::write(d.join("sa/token"), format!("{}\n", api.token)).unwrap();

@@ -50,7 +50,10 @@ impl std::fmt::Debug for ApiConfig {
             .field("insecure", &self.insecure)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_file", &self.token_file)
-            .field("client_cert", &self.client_cert.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_cert",
+                &self.client_cert.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -86,7 +89,9 @@ pub fn parse_server(url: &str) -> Result<(Scheme, String, u16, String), String> 
     } else if let Some(r) = url.strip_prefix("http://") {
         (Scheme::Http, r)
     } else {
-        return Err(format!("server {url:?}: must start with https:// or http://"));
+        return Err(format!(
+            "server {url:?}: must start with https:// or http://"
+        ));
     };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
@@ -116,7 +121,10 @@ pub fn parse_server(url: &str) -> Result<(Scheme, String, u16, String), String> 
     if !host_ok {
         return Err(format!("server {url:?}: bad host"));
     }
-    if path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'?') {
+    if path
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'?')
+    {
         return Err(format!("server {url:?}: bad path"));
     }
     Ok((scheme, host, port, path.to_string()))
@@ -189,7 +197,9 @@ pub fn load(path: &Path) -> Result<ApiConfig, String> {
 
 pub fn from_value(v: &Value, base: &Path) -> Result<ApiConfig, String> {
     let s = |o: Option<&Value>, k: &str| -> Option<String> {
-        o.and_then(|o| o.get(k)).and_then(Value::as_str).map(String::from)
+        o.and_then(|o| o.get(k))
+            .and_then(Value::as_str)
+            .map(String::from)
     };
     let contexts = v.get("contexts");
     let ctx_name = match v.get("current-context").and_then(Value::as_str) {
@@ -208,9 +218,9 @@ pub fn from_value(v: &Value, base: &Path) -> Result<ApiConfig, String> {
     let cluster = named(v.get("clusters"), &cluster_name, "cluster")
         .ok_or_else(|| format!("cluster {cluster_name:?} not found"))?;
     let user = match s(Some(ctx), "user") {
-        Some(u) => Some(
-            named(v.get("users"), &u, "user").ok_or_else(|| format!("user {u:?} not found"))?,
-        ),
+        Some(u) => {
+            Some(named(v.get("users"), &u, "user").ok_or_else(|| format!("user {u:?} not found"))?)
+        }
         None => None,
     };
     let server = s(Some(cluster), "server").ok_or("cluster has no server")?;
@@ -219,9 +229,9 @@ pub fn from_value(v: &Value, base: &Path) -> Result<ApiConfig, String> {
         s(Some(cluster), "certificate-authority-data"),
         s(Some(cluster), "certificate-authority"),
     ) {
-        (Some(d), _) => Some(
-            base64_decode(&d).map_err(|e| format!("certificate-authority-data: {e}"))?,
-        ),
+        (Some(d), _) => {
+            Some(base64_decode(&d).map_err(|e| format!("certificate-authority-data: {e}"))?)
+        }
         (None, Some(f)) => Some(read_file(base, &f, "certificate-authority")?),
         (None, None) => None,
     };
@@ -265,9 +275,7 @@ pub fn from_value(v: &Value, base: &Path) -> Result<ApiConfig, String> {
             _ => None,
         };
         let key = match (s(Some(u), "client-key-data"), s(Some(u), "client-key")) {
-            (Some(d), _) => {
-                Some(base64_decode(&d).map_err(|e| format!("client-key-data: {e}"))?)
-            }
+            (Some(d), _) => Some(base64_decode(&d).map_err(|e| format!("client-key-data: {e}"))?),
             (None, Some(f)) => Some(read_file(base, &f, "client-key")?),
             _ => None,
         };
@@ -366,10 +374,15 @@ mod tests {
         assert_eq!(c.port, 2);
         assert_eq!(c.ca_pem.as_deref(), Some(&b"hello"[..]));
         assert_eq!(c.token_file, Some(PathBuf::from("/etc/x/tok")));
-        assert!(!format!("{c:?}").contains("t0k"), "debug output leaks the token");
+        assert!(
+            !format!("{c:?}").contains("t0k"),
+            "debug output leaks the token"
+        );
         let mut bad = v.clone();
         bad["users"][0]["user"]["exec"] = json!({"command": "/bin/sh"});
-        assert!(from_value(&bad, Path::new("/")).unwrap_err().contains("exec"));
+        assert!(from_value(&bad, Path::new("/"))
+            .unwrap_err()
+            .contains("exec"));
         let mut bad = v.clone();
         bad["current-context"] = json!("nope");
         assert!(from_value(&bad, Path::new("/")).is_err());
@@ -381,11 +394,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ca.crt"), b"PEM").unwrap();
         for server in ["https://198.51.100.1:6443", "https://[2001:db8::1]:443"] {
-            let text = crate::install::render_kubeconfig(
-                server,
-                &dir.join("ca.crt"),
-                &dir.join("token"),
-            );
+            let text =
+                crate::install::render_kubeconfig(server, &dir.join("ca.crt"), &dir.join("token"));
             let f = dir.join("kubeconfig");
             std::fs::write(&f, text).unwrap();
             let c = load(&f).unwrap();

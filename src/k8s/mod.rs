@@ -102,10 +102,16 @@ impl Session {
                     pod_ref.namespace, pod_ref.name
                 ),
             ),
-            _ => api_error(e, &format!("reading pod {}/{}", pod_ref.namespace, pod_ref.name)),
+            _ => api_error(
+                e,
+                &format!("reading pod {}/{}", pod_ref.namespace, pod_ref.name),
+            ),
         })?;
         if let Some(want) = &pod_ref.uid {
-            let have = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+            let have = pod
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if have != want {
                 return Err(CniError::new(
                     code::POD_IDENTITY,
@@ -145,7 +151,10 @@ impl Session {
                 code::POD_REQUEST,
                 format!("NetworkAttachmentDefinition {ns}/{name} not found"),
             ),
-            _ => api_error(e, &format!("reading NetworkAttachmentDefinition {ns}/{name}")),
+            _ => api_error(
+                e,
+                &format!("reading NetworkAttachmentDefinition {ns}/{name}"),
+            ),
         })?;
         self.nads.insert(key, v.clone());
         Ok(v)
@@ -177,7 +186,10 @@ impl Session {
                 Err(e) => return Err(api_error(e, "writing network-status")),
             }
         }
-        Err(CniError::new(code::TRY_AGAIN, "writing network-status: gave up"))
+        Err(CniError::new(
+            code::TRY_AGAIN,
+            "writing network-status: gave up",
+        ))
     }
 
     pub fn requests(&self) -> u32 {

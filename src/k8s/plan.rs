@@ -47,16 +47,12 @@ fn nad_config(conf: &NetConf, nad: &Value, ns: &str, name: &str) -> Result<Value
 fn with_cni_args(mut d: Delegate, args: Option<&Map<String, Value>>) -> Delegate {
     if let Some(a) = args {
         for p in d.plugins.iter_mut() {
-            let outer = p
-                .entry("args")
-                .or_insert_with(|| Value::Object(Map::new()));
+            let outer = p.entry("args").or_insert_with(|| Value::Object(Map::new()));
             if !outer.is_object() {
                 *outer = Value::Object(Map::new());
             }
             if let Some(o) = outer.as_object_mut() {
-                let cni = o
-                    .entry("cni")
-                    .or_insert_with(|| Value::Object(Map::new()));
+                let cni = o.entry("cni").or_insert_with(|| Value::Object(Map::new()));
                 if !cni.is_object() {
                     *cni = Value::Object(Map::new());
                 }
@@ -76,14 +72,22 @@ fn with_cni_args(mut d: Delegate, args: Option<&Map<String, Value>>) -> Delegate
 fn named_network(conf: &NetConf, s: &mut Session, key: &str) -> Result<(Value, String, bool)> {
     if key.starts_with('/') {
         let v = config::load_network(&conf.conf_dir, key)?;
-        let n = v.get("name").and_then(Value::as_str).unwrap_or(key).to_string();
+        let n = v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or(key)
+            .to_string();
         return Ok((v, n, true));
     }
     let (ns, name) = match key.split_once('/') {
         Some((ns, n)) => (ns.to_string(), n.to_string()),
         None => {
             if let Ok(v) = config::load_network(&conf.conf_dir, key) {
-                let n = v.get("name").and_then(Value::as_str).unwrap_or(key).to_string();
+                let n = v
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or(key)
+                    .to_string();
                 return Ok((v, n, true));
             }
             (conf.multus_namespace.clone(), key.to_string())
@@ -202,7 +206,11 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
     }
     for d in extra_delegates {
         items.push(Item {
-            status_name: d.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
+            status_name: d
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             conf: d.clone(),
             capture: true,
             sel: None,

@@ -113,8 +113,8 @@ pub fn parse_networks(v: &str) -> Result<Vec<Selection>> {
         return Ok(Vec::new());
     }
     if t.starts_with('[') || t.starts_with('{') {
-        let j: Value = serde_json::from_str(t)
-            .map_err(|e| bad(format!("{NETWORKS}: not valid JSON: {e}")))?;
+        let j: Value =
+            serde_json::from_str(t).map_err(|e| bad(format!("{NETWORKS}: not valid JSON: {e}")))?;
         let list = match j {
             Value::Array(a) => a,
             _ => return Err(bad(format!("{NETWORKS}: the JSON form must be a list"))),
@@ -217,11 +217,12 @@ fn parse_json_selection(v: &Value) -> Result<Selection> {
             && !l.is_empty()
             && l.len() <= 3
             && l.bytes().all(|b| b.is_ascii_digit())
-            && l.parse::<u8>().is_ok_and(|n| {
-                n <= if a.contains(':') { 128 } else { 32 }
-            });
+            && l.parse::<u8>()
+                .is_ok_and(|n| n <= if a.contains(':') { 128 } else { 32 });
         if !ok {
-            return Err(bad(format!("{NETWORKS}: ips: {ip:?} is not an address/prefix")));
+            return Err(bad(format!(
+                "{NETWORKS}: ips: {ip:?} is not an address/prefix"
+            )));
         }
     }
     let mac = s("mac")?;
@@ -249,9 +250,9 @@ fn parse_json_selection(v: &Value) -> Result<Selection> {
                         "hostPort" | "containerPort" => {
                             v.as_u64().is_some_and(|p| (1..=65535).contains(&p))
                         }
-                        "protocol" => v
-                            .as_str()
-                            .is_some_and(|p| matches!(p, "tcp" | "udp" | "sctp" | "TCP" | "UDP" | "SCTP")),
+                        "protocol" => v.as_str().is_some_and(|p| {
+                            matches!(p, "tcp" | "udp" | "sctp" | "TCP" | "UDP" | "SCTP")
+                        }),
                         "hostIP" => v.as_str().is_some_and(|h| h.parse::<IpAddr>().is_ok()),
                         _ => false,
                     }) && m.contains_key("containerPort")
@@ -304,11 +305,7 @@ fn parse_json_selection(v: &Value) -> Result<Selection> {
 
 /// The default-network annotation: exactly one network, no interface.
 pub fn parse_default_network(v: &str) -> Result<Selection> {
-    let mut l = parse_networks(v).map_err(|e| {
-        bad(e
-            .msg
-            .replacen(NETWORKS, DEFAULT_NETWORK, 1))
-    })?;
+    let mut l = parse_networks(v).map_err(|e| bad(e.msg.replacen(NETWORKS, DEFAULT_NETWORK, 1)))?;
     if l.len() != 1 {
         return Err(bad(format!(
             "{DEFAULT_NETWORK}: must name exactly one network"
@@ -466,7 +463,8 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<Captu
                 union(&mut c.exclude_outbound_cidrs, &ann_cidrs(&k, v)?);
             }
             if let Some((k, v)) = get("excludeInterfaces") {
-                let l = capture::parse_ifnames(&Value::String(v.into()), &k).map_err(|e| bad(e.msg))?;
+                let l =
+                    capture::parse_ifnames(&Value::String(v.into()), &k).map_err(|e| bad(e.msg))?;
                 union(&mut c.exclude_interfaces, &l);
             }
         }
@@ -524,7 +522,9 @@ pub fn status_entry(name: &str, ifname: &str, result: Option<&Value>, default: b
     let idx = ifs.and_then(|l| {
         l.iter().position(|i| {
             i.get("name").and_then(Value::as_str) == Some(ifname)
-                && i.get("sandbox").and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+                && i.get("sandbox")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.is_empty())
         })
     });
     let mut ips = Vec::new();
@@ -559,7 +559,9 @@ pub fn status_entry(name: &str, ifname: &str, result: Option<&Value>, default: b
     }
     m.insert(
         "dns".into(),
-        r.get("dns").cloned().unwrap_or_else(|| Value::Object(Map::new())),
+        r.get("dns")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Map::new())),
     );
     if default && !gws.is_empty() {
         m.insert("gateway".into(), Value::Array(gws));
@@ -608,7 +610,10 @@ mod tests {
         )
         .unwrap();
         let s = &l[0];
-        assert_eq!(s.default_route, vec!["198.51.100.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            s.default_route,
+            vec!["198.51.100.1".parse::<IpAddr>().unwrap()]
+        );
         let rc = s.runtime_config().unwrap();
         assert_eq!(rc["ips"], json!(["198.51.100.9/24"]));
         assert_eq!(rc["mac"], "02:00:00:00:00:01");
@@ -628,9 +633,16 @@ mod tests {
             r#"[1]"#,
             r#"[{"name":"a""#,
         ] {
-            assert_eq!(parse_networks(bad_).unwrap_err().code, code::POD_REQUEST, "{bad_}");
+            assert_eq!(
+                parse_networks(bad_).unwrap_err().code,
+                code::POD_REQUEST,
+                "{bad_}"
+            );
         }
-        assert_eq!(parse_default_network("kube-system/calico").unwrap().name, "calico");
+        assert_eq!(
+            parse_default_network("kube-system/calico").unwrap().name,
+            "calico"
+        );
         assert!(parse_default_network("a,b").is_err());
     }
 
@@ -645,15 +657,38 @@ mod tests {
     fn istio_decision_and_options() {
         let base = CaptureConfig::defaults(Profile::Istio);
         let st = json!({"sidecar.istio.io/status": "{}"});
-        assert!(capture_for_pod(&base, &pod(st.clone(), &["app", "istio-proxy"], &[])).unwrap().is_some());
-        assert!(capture_for_pod(&base, &pod(st.clone(), &["app"], &[])).unwrap().is_none());
-        assert!(capture_for_pod(&base, &pod(json!({}), &["app", "istio-proxy"], &[])).unwrap().is_none());
-        assert!(capture_for_pod(&base, &pod(st.clone(), &["app", "istio-proxy"], &["istio-init"])).unwrap().is_none());
+        assert!(
+            capture_for_pod(&base, &pod(st.clone(), &["app", "istio-proxy"], &[]))
+                .unwrap()
+                .is_some()
+        );
+        assert!(capture_for_pod(&base, &pod(st.clone(), &["app"], &[]))
+            .unwrap()
+            .is_none());
+        assert!(
+            capture_for_pod(&base, &pod(json!({}), &["app", "istio-proxy"], &[]))
+                .unwrap()
+                .is_none()
+        );
+        assert!(capture_for_pod(
+            &base,
+            &pod(st.clone(), &["app", "istio-proxy"], &["istio-init"])
+        )
+        .unwrap()
+        .is_none());
         // Native sidecar.
-        assert!(capture_for_pod(&base, &pod(st.clone(), &["app"], &["istio-proxy"])).unwrap().is_some());
+        assert!(
+            capture_for_pod(&base, &pod(st.clone(), &["app"], &["istio-proxy"]))
+                .unwrap()
+                .is_some()
+        );
         let mut off = st.clone();
         off["sidecar.istio.io/inject"] = json!("false");
-        assert!(capture_for_pod(&base, &pod(off, &["app", "istio-proxy"], &[])).unwrap().is_none());
+        assert!(
+            capture_for_pod(&base, &pod(off, &["app", "istio-proxy"], &[]))
+                .unwrap()
+                .is_none()
+        );
         let mut ks = pod(st.clone(), &["app", "istio-proxy"], &[]);
         ks["metadata"]["namespace"] = json!("kube-system");
         assert!(capture_for_pod(&base, &ks).unwrap().is_none());
@@ -661,10 +696,13 @@ mod tests {
         let mut a = st.clone();
         a["traffic.sidecar.istio.io/excludeInboundPorts"] = json!("8080, 9000-9002");
         a["traffic.sidecar.istio.io/excludeOutboundPorts"] = json!("5432");
-        a["traffic.sidecar.istio.io/excludeOutboundIPRanges"] = json!("203.0.113.0/24,2001:db8::/32");
+        a["traffic.sidecar.istio.io/excludeOutboundIPRanges"] =
+            json!("203.0.113.0/24,2001:db8::/32");
         a["traffic.sidecar.istio.io/includeOutboundIPRanges"] = json!("198.51.100.0/24");
         a["traffic.sidecar.istio.io/excludeInterfaces"] = json!("net1");
-        let c = capture_for_pod(&base, &pod(a, &["istio-proxy"], &[])).unwrap().unwrap();
+        let c = capture_for_pod(&base, &pod(a, &["istio-proxy"], &[]))
+            .unwrap()
+            .unwrap();
         assert_eq!(
             c.inbound,
             PortSet::AllExcept(vec![15008, 15020, 15021, 15090, 8080, 9000, 9001, 9002])
@@ -676,7 +714,9 @@ mod tests {
 
         let mut a = st.clone();
         a["traffic.sidecar.istio.io/includeInboundPorts"] = json!("");
-        let c = capture_for_pod(&base, &pod(a, &["istio-proxy"], &[])).unwrap().unwrap();
+        let c = capture_for_pod(&base, &pod(a, &["istio-proxy"], &[]))
+            .unwrap()
+            .unwrap();
         assert_eq!(c.inbound, PortSet::Only(vec![]));
 
         for (k, v) in [
@@ -707,26 +747,39 @@ mod tests {
             "config.linkerd.io/skip-outbound-ports": "443",
             "config.linkerd.io/skip-subnets": "203.0.113.0/24",
             "config.linkerd.io/proxy-uid": "2103"});
-        let c = capture_for_pod(&base, &pod(a, &["app", "linkerd-proxy"], &[])).unwrap().unwrap();
+        let c = capture_for_pod(&base, &pod(a, &["app", "linkerd-proxy"], &[]))
+            .unwrap()
+            .unwrap();
         assert_eq!(c.proxy_uid, 2103);
         assert_eq!(
             c.inbound,
             PortSet::AllExcept(vec![4190, 4191, 4567, 4568, 25, 3306, 3307])
         );
         assert_eq!(c.exclude_outbound_ports, vec![4567, 4568, 443]);
-        assert!(capture_for_pod(&base, &pod(json!({}), &["app", "linkerd-proxy"], &["linkerd-init"])).unwrap().is_none());
-        assert!(capture_for_pod(&base, &pod(json!({}), &["app"], &[])).unwrap().is_none());
+        assert!(capture_for_pod(
+            &base,
+            &pod(json!({}), &["app", "linkerd-proxy"], &["linkerd-init"])
+        )
+        .unwrap()
+        .is_none());
+        assert!(capture_for_pod(&base, &pod(json!({}), &["app"], &[]))
+            .unwrap()
+            .is_none());
         let a = json!({"config.linkerd.io/proxy-uid": "-1"});
         assert!(capture_for_pod(&base, &pod(a, &["linkerd-proxy"], &[])).is_err());
         // An istio pod is not meshed for the linkerd profile.
         let a = json!({"sidecar.istio.io/status": "{}"});
-        assert!(capture_for_pod(&base, &pod(a, &["istio-proxy"], &[])).unwrap().is_none());
+        assert!(capture_for_pod(&base, &pod(a, &["istio-proxy"], &[]))
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn nad_annotation() {
         assert!(nad_capture(&json!({"metadata": {}})).unwrap());
-        assert!(!nad_capture(&json!({"metadata": {"annotations": {NAD_CAPTURE: "false"}}})).unwrap());
+        assert!(
+            !nad_capture(&json!({"metadata": {"annotations": {NAD_CAPTURE: "false"}}})).unwrap()
+        );
         assert!(nad_capture(&json!({"metadata": {"annotations": {NAD_CAPTURE: "no"}}})).is_err());
     }
 
@@ -737,8 +790,11 @@ mod tests {
             "ips": [{"address": "198.51.100.9/25", "gateway": "198.51.100.1", "interface": 2}],
             "dns": {"nameservers": ["198.51.100.53"]}});
         let e = status_entry("ns/b", "net1", Some(&r), false);
-        assert_eq!(e, json!({"name": "ns/b", "interface": "net1", "ips": ["198.51.100.9"],
-            "mac": "02:00:00:00:00:09", "dns": {"nameservers": ["198.51.100.53"]}}));
+        assert_eq!(
+            e,
+            json!({"name": "ns/b", "interface": "net1", "ips": ["198.51.100.9"],
+            "mac": "02:00:00:00:00:09", "dns": {"nameservers": ["198.51.100.53"]}})
+        );
         let e = status_entry("cluster", "net1", Some(&r), true);
         assert_eq!(e["default"], true);
         assert_eq!(e["gateway"], json!(["198.51.100.1"]));
