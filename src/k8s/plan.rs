@@ -117,6 +117,31 @@ struct Item {
     runtime_config: Option<Map<String, Value>>,
 }
 
+/// A network the pod asked for (by annotation `ann`): its NAD, fetched once.
+fn requested(
+    conf: &NetConf,
+    s: &mut Session,
+    ns: &str,
+    sel: Selection,
+    runtime_config: Option<Map<String, Value>>,
+    ann: &str,
+) -> Result<Item> {
+    let nad = s.nad(ns, &sel.name).map_err(|e| {
+        if e.code == code::POD_REQUEST {
+            e.context(ann)
+        } else {
+            e
+        }
+    })?;
+    Ok(Item {
+        conf: nad_config(conf, &nad, ns, &sel.name)?,
+        status_name: format!("{ns}/{}", sel.name),
+        capture: pod::nad_capture(&nad)?,
+        runtime_config,
+        sel: Some(sel),
+    })
+}
+
 pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
     let pod_ns = s.pod_ref.namespace.clone();
     let mut items: Vec<Item> = Vec::new();
@@ -139,20 +164,15 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
                 .namespace
                 .clone()
                 .unwrap_or_else(|| conf.multus_namespace.clone());
-            let nad = s.nad(&ns, &sel.name).map_err(|e| {
-                if e.code == code::POD_REQUEST {
-                    e.context(pod::DEFAULT_NETWORK)
-                } else {
-                    e
-                }
-            })?;
-            items.push(Item {
-                conf: nad_config(conf, &nad, &ns, &sel.name)?,
-                status_name: format!("{ns}/{}", sel.name),
-                capture: pod::nad_capture(&nad)?,
-                runtime_config: conf.runtime_config.clone(),
-                sel: Some(sel),
-            });
+            let runtime_config = conf.runtime_config.clone();
+            items.push(requested(
+                conf,
+                s,
+                &ns,
+                sel,
+                runtime_config,
+                pod::DEFAULT_NETWORK,
+            )?);
             if conf.cluster_network.is_none() && !conf.delegates.is_empty() {
                 extra_delegates = &conf.delegates[1..];
             } else {
@@ -232,20 +252,8 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
                     sel.name
                 )));
             }
-            let nad = s.nad(&ns, &sel.name).map_err(|e| {
-                if e.code == code::POD_REQUEST {
-                    e.context(pod::NETWORKS)
-                } else {
-                    e
-                }
-            })?;
-            items.push(Item {
-                conf: nad_config(conf, &nad, &ns, &sel.name)?,
-                status_name: format!("{ns}/{}", sel.name),
-                capture: pod::nad_capture(&nad)?,
-                runtime_config: sel.runtime_config(),
-                sel: Some(sel),
-            });
+            let runtime_config = sel.runtime_config();
+            items.push(requested(conf, s, &ns, sel, runtime_config, pod::NETWORKS)?);
         }
     }
 
