@@ -488,24 +488,6 @@ class Bench:
             self.del_pod(p)
 
 
-OPENSSL_CNF = """\
-[ req ]
-distinguished_name = dn
-prompt = no
-[ dn ]
-CN = unused
-[ v3_ca ]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[ v3_server ]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-"""
 
 
 class K8s:
@@ -620,22 +602,12 @@ class K8s:
                              f"{self.rules.decode(errors='replace')}")
 
     def certs(self):
-        with open(os.path.join(self.dir, "openssl.cnf"), "w") as f:
-            f.write(OPENSSL_CNF)
-
-        def ossl(*argv):
-            p = subprocess.run(["openssl"] + list(argv), cwd=self.dir, capture_output=True,
-                               timeout=30, stdin=subprocess.DEVNULL)
-            if p.returncode != 0:
-                raise BenchError(f"openssl {' '.join(argv)} failed: {p.stderr.decode(errors='replace')}")
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-        ossl("req", "-config", "openssl.cnf", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem",
-             "-subj", "/CN=mmbench-ca", "-days", "2", "-extensions", "v3_ca")
-        ossl("req", "-config", "openssl.cnf", "-new", *ec, "-keyout", "server.key",
-             "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-        ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-sha256", "-extfile", "openssl.cnf",
-             "-extensions", "v3_server", "-out", "server.pem")
+        # ca.pem, server.pem, server.key (and a client pair) in self.dir.
+        script = os.path.join(os.path.dirname(self.script), "gen_certs.sh")
+        p = subprocess.run(["bash", script, self.dir], capture_output=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        if p.returncode != 0:
+            raise BenchError(f"gen_certs.sh failed: {p.stderr.decode(errors='replace')}")
 
     def put_nad(self, name, config):
         nad = {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",

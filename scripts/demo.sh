@@ -267,53 +267,7 @@ capture_rules() { # POD
 
 section "Kubernetes mode: a CA and a server certificate for the fake API server (openssl, EC P-256)"
 mkdir -p "$PKI" "$API/objects/pods/demo" "$API/objects/nads/demo"
-: >"$PKI/index.txt"
-cat >"$PKI/openssl.cnf" <<'CNF'
-[ ca ]
-default_ca = mm_ca
-[ mm_ca ]
-database = index.txt
-new_certs_dir = .
-serial = serial
-default_md = sha256
-policy = mm_policy
-unique_subject = no
-copy_extensions = none
-email_in_dn = no
-preserve = yes
-[ mm_policy ]
-commonName = supplied
-[ req ]
-distinguished_name = mm_dn
-prompt = no
-[ mm_dn ]
-CN = unused
-[ v3_ca ]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign
-subjectKeyIdentifier = hash
-[ v3_server ]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-CNF
-# Validity starts an hour ago (clock skew): `openssl ca -startdate`, since
-# OpenSSL 3.0's req/x509 cannot set notBefore.
-START=$(date -u -d '1 hour ago' +%Y%m%d%H%M%SZ)
-END=$(date -u -d '1 day' +%Y%m%d%H%M%SZ)
-ossl() { (cd "$PKI" && openssl "$@" </dev/null) >"$PKI/openssl.log" 2>&1 || { cat "$PKI/openssl.log" >&2; die "openssl $1 failed"; }; }
-for c in "ca /CN=multimesh-demo-ca" "server /CN=127.0.0.1"; do
-  set -- $c
-  ossl req -config openssl.cnf -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$1.key" -subj "$2" -out "$1.csr"
-done
-ossl ca -config openssl.cnf -batch -notext -rand_serial -startdate "$START" -enddate "$END" \
-  -keyfile ca.key -selfsign -extensions v3_ca -in ca.csr -out ca.pem
-ossl ca -config openssl.cnf -batch -notext -rand_serial -startdate "$START" -enddate "$END" \
-  -keyfile ca.key -cert ca.pem -extensions v3_server -in server.csr -out server.pem
+"$REPO/tests/apiserver/gen_certs.sh" "$PKI" || die "certificate generation failed"
 for c in ca server; do
   info "$c.pem: $(openssl x509 -in "$PKI/$c.pem" -noout -subject -ext basicConstraints,keyUsage,extendedKeyUsage,subjectAltName 2>/dev/null |
     awk '{ sub(/^ +/, ""); sub(/ +$/, ""); sub(/^X509v3 /, "| ") } { printf "%s%s", (NR > 1 ? " " : ""), $0 }')"

@@ -530,147 +530,25 @@ fn unique_hex(n: usize) -> String {
     format!("{:x}{:08x}{:x}", std::process::id(), t.subsec_nanos(), n)
 }
 
-/// `YYYYMMDDHHMMSSZ` for `openssl ca -startdate/-enddate`.
-fn openssl_time(unix: i64) -> String {
-    let days = unix.div_euclid(86400);
-    let secs = unix.rem_euclid(86400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}{:02}{:02}{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-const OPENSSL_CNF: &str = "\
-[ ca ]
-default_ca = mm_ca
-[ mm_ca ]
-database = index.txt
-new_certs_dir = .
-serial = serial
-default_md = sha256
-policy = mm_policy
-unique_subject = no
-copy_extensions = none
-email_in_dn = no
-preserve = yes
-[ mm_policy ]
-commonName = supplied
-organizationName = optional
-[ req ]
-distinguished_name = mm_dn
-prompt = no
-[ mm_dn ]
-CN = unused
-[ v3_ca ]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[ v3_server ]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1,IP:::1,DNS:localhost
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-[ v3_client ]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-";
-
-/// CA, server and client certificates with the openssl CLI, in a scratch
-/// dir that is removed again; the PEMs are kept in memory.
+/// CA, server and client certificates by `tests/apiserver/gen_certs.sh`
+/// (shared with the demo and the benchmark), in a scratch dir that is
+/// removed again; the PEMs are kept in memory.
 fn generate_certs() -> Certs {
     let dir = PathBuf::from(format!("/tmp/mmtest/k8s-certs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("openssl.cnf"), OPENSSL_CNF).unwrap();
-    std::fs::write(dir.join("index.txt"), "").unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let start = openssl_time(now - 3600);
-    let end = openssl_time(now + 365 * 86400);
-    let run = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run openssl (apt-get install openssl)");
-        assert!(
-            o.status.success(),
-            "openssl {args:?} failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    let req = |name: &str, subj: &str| {
-        run(&[
-            "req",
-            "-config",
-            "openssl.cnf",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-subj",
-            subj,
-            "-out",
-            &format!("{name}.csr"),
-        ]);
-    };
-    let sign = |name: &str, ext: &str, selfsign: bool| {
-        let mut a = vec![
-            "ca",
-            "-config",
-            "openssl.cnf",
-            "-batch",
-            "-notext",
-            "-rand_serial",
-            "-keyfile",
-            "ca.key",
-            "-startdate",
-            &start,
-            "-enddate",
-            &end,
-            "-extensions",
-            ext,
-        ];
-        if selfsign {
-            a.push("-selfsign");
-        } else {
-            a.extend(["-cert", "ca.pem"]);
-        }
-        let input = format!("{name}.csr");
-        let output = format!("{name}.pem");
-        a.extend(["-in", &input, "-out", &output]);
-        run(&a);
-    };
-    req("ca", "/CN=multimesh-test-ca");
-    sign("ca", "v3_ca", true);
-    req("server", "/CN=127.0.0.1");
-    sign("server", "v3_server", false);
-    req("client", "/CN=multimesh/O=system:nodes");
-    sign("client", "v3_client", false);
+    let script = script().with_file_name("gen_certs.sh");
+    let o = Command::new("bash")
+        .arg(&script)
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gen_certs.sh");
+    assert!(
+        o.status.success(),
+        "{} failed (apt-get install openssl):\n{}",
+        script.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
     let certs = Certs {
         ca: read("ca.pem"),
