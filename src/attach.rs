@@ -125,37 +125,51 @@ fn capture_shared(lock: &ContainerLock, ifname: &str) -> bool {
         .any(|r| r.ifname != ifname && r.capture.is_some())
 }
 
-/// Undo a record: capture first, then delegates in reverse. Every step is
+/// Undo a record: capture (alongside) and delegates in reverse. Every step is
 /// tried; on errors the record keeps what is left and the first error is
 /// returned, so a later DEL can finish the job.
 fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -> Result<()> {
     let mut errors: Vec<CniError> = Vec::new();
-    if let Some(c) = rec.capture.clone() {
-        if capture_shared(lock, &rec.ifname) {
-            crate::log::verbose("capture kept: another attachment of this pod uses it");
-            rec.capture = None;
-        } else {
+    let mut capture = rec.capture.clone();
+    if capture.is_some() && capture_shared(lock, &rec.ifname) {
+        crate::log::verbose("capture kept: another attachment of this pod uses it");
+        rec.capture = None;
+        capture = None;
+    }
+    // Capture is removed on its own thread while the delegates' DELs run:
+    // neither depends on the other, and removing an nftables table waits
+    // for an RCU grace period that need not hold the DELs up.
+    let mut remaining = Vec::new();
+    let removed = std::thread::scope(|s| {
+        let h = capture.as_ref().map(|c| {
             crate::log::debug("capture: removing");
-            match remove_capture(&c, netns, lock.dir()) {
-                Ok(()) => {
-                    crate::log::debug("capture: removed");
-                    rec.capture = None;
-                }
-                Err(e) => errors.push(e),
+            s.spawn(|| remove_capture(c, netns, lock.dir()))
+        });
+        for a in rec.attachments.iter().rev() {
+            if !a.started {
+                continue;
+            }
+            let res = Delegate::from_value(&a.conf, &rec.cni_version)
+                .and_then(|d| run.del(&d, &a.ifname, rc_of(a).as_ref(), a.result.as_ref()));
+            if let Err(e) = res {
+                errors.push(e);
+                remaining.push(a.clone());
             }
         }
-    }
-    let mut remaining = Vec::new();
-    for a in rec.attachments.iter().rev() {
-        if !a.started {
-            continue;
+        h.map(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(CniError::new(code::CAPTURE_APPLY, "capture thread failed"))
+            })
+        })
+    });
+    match removed {
+        Some(Ok(())) => {
+            crate::log::debug("capture: removed");
+            rec.capture = None;
         }
-        let res = Delegate::from_value(&a.conf, &rec.cni_version)
-            .and_then(|d| run.del(&d, &a.ifname, rc_of(a).as_ref(), a.result.as_ref()));
-        if let Err(e) = res {
-            errors.push(e);
-            remaining.push(a.clone());
-        }
+        // Capture's error first, as when it was removed first.
+        Some(Err(e)) => errors.insert(0, e),
+        None => {}
     }
     remaining.reverse();
     rec.attachments = remaining;
@@ -208,6 +222,50 @@ fn add_capture(
         Err(f) => {
             if f.clean {
                 // Nothing of it is in the netns: nothing for rollback to remove.
+                rec.capture = None;
+                lk.save(rec)?;
+            }
+            Err(f.error)
+        }
+    }
+}
+
+/// Run the planned delegates in order, recording each result. The last
+/// result is saved with the next step's write (completion): one write fewer
+/// per ADD.
+fn run_delegates(
+    run: &Runner,
+    planned: &[Planned],
+    rec: &mut Record,
+    lk: &ContainerLock,
+) -> Result<()> {
+    for (i, p) in planned.iter().enumerate() {
+        let res = run.add(&p.delegate, &p.ifname, p.runtime_config.as_ref())?;
+        rec.attachments[i].result = Some(res);
+        if let Some(next) = rec.attachments.get_mut(i + 1) {
+            next.started = true;
+            lk.save(rec)?;
+        }
+    }
+    Ok(())
+}
+
+/// A result brought IPv6: add the IPv6 part to the single-stack capture
+/// programmed alongside the delegates (recorded first, as ever).
+fn add_capture_ipv6(
+    cfg: &CaptureConfig,
+    rec: &mut Record,
+    lk: &ContainerLock,
+    ns: &NetNs,
+) -> Result<()> {
+    let p = Programmed::resolve(cfg, true, lk.dir())?;
+    rec.capture = Some(p.to_json());
+    lk.save(rec)?;
+    crate::log::debug("capture: programming IPv6");
+    match capture::add_ipv6(&p, ns, lk.dir()) {
+        Ok(()) => Ok(()),
+        Err(f) => {
+            if f.clean {
                 rec.capture = None;
                 lk.save(rec)?;
             }
@@ -416,6 +474,17 @@ fn add_meta(
     if let Some(a) = rec.attachments.first_mut() {
         a.started = true;
     }
+    // Capture is programmed while the delegates run, on its own thread (the
+    // tool it execs enters the pod netns in the forked child): its rules
+    // name interfaces, which need not exist yet, and nothing a delegate
+    // does in the pod netns depends on them. It is planned single-stack;
+    // when a result brings IPv6, the IPv6 part follows the delegates.
+    // Recorded before it starts, so a crash leaves a trace for DEL.
+    let early = match capture_cfg {
+        Some(cfg) => Some(Programmed::resolve(cfg, false, lk.dir())?),
+        None => None,
+    };
+    rec.capture = early.as_ref().map(Programmed::to_json);
     lk.save(&rec)?;
     let fail = |rec: &mut Record, e: CniError| -> CniError {
         crate::log::error(&format!("ADD failed, rolling back: {e}"));
@@ -424,21 +493,39 @@ fn add_meta(
         }
         e
     };
-    for (i, p) in planned.iter().enumerate() {
-        match run.add(&p.delegate, &p.ifname, p.runtime_config.as_ref()) {
-            Ok(res) => {
-                rec.attachments[i].result = Some(res);
-                // The last result is saved with the next step's write (the
-                // capture intent, or completion): one write fewer per ADD.
-                if let Some(next) = rec.attachments.get_mut(i + 1) {
-                    next.started = true;
-                    if let Err(e) = lk.save(&rec) {
-                        return Err(fail(&mut rec, e));
-                    }
-                }
+    let (delegated, captured) = std::thread::scope(|s| {
+        let capture = early.as_ref().map(|p| {
+            crate::log::debug("capture: programming (alongside the delegates)");
+            s.spawn(|| capture::apply(p, ns, lk.dir()))
+        });
+        let delegated = run_delegates(run, planned, &mut rec, lk);
+        let captured = capture.map(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(capture::ApplyError {
+                    error: CniError::new(code::CAPTURE_APPLY, "capture thread failed"),
+                    clean: false,
+                })
+            })
+        });
+        (delegated, captured)
+    });
+    match captured {
+        Some(Err(f)) => {
+            if f.clean {
+                // Nothing of it is in the netns: nothing for rollback to remove.
+                rec.capture = None;
             }
-            Err(e) => return Err(fail(&mut rec, e)),
+            if let Err(e) = delegated {
+                crate::log::error(&format!("capture failed too: {}", f.error));
+                return Err(fail(&mut rec, e));
+            }
+            return Err(fail(&mut rec, f.error));
         }
+        Some(Ok(())) => crate::log::debug("capture: programmed"),
+        None => {}
+    }
+    if let Err(e) = delegated {
+        return Err(fail(&mut rec, e));
     }
     if planned.iter().any(|p| !p.default_route.is_empty()) {
         if let Err(e) = set_default_routes(ns, planned) {
@@ -451,8 +538,10 @@ fn add_meta(
             .iter()
             .filter_map(|a| a.result.as_ref())
             .any(cni::result_has_ipv6);
-        if let Err(e) = add_capture(cfg, &mut rec, lk, ns, ipv6) {
-            return Err(fail(&mut rec, e));
+        if ipv6 {
+            if let Err(e) = add_capture_ipv6(cfg, &mut rec, lk, ns) {
+                return Err(fail(&mut rec, e));
+            }
         }
     }
     rec.complete = true;

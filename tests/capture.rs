@@ -738,4 +738,42 @@ fn capture_failure_rolls_back_delegates() {
     });
 }
 
+// k2. Capture is programmed alongside the delegates (its own thread); a
+// delegate that fails after it is in place undoes it with everything else,
+// and the error is the delegate's.
+#[test]
+fn delegate_failure_undoes_capture_programmed_alongside() {
+    for_each_backend(|name, cap| {
+        let node = Node::new(&tag("dfail", name));
+        let pod = node.pod("p");
+        // The failing delegate sleeps first: capture has long been
+        // programmed when it fails (and the assertions hold either way).
+        let failing = node.recorder(
+            "late-fail",
+            json!({"failOn": "ADD", "failCode": 11, "sleepMs": 400, "sleepOn": "ADD"}),
+        );
+        let mut conf = node.meta(vec![node.cluster_bridge(), failing], cap.clone());
+        conf["logLevel"] = json!("debug");
+        let out = node.cni("ADD", &conf, &pod.path, "dfail", "eth0");
+        let msg = out.err(11);
+        assert!(msg.contains("late-fail"), "{msg}");
+        assert!(
+            pod.links().is_empty(),
+            "delegate not rolled back: {:?}",
+            pod.links()
+        );
+        assert_no_capture_anywhere(&pod, "after the delegate failed");
+        // It was in place (and then removed by the rollback).
+        assert!(
+            out.stderr.contains("capture: programmed") && out.stderr.contains("capture: removed"),
+            "{}",
+            out.stderr
+        );
+        node.assert_no_leaks();
+        // A runtime DELs after a failed ADD: nothing to do, no error.
+        node.cni("DEL", &conf, &pod.path, "dfail", "eth0").ok();
+        node.assert_no_leaks();
+    });
+}
+
 // l. Many pods at once: tests/load.rs (32 and 64 pods, every backend).

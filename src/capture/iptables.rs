@@ -288,9 +288,25 @@ pub fn apply(
     ns: &NetNs,
     state_dir: &Path,
 ) -> std::result::Result<(), super::ApplyError> {
+    apply_rest(plan, variant, ns, state_dir, &[])
+}
+
+/// Apply the plan's families other than `applied` (which an earlier call
+/// programmed). When a family fails, every family applied so far, those in
+/// `applied` included, is removed again.
+pub fn apply_rest(
+    plan: &Plan,
+    variant: Variant,
+    ns: &NetNs,
+    state_dir: &Path,
+    applied: &[Family],
+) -> std::result::Result<(), super::ApplyError> {
     let lock = lock_file(state_dir);
-    let mut done: Vec<Family> = Vec::new();
+    let mut done: Vec<Family> = applied.to_vec();
     for fam in plan.families() {
+        if applied.contains(&fam) {
+            continue;
+        }
         if let Err(error) = apply_family(plan, fam, variant, ns, &lock) {
             let mut clean = true;
             for &f in &done {

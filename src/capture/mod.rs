@@ -489,6 +489,33 @@ pub fn apply(p: &Programmed, ns: &NetNs, state_dir: &Path) -> std::result::Resul
     }
 }
 
+/// Add the IPv6 part to capture `apply` programmed single-stack (`p` is
+/// the same capture with `ipv6` set). iptables: the ip6tables family only;
+/// on failure the IPv4 family is removed again, so `clean` still means
+/// nothing remains. nftables: the `inet` table is replaced in one
+/// transaction; a failed one leaves the single-stack table, so not clean.
+pub fn add_ipv6(
+    p: &Programmed,
+    ns: &NetNs,
+    state_dir: &Path,
+) -> std::result::Result<(), ApplyError> {
+    let plan = p.plan();
+    match p.config.backend {
+        Backend::Iptables => {
+            let variant =
+                iptables::resolve_variant(p.variant, state_dir).map_err(|error| ApplyError {
+                    error,
+                    clean: false,
+                })?;
+            iptables::apply_rest(&plan, variant, ns, state_dir, &[Family::V4])
+        }
+        Backend::Nftables => nft::apply(&plan, ns).map_err(|error| ApplyError {
+            error,
+            clean: false,
+        }),
+    }
+}
+
 /// Remove what multimesh programmed; succeeds when it is partly or wholly gone.
 pub fn remove(p: &Programmed, ns: &NetNs, state_dir: &Path) -> Result<()> {
     match p.config.backend {
