@@ -143,7 +143,15 @@ fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -
     let removed = std::thread::scope(|s| {
         let h = capture.as_ref().map(|c| {
             crate::log::debug("capture: removing");
-            s.spawn(|| remove_capture(c, netns, lock.dir()))
+            s.spawn(|| {
+                let t = std::time::Instant::now();
+                let r = remove_capture(c, netns, lock.dir());
+                crate::log::debug(&format!(
+                    "capture: removal took {:.1} ms",
+                    t.elapsed().as_secs_f64() * 1e3
+                ));
+                r
+            })
         });
         for a in rec.attachments.iter().rev() {
             if !a.started {
@@ -496,7 +504,15 @@ fn add_meta(
     let (delegated, captured) = std::thread::scope(|s| {
         let capture = early.as_ref().map(|p| {
             crate::log::debug("capture: programming (alongside the delegates)");
-            s.spawn(|| capture::apply(p, ns, lk.dir()))
+            s.spawn(|| {
+                let t = std::time::Instant::now();
+                let r = capture::apply(p, ns, lk.dir());
+                crate::log::debug(&format!(
+                    "capture: apply took {:.1} ms",
+                    t.elapsed().as_secs_f64() * 1e3
+                ));
+                r
+            })
         });
         let delegated = run_delegates(run, planned, &mut rec, lk);
         let captured = capture.map(|h| {

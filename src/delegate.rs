@@ -187,12 +187,20 @@ impl Runner {
             bin.display(),
             cmd.as_str()
         ));
+        let started = std::time::Instant::now();
         let out = run_tool(c, stdin, DELEGATE_TIMEOUT).map_err(|e| {
             CniError::new(
                 code::DELEGATE_FAILED,
                 format!("cannot run plugin {t:?}: {e}"),
             )
         })?;
+        crate::log::debug(&format!(
+            "plugin {t} {}: {} after {:.1} ms",
+            cmd.as_str(),
+            out.status
+                .map_or("killed".to_string(), |c| format!("exit {c}")),
+            started.elapsed().as_secs_f64() * 1e3
+        ));
         if !out.stderr.trim().is_empty() {
             crate::log::debug(&format!("plugin {t} stderr: {}", out.stderr.trim()));
         }
