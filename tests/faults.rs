@@ -729,12 +729,14 @@ fn hide(m: &PrivateMounts, tool: &str) {
     ));
 }
 
-// 9. The capture tool missing (for each backend): ADD answers 103 naming
+// 9. The capture tool missing (iptables backends): ADD answers 103 naming
 // it and rolls the delegates back; DEL without a record does not fail on
 // the missing tool (nothing says capture was programmed, and the rules
 // would live in the pod netns, which goes away with the pod); with a
 // record saying capture was programmed, DEL answers 103 until the tool is
-// back.
+// back. The nftables backend needs no tool for ADD and DEL (it speaks
+// netlink itself): with `nft` hidden they work, and only CHECK, which
+// lists the table with `nft`, answers 103.
 #[test]
 fn capture_tool_missing() {
     for (cap, tool, name) in [
@@ -744,7 +746,6 @@ fn capture_tool_missing() {
             "xtables-nft-multi",
             "iptables-nft-restore",
         ),
-        (json!({"backend": "nftables"}), "nft", "nft"),
     ] {
         let node = Node::new("fmiss");
         let pod = node.pod("p");
@@ -780,6 +781,24 @@ fn capture_tool_missing() {
         drop(m);
         del_leaves_nothing(&node, &conf, &pod, "fmiss2", &format!("{cap}: tool back"));
     }
+
+    let node = Node::new("fmissn");
+    let pod = node.pod("p");
+    let conf = node.meta(
+        vec![node.cluster_bridge(), node.second_bridge()],
+        json!({"backend": "nftables"}),
+    );
+    let m = PrivateMounts::new();
+    hide(&m, "nft");
+    run(&node, Some(&m), "ADD", &conf, &pod, "fmissn").ok();
+    let table = pod.exec_ok("nft list table inet multimesh");
+    assert!(table.contains("redirect to :15006"), "{table}");
+    let msg = run(&node, Some(&m), "CHECK", &conf, &pod, "fmissn").err(103);
+    assert!(msg.contains("nft not found"), "{msg}");
+    run(&node, Some(&m), "DEL", &conf, &pod, "fmissn").ok();
+    assert_no_capture_anywhere(&pod, "nftables DEL without the nft tool");
+    drop(m);
+    node.assert_no_leaks();
 }
 
 /// A PATH whose first directory holds `tools` as scripts exiting 1.
@@ -826,14 +845,18 @@ fn ip6tables_failing_after_ipv4_applied() {
 
 // 11. The capture tool failing on DEL: 103 and the record kept (delegates
 // are DELeted all the same), so the next DEL with a working tool finishes.
-// Without a record, a failing tool does not fail DEL.
+// Without a record, a failing tool does not fail DEL. (iptables-nft: the
+// nftables backend has no tool; its kernel refusals are in tests/capture.rs.)
 #[test]
 fn capture_tool_failing_on_del() {
     let node = Node::new("fdelf");
     let pod = node.pod("p");
-    let conf = node.meta(vec![node.cluster_bridge()], json!({"backend": "nftables"}));
+    let conf = node.meta(
+        vec![node.cluster_bridge()],
+        json!({"backend": "iptables", "iptablesVariant": "nft"}),
+    );
     node.cni("ADD", &conf, &pod.path, "fdelf", "eth0").ok();
-    let path = failing_tools(&node, &["nft"]);
+    let path = failing_tools(&node, &["iptables-nft-restore", "iptables-nft-save"]);
     let del = |cid: &str| {
         Call::start(
             &node,
@@ -860,7 +883,13 @@ fn capture_tool_failing_on_del() {
     );
     assert_eq!(ipam_count(&node), 0);
     del("never-added").ok();
-    del_leaves_nothing(&node, &conf, &pod, "fdelf", "nft failing on DEL");
+    del_leaves_nothing(
+        &node,
+        &conf,
+        &pod,
+        "fdelf",
+        "iptables-nft-restore failing on DEL",
+    );
 }
 
 // 12. The pod's netns deleted while ADD runs (a pod killed during setup):

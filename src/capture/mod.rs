@@ -10,6 +10,7 @@
 
 pub mod iptables;
 pub mod nft;
+pub mod nftnl;
 pub mod plan;
 
 pub use plan::{Cidr, Family, Plan};

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 pub const TABLE: &str = "multimesh";
 
-fn chain_name(c: Chain) -> &'static str {
+pub(crate) fn chain_name(c: Chain) -> &'static str {
     match c {
         Chain::Prerouting => "prerouting",
         Chain::Output => "output",
@@ -129,18 +129,20 @@ pub fn rule_text(r: &Rule) -> String {
 }
 
 /// The table as `nft list table inet multimesh` prints it.
+/// The table's chains, in the order they are listed.
+pub const CHAINS: [Chain; 6] = [
+    Chain::Prerouting,
+    Chain::Output,
+    Chain::Inbound,
+    Chain::InRedirect,
+    Chain::Outbound,
+    Chain::Redirect,
+];
+
 pub fn render_table(plan: &Plan) -> String {
     let rules = merged_rules(plan);
     let mut s = format!("table inet {TABLE} {{\n");
-    let chains = [
-        Chain::Prerouting,
-        Chain::Output,
-        Chain::Inbound,
-        Chain::InRedirect,
-        Chain::Outbound,
-        Chain::Redirect,
-    ];
-    for (n, c) in chains.iter().enumerate() {
+    for (n, c) in CHAINS.iter().enumerate() {
         if n > 0 {
             s.push('\n');
         }
@@ -196,23 +198,15 @@ fn run(ns: &NetNs, args: &[&str], stdin: &str) -> Result<crate::netns::ToolOutpu
         .map_err(|e| CniError::new(code::CAPTURE_APPLY, format!("run nft: {e}")))
 }
 
-fn run_ok(ns: &NetNs, args: &[&str], stdin: &str) -> Result<String> {
-    let out = run(ns, args, stdin)?;
-    if !out.ok() {
-        return Err(CniError::new(
-            code::CAPTURE_APPLY,
-            format!("nft failed: {}", out.failure()),
-        ));
-    }
-    Ok(out.stdout)
-}
-
+/// Program the table: the transaction `render_apply` describes, sent over
+/// netlink by multimesh itself (`nftnl`), not by an `nft` process.
 pub fn apply(plan: &Plan, ns: &NetNs) -> Result<()> {
-    run_ok(ns, &["-f", "-"], &render_apply(plan)).map(|_| ())
+    super::nftnl::apply(plan, ns)
 }
 
+/// Remove the table (`render_remove`'s transaction, over netlink).
 pub fn remove(ns: &NetNs) -> Result<()> {
-    run_ok(ns, &["-f", "-"], &render_remove()).map(|_| ())
+    super::nftnl::remove(ns)
 }
 
 /// The table as listed, or None when it does not exist.

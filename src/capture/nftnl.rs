@@ -1,0 +1,691 @@
+//! nftables over netlink: the `inet multimesh` table is programmed and
+//! removed by multimesh itself, as one nf_tables batch (one transaction)
+//! sent on a NETLINK_NETFILTER socket opened inside the pod netns — no
+//! `nft` process. The expressions are the ones `nft` generates for the text
+//! `nft::render_table` prints (see `nft --debug=netlink`), so `nft list`
+//! shows exactly that text and CHECK keeps comparing text.
+//!
+//! Why: an `nft` exec costs ~4 ms of CPU per ADD and per DEL, and a process
+//! that closes an nf_tables socket while a deleted table awaits its RCU
+//! grace period waits for it holding the netns's nf_tables commit mutex —
+//! the mutex a veth being unregistered in that netns (the delegate's DEL)
+//! needs. Keeping the socket open until multimesh exits (after the
+//! delegates) lets the kernel finish in the background.
+
+use super::plan::{Chain, Family, Match, Plan, Rule, Target};
+use super::Cidr;
+use crate::error::{code, CniError, Result};
+use crate::netns::NetNs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
+
+// linux/netlink.h, linux/netfilter/nfnetlink.h, linux/netfilter/nf_tables.h
+const NETLINK_NETFILTER: i32 = 12;
+const SOL_NETLINK: i32 = 270;
+const NETLINK_CAP_ACK: i32 = 10;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
+const NLA_F_NESTED: u16 = 0x8000;
+const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+const NFNL_MSG_BATCH_END: u16 = 17;
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELRULE: u16 = 8;
+const NFPROTO_INET: u8 = 1;
+const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_POLICY: u16 = 5;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+const NF_INET_PRE_ROUTING: u32 = 0;
+const NF_INET_LOCAL_OUT: u32 = 3;
+const NF_ACCEPT: u32 = 1;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFT_REG_VERDICT: u32 = 0;
+const NFT_REG_1: u32 = 1;
+const NFTA_META_DREG: u16 = 1;
+const NFTA_META_KEY: u16 = 2;
+const NFT_META_IIFNAME: u32 = 6;
+const NFT_META_OIFNAME: u32 = 7;
+const NFT_META_SKUID: u32 = 10;
+const NFT_META_SKGID: u32 = 11;
+const NFT_META_NFPROTO: u32 = 15;
+const NFT_META_L4PROTO: u32 = 16;
+const NFTA_CMP_SREG: u16 = 1;
+const NFTA_CMP_OP: u16 = 2;
+const NFTA_CMP_DATA: u16 = 3;
+const NFT_CMP_EQ: u32 = 0;
+const NFT_CMP_NEQ: u32 = 1;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFT_JUMP: i32 = -3;
+const NFT_RETURN: i32 = -5;
+const NFTA_PAYLOAD_DREG: u16 = 1;
+const NFTA_PAYLOAD_BASE: u16 = 2;
+const NFTA_PAYLOAD_OFFSET: u16 = 3;
+const NFTA_PAYLOAD_LEN: u16 = 4;
+const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+const NFTA_BITWISE_SREG: u16 = 1;
+const NFTA_BITWISE_DREG: u16 = 2;
+const NFTA_BITWISE_LEN: u16 = 3;
+const NFTA_BITWISE_MASK: u16 = 4;
+const NFTA_BITWISE_XOR: u16 = 5;
+const NFTA_IMMEDIATE_DREG: u16 = 1;
+const NFTA_IMMEDIATE_DATA: u16 = 2;
+const NFTA_REDIR_REG_PROTO_MIN: u16 = 1;
+const NFTA_REDIR_FLAGS: u16 = 3;
+const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+const IPPROTO_TCP: u8 = 6;
+const IFNAMSIZ: usize = 16;
+
+/// Sockets whose close is left to process exit (see the module doc).
+static LINGER: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
+
+/// Netlink attribute writer over a byte buffer.
+struct Buf(Vec<u8>);
+
+impl Buf {
+    fn put(&mut self, ty: u16, data: &[u8]) {
+        let len = 4 + data.len();
+        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.0.extend_from_slice(&ty.to_ne_bytes());
+        self.0.extend_from_slice(data);
+        self.pad();
+    }
+    fn pad(&mut self) {
+        while !self.0.len().is_multiple_of(4) {
+            self.0.push(0);
+        }
+    }
+    fn strz(&mut self, ty: u16, s: &str) {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        self.put(ty, &v);
+    }
+    fn be32(&mut self, ty: u16, v: u32) {
+        self.put(ty, &v.to_be_bytes());
+    }
+    fn nest(&mut self, ty: u16, f: impl FnOnce(&mut Buf)) {
+        let at = self.0.len();
+        self.0.extend_from_slice(&[0, 0]);
+        self.0.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        f(self);
+        let len = (self.0.len() - at) as u16;
+        self.0[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+    }
+}
+
+/// One nf_tables batch: BATCH_BEGIN, the messages, BATCH_END.
+struct Batch {
+    buf: Buf,
+    seq: u32,
+    /// What each acknowledged message does, by sequence number - 1.
+    what: Vec<String>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        let mut b = Batch {
+            buf: Buf(Vec::with_capacity(8192)),
+            seq: 0,
+            what: Vec::new(),
+        };
+        b.header(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, |_| {});
+        b
+    }
+
+    fn header(&mut self, ty: u16, flags: u16, family: u8, f: impl FnOnce(&mut Buf)) {
+        let at = self.buf.0.len();
+        let seq = self.seq;
+        self.seq += 1;
+        let res_id: u16 = if family == 0 { NFNL_SUBSYS_NFTABLES } else { 0 };
+        let v = &mut self.buf.0;
+        v.extend_from_slice(&0u32.to_ne_bytes()); // length, set below
+        v.extend_from_slice(&ty.to_ne_bytes());
+        v.extend_from_slice(&flags.to_ne_bytes());
+        v.extend_from_slice(&seq.to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+        v.push(family); // nfgenmsg
+        v.push(0); // NFNETLINK_V0
+        v.extend_from_slice(&res_id.to_be_bytes());
+        f(&mut self.buf);
+        let len = (self.buf.0.len() - at) as u32;
+        self.buf.0[at..at + 4].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    /// An nf_tables message on the inet family, acknowledged.
+    fn msg(&mut self, ty: u16, flags: u16, what: String, f: impl FnOnce(&mut Buf)) {
+        self.what.push(what);
+        self.header(
+            (NFNL_SUBSYS_NFTABLES << 8) | ty,
+            NLM_F_REQUEST | NLM_F_ACK | flags,
+            NFPROTO_INET,
+            f,
+        );
+    }
+
+    fn finish(mut self) -> (Vec<u8>, Vec<String>) {
+        self.header(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, |_| {});
+        (self.buf.0, self.what)
+    }
+}
+
+fn chain_name(c: Chain) -> &'static str {
+    super::nft::chain_name(c)
+}
+
+// ------------------------------------------------------------ expressions
+
+fn expr(b: &mut Buf, name: &str, f: impl FnOnce(&mut Buf)) {
+    b.nest(NFTA_LIST_ELEM, |b| {
+        b.strz(NFTA_EXPR_NAME, name);
+        b.nest(NFTA_EXPR_DATA, f);
+    });
+}
+
+fn meta(b: &mut Buf, key: u32) {
+    expr(b, "meta", |b| {
+        b.be32(NFTA_META_DREG, NFT_REG_1);
+        b.be32(NFTA_META_KEY, key);
+    });
+}
+
+fn cmp(b: &mut Buf, op: u32, data: &[u8]) {
+    expr(b, "cmp", |b| {
+        b.be32(NFTA_CMP_SREG, NFT_REG_1);
+        b.be32(NFTA_CMP_OP, op);
+        b.nest(NFTA_CMP_DATA, |b| b.put(NFTA_DATA_VALUE, data));
+    });
+}
+
+fn payload(b: &mut Buf, base: u32, offset: u32, len: u32) {
+    expr(b, "payload", |b| {
+        b.be32(NFTA_PAYLOAD_DREG, NFT_REG_1);
+        b.be32(NFTA_PAYLOAD_BASE, base);
+        b.be32(NFTA_PAYLOAD_OFFSET, offset);
+        b.be32(NFTA_PAYLOAD_LEN, len);
+    });
+}
+
+fn verdict(b: &mut Buf, code: i32, chain: Option<&str>) {
+    expr(b, "immediate", |b| {
+        b.be32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+        b.nest(NFTA_IMMEDIATE_DATA, |b| {
+            b.nest(NFTA_DATA_VERDICT, |b| {
+                b.be32(NFTA_VERDICT_CODE, code as u32);
+                if let Some(c) = chain {
+                    b.strz(NFTA_VERDICT_CHAIN, c);
+                }
+            })
+        });
+    });
+}
+
+fn redirect(b: &mut Buf, port: u16) {
+    expr(b, "immediate", |b| {
+        b.be32(NFTA_IMMEDIATE_DREG, NFT_REG_1);
+        b.nest(NFTA_IMMEDIATE_DATA, |b| {
+            b.put(NFTA_DATA_VALUE, &port.to_be_bytes())
+        });
+    });
+    expr(b, "redir", |b| {
+        b.be32(NFTA_REDIR_REG_PROTO_MIN, NFT_REG_1);
+        b.be32(NFTA_REDIR_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED);
+    });
+}
+
+fn l4proto_tcp(b: &mut Buf) {
+    meta(b, NFT_META_L4PROTO);
+    cmp(b, NFT_CMP_EQ, &[IPPROTO_TCP]);
+}
+
+fn ifname(b: &mut Buf, key: u32, name: &str) {
+    meta(b, key);
+    let mut v = [0u8; IFNAMSIZ];
+    let n = name.len().min(IFNAMSIZ - 1);
+    v[..n].copy_from_slice(&name.as_bytes()[..n]);
+    cmp(b, NFT_CMP_EQ, &v);
+}
+
+/// `ip|ip6 saddr|daddr [!=] CIDR`, with the `meta nfproto` dependency nft
+/// adds in an inet table (once per rule and family).
+fn address(b: &mut Buf, c: &Cidr, dst: bool, op: u32, proto: &mut Option<Family>) {
+    let fam = c.family();
+    if *proto != Some(fam) {
+        meta(b, NFT_META_NFPROTO);
+        cmp(
+            b,
+            NFT_CMP_EQ,
+            &[if fam == Family::V4 {
+                NFPROTO_IPV4
+            } else {
+                NFPROTO_IPV6
+            }],
+        );
+        *proto = Some(fam);
+    }
+    let (bytes, off): (Vec<u8>, u32) = match c.addr {
+        std::net::IpAddr::V4(a) => (a.octets().to_vec(), if dst { 16 } else { 12 }),
+        std::net::IpAddr::V6(a) => (a.octets().to_vec(), if dst { 24 } else { 8 }),
+    };
+    payload(b, NFT_PAYLOAD_NETWORK_HEADER, off, bytes.len() as u32);
+    let bits = usize::from(c.len).min(bytes.len() * 8);
+    if bits == bytes.len() * 8 {
+        cmp(b, op, &bytes);
+        return;
+    }
+    let mut mask = vec![0u8; bytes.len()];
+    for (i, m) in mask.iter_mut().enumerate() {
+        let have = bits.saturating_sub(i * 8).min(8);
+        *m = if have == 0 { 0 } else { 0xffu8 << (8 - have) };
+    }
+    let net: Vec<u8> = bytes.iter().zip(&mask).map(|(a, m)| a & m).collect();
+    let len = bytes.len() as u32;
+    expr(b, "bitwise", |b| {
+        b.be32(NFTA_BITWISE_SREG, NFT_REG_1);
+        b.be32(NFTA_BITWISE_DREG, NFT_REG_1);
+        b.be32(NFTA_BITWISE_LEN, len);
+        b.nest(NFTA_BITWISE_MASK, |b| b.put(NFTA_DATA_VALUE, &mask));
+        b.nest(NFTA_BITWISE_XOR, |b| {
+            b.put(NFTA_DATA_VALUE, &vec![0u8; mask.len()])
+        });
+    });
+    cmp(b, op, &net);
+}
+
+/// The expressions of one rule, in the order `nft::rule_text` writes its
+/// parts (so nft would build the same rule from that text).
+fn rule_exprs(b: &mut Buf, r: &Rule) {
+    let mut proto: Option<Family> = None;
+    for m in &r.matches {
+        if let Match::Src(c) = m {
+            address(b, c, false, NFT_CMP_EQ, &mut proto);
+        }
+    }
+    for m in &r.matches {
+        match m {
+            Match::Dst(c) => address(b, c, true, NFT_CMP_EQ, &mut proto),
+            Match::NotDst(c) => address(b, c, true, NFT_CMP_NEQ, &mut proto),
+            _ => {}
+        }
+    }
+    for m in &r.matches {
+        if let Match::InIface(i) = m {
+            ifname(b, NFT_META_IIFNAME, i);
+        }
+    }
+    for m in &r.matches {
+        if let Match::OutIface(i) = m {
+            ifname(b, NFT_META_OIFNAME, i);
+        }
+    }
+    let has_dport = r.matches.iter().any(|m| matches!(m, Match::Dport(_)));
+    let tcp = r.matches.iter().any(|m| matches!(m, Match::Tcp))
+        || matches!(r.target, Target::Redirect(_));
+    let mut l4 = false;
+    if tcp && !has_dport {
+        l4proto_tcp(b);
+        l4 = true;
+    }
+    for m in &r.matches {
+        let (key, op, id) = match m {
+            Match::Uid(u) => (NFT_META_SKUID, NFT_CMP_EQ, *u),
+            Match::NotUid(u) => (NFT_META_SKUID, NFT_CMP_NEQ, *u),
+            Match::Gid(g) => (NFT_META_SKGID, NFT_CMP_EQ, *g),
+            Match::NotGid(g) => (NFT_META_SKGID, NFT_CMP_NEQ, *g),
+            _ => continue,
+        };
+        meta(b, key);
+        cmp(b, op, &id.to_ne_bytes());
+    }
+    for m in &r.matches {
+        if let Match::Dport(p) = m {
+            if !l4 {
+                l4proto_tcp(b);
+                l4 = true;
+            }
+            payload(b, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+            cmp(b, NFT_CMP_EQ, &p.to_be_bytes());
+        }
+    }
+    match r.target {
+        Target::Jump(c) => verdict(b, NFT_JUMP, Some(chain_name(c))),
+        Target::Return => verdict(b, NFT_RETURN, None),
+        Target::Redirect(p) => redirect(b, p),
+    }
+}
+
+fn table_msg(b: &mut Batch, ty: u16, flags: u16, what: &str) {
+    b.msg(
+        ty,
+        flags,
+        format!("{what} table inet {}", super::nft::TABLE),
+        |b| b.strz(NFTA_TABLE_NAME, super::nft::TABLE),
+    );
+}
+
+/// The batch `nft::render_apply` describes: create the table if needed,
+/// flush its rules, (re)declare the chains, append the rules.
+pub fn apply_batch(plan: &Plan) -> (Vec<u8>, Vec<String>) {
+    let table = super::nft::TABLE;
+    let mut b = Batch::new();
+    table_msg(&mut b, NFT_MSG_NEWTABLE, NLM_F_CREATE, "add");
+    b.msg(
+        NFT_MSG_DELRULE,
+        0,
+        format!("flush table inet {table}"),
+        |b| b.strz(NFTA_RULE_TABLE, table),
+    );
+    for c in super::nft::CHAINS {
+        b.msg(
+            NFT_MSG_NEWCHAIN,
+            NLM_F_CREATE,
+            format!("add chain {}", chain_name(c)),
+            |b| {
+                b.strz(NFTA_CHAIN_TABLE, table);
+                b.strz(NFTA_CHAIN_NAME, chain_name(c));
+                let hook = match c {
+                    Chain::Prerouting => Some(NF_INET_PRE_ROUTING),
+                    Chain::Output => Some(NF_INET_LOCAL_OUT),
+                    _ => None,
+                };
+                if let Some(h) = hook {
+                    b.nest(NFTA_CHAIN_HOOK, |b| {
+                        b.be32(NFTA_HOOK_HOOKNUM, h);
+                        b.be32(NFTA_HOOK_PRIORITY, (-100i32) as u32);
+                    });
+                    b.be32(NFTA_CHAIN_POLICY, NF_ACCEPT);
+                    b.strz(NFTA_CHAIN_TYPE, "nat");
+                }
+            },
+        );
+    }
+    let rules = super::nft::merged_rules(plan);
+    for c in super::nft::CHAINS {
+        let mut chain_rules: Vec<Rule> = Vec::new();
+        if matches!(c, Chain::Prerouting | Chain::Output) && !plan.ipv6 {
+            // meta nfproto ipv6 return: the table is single-stack.
+            b.msg(
+                NFT_MSG_NEWRULE,
+                NLM_F_CREATE | NLM_F_APPEND,
+                format!("add rule {}: meta nfproto ipv6 return", chain_name(c)),
+                |b| {
+                    b.strz(NFTA_RULE_TABLE, table);
+                    b.strz(NFTA_RULE_CHAIN, chain_name(c));
+                    b.nest(NFTA_RULE_EXPRESSIONS, |b| {
+                        meta(b, NFT_META_NFPROTO);
+                        cmp(b, NFT_CMP_EQ, &[NFPROTO_IPV6]);
+                        verdict(b, NFT_RETURN, None);
+                    });
+                },
+            );
+        }
+        chain_rules.extend(rules.iter().filter(|r| r.chain == c).cloned());
+        for r in &chain_rules {
+            b.msg(
+                NFT_MSG_NEWRULE,
+                NLM_F_CREATE | NLM_F_APPEND,
+                format!("add rule {}: {}", chain_name(c), super::nft::rule_text(r)),
+                |b| {
+                    b.strz(NFTA_RULE_TABLE, table);
+                    b.strz(NFTA_RULE_CHAIN, chain_name(c));
+                    b.nest(NFTA_RULE_EXPRESSIONS, |b| rule_exprs(b, r));
+                },
+            );
+        }
+    }
+    b.finish()
+}
+
+/// The batch `nft::render_remove` describes: delete the table, also when
+/// it is not there (it is created first in the same transaction).
+pub fn remove_batch() -> (Vec<u8>, Vec<String>) {
+    let mut b = Batch::new();
+    table_msg(&mut b, NFT_MSG_NEWTABLE, NLM_F_CREATE, "add");
+    table_msg(&mut b, NFT_MSG_DELTABLE, 0, "delete");
+    b.finish()
+}
+
+// ------------------------------------------------------------------ I/O
+
+fn err(msg: String) -> CniError {
+    CniError::new(code::CAPTURE_APPLY, msg)
+}
+
+/// A NETLINK_NETFILTER socket created inside `ns` (on a short-lived
+/// thread that entered it; the socket stays bound to that netns).
+fn socket_in(ns: &NetNs) -> Result<OwnedFd> {
+    ns.run(|| {
+        // SAFETY: plain socket(2); the fd is owned below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                NETLINK_NETFILTER,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })?
+    .map_err(|e| err(format!("nftables: netlink socket: {e}")))
+}
+
+/// Send one batch and read its acknowledgements; the first error names
+/// the message that failed. The transaction is all or nothing.
+fn transact(ns: &NetNs, batch: (Vec<u8>, Vec<String>)) -> Result<()> {
+    let (buf, what) = batch;
+    let sock = socket_in(ns)?;
+    let fd = sock.as_raw_fd();
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid int option.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            SOL_NETLINK,
+            NETLINK_CAP_ACK,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let tv = libc::timeval {
+            tv_sec: super::TOOL_TIMEOUT.as_secs() as libc::time_t,
+            tv_usec: 0,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+    // SAFETY: zeroed sockaddr_nl addressed to the kernel (pid 0).
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: buf outlives the call; addr is a valid sockaddr_nl.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            buf.as_ptr() as *const libc::c_void,
+            buf.len(),
+            0,
+            &addr as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if n < 0 || n as usize != buf.len() {
+        return Err(err(format!(
+            "nftables: netlink send: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // Acks are queued while the kernel processes the batch, i.e. before
+    // sendto returns; every message asked for one (seq 1..=len).
+    let mut acked = 0usize;
+    let mut failure: Option<String> = None;
+    let mut rbuf = vec![0u8; 65536];
+    while acked < what.len() && failure.is_none() {
+        // SAFETY: rbuf is valid for its length.
+        let r = unsafe { libc::recv(fd, rbuf.as_mut_ptr() as *mut libc::c_void, rbuf.len(), 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err(format!("nftables: netlink receive: {e}")));
+        }
+        let mut data = &rbuf[..r as usize];
+        while data.len() >= 16 {
+            let len = u32::from_ne_bytes(data[0..4].try_into().unwrap_or_default()) as usize;
+            let ty = u16::from_ne_bytes(data[4..6].try_into().unwrap_or_default());
+            let seq = u32::from_ne_bytes(data[8..12].try_into().unwrap_or_default());
+            if len < 16 || len > data.len() {
+                break;
+            }
+            if ty == NLMSG_ERROR && len >= 20 {
+                let e = i32::from_ne_bytes(data[16..20].try_into().unwrap_or_default());
+                if e == 0 {
+                    acked += 1;
+                } else if failure.is_none() {
+                    let step = (seq as usize)
+                        .checked_sub(1)
+                        .and_then(|i| what.get(i))
+                        .map_or("the batch", String::as_str);
+                    failure = Some(format!(
+                        "nftables: {step}: {}",
+                        std::io::Error::from_raw_os_error(-e)
+                    ));
+                }
+            }
+            let adv = (len + 3) & !3;
+            data = &data[adv.min(data.len())..];
+        }
+    }
+    // Closed at exit, not now: see the module doc.
+    if let Ok(mut l) = LINGER.lock() {
+        l.push(sock);
+    }
+    match failure {
+        Some(f) => Err(err(f)),
+        None => Ok(()),
+    }
+}
+
+pub fn apply(plan: &Plan, ns: &NetNs) -> Result<()> {
+    transact(ns, apply_batch(plan))
+}
+
+pub fn remove(ns: &NetNs) -> Result<()> {
+    transact(ns, remove_batch())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{CaptureConfig, Profile};
+
+    /// Walk a batch: (type, flags, seq, payload) per message.
+    fn messages(buf: &[u8]) -> Vec<(u16, u16, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut d = buf;
+        while !d.is_empty() {
+            let len = u32::from_ne_bytes(d[0..4].try_into().unwrap()) as usize;
+            assert!(
+                len >= 20 && len <= d.len() && len.is_multiple_of(4),
+                "bad length {len}"
+            );
+            let ty = u16::from_ne_bytes(d[4..6].try_into().unwrap());
+            let flags = u16::from_ne_bytes(d[6..8].try_into().unwrap());
+            let seq = u32::from_ne_bytes(d[8..12].try_into().unwrap());
+            out.push((ty, flags, seq, d[20..len].to_vec()));
+            d = &d[len..];
+        }
+        out
+    }
+
+    /// Every attribute list nests exactly to its end.
+    fn check_attrs(mut d: &[u8]) {
+        while !d.is_empty() {
+            assert!(d.len() >= 4);
+            let len = u16::from_ne_bytes(d[0..2].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes(d[2..4].try_into().unwrap());
+            assert!(
+                len >= 4 && len <= d.len(),
+                "attr length {len} of {}",
+                d.len()
+            );
+            if ty & NLA_F_NESTED != 0 {
+                check_attrs(&d[4..len]);
+            }
+            d = &d[((len + 3) & !3).min(d.len())..];
+        }
+    }
+
+    #[test]
+    fn batches_are_well_formed_and_one_transaction() {
+        for profile in [Profile::Istio, Profile::Linkerd] {
+            for ipv6 in [false, true] {
+                let plan = Plan::new(&CaptureConfig::defaults(profile), ipv6);
+                let (buf, what) = apply_batch(&plan);
+                let msgs = messages(&buf);
+                assert_eq!(msgs.first().unwrap().0, NFNL_MSG_BATCH_BEGIN);
+                assert_eq!(msgs.last().unwrap().0, NFNL_MSG_BATCH_END);
+                assert_eq!(msgs.len(), what.len() + 2);
+                for (i, (ty, flags, seq, payload)) in msgs.iter().enumerate() {
+                    assert_eq!(*seq as usize, i);
+                    if i > 0 && i + 1 < msgs.len() {
+                        assert_eq!(ty >> 8, NFNL_SUBSYS_NFTABLES);
+                        assert!(flags & NLM_F_ACK != 0);
+                        check_attrs(payload);
+                    }
+                }
+                // table, flush, 6 chains, then one message per rule.
+                let rules = msgs
+                    .iter()
+                    .filter(|m| m.0 == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE)
+                    .count();
+                let expect =
+                    crate::capture::nft::merged_rules(&plan).len() + if ipv6 { 0 } else { 2 };
+                assert_eq!(rules, expect);
+                assert_eq!(what.len(), 2 + 6 + expect);
+            }
+        }
+        let (buf, what) = remove_batch();
+        assert_eq!(messages(&buf).len(), 4);
+        assert_eq!(
+            what,
+            ["add table inet multimesh", "delete table inet multimesh"]
+        );
+    }
+
+    #[test]
+    fn interface_names_are_padded_like_nft() {
+        let mut b = Buf(Vec::new());
+        ifname(&mut b, NFT_META_IIFNAME, "net1");
+        let bytes = &b.0;
+        // The cmp data is IFNAMSIZ bytes: the name, then zeros.
+        let pos = bytes.windows(4).position(|w| w == b"net1").unwrap();
+        assert!(bytes[pos + 4..pos + 16].iter().all(|&x| x == 0));
+    }
+}
