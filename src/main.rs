@@ -37,7 +37,7 @@ fn fail(e: &CniError, version: &str) -> i32 {
 
 fn cni_main() -> i32 {
     let cmd_str = std::env::var("CNI_COMMAND").unwrap_or_default();
-    let mut stdin = Vec::new();
+    let mut stdin = Vec::with_capacity(64 * 1024);
     let _ = std::io::stdin().read_to_end(&mut stdin);
     // The version for error output: the config's if it has a usable one.
     let declared = serde_json::from_slice::<serde_json::Value>(&stdin)
