@@ -1,6 +1,8 @@
 //! nftables backend: one `inet multimesh` table, replaced in one atomic
-//! transaction (`nft -f -`) inside the pod netns. The ruleset is rendered in
-//! the form `nft list table` prints, so CHECK compares text.
+//! transaction inside the pod netns. This module renders it as text (the
+//! form `nft list table` prints, so CHECK compares text, and what
+//! `multimesh rules` shows); `nftnl` sends the same transaction over
+//! netlink. CHECK lists the table with `nft`.
 
 use super::plan::{Chain, Family, Match, Plan, Rule, Target};
 use super::{find_tool, TOOL_TIMEOUT};
