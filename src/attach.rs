@@ -143,15 +143,7 @@ fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -
     let removed = std::thread::scope(|s| {
         let h = capture.as_ref().map(|c| {
             crate::log::debug("capture: removing");
-            s.spawn(|| {
-                let t = std::time::Instant::now();
-                let r = remove_capture(c, netns, lock.dir());
-                crate::log::debug(&format!(
-                    "capture: removal took {:.1} ms",
-                    t.elapsed().as_secs_f64() * 1e3
-                ));
-                r
-            })
+            s.spawn(|| timed("removal", || remove_capture(c, netns, lock.dir())))
         });
         for a in rec.attachments.iter().rev() {
             if !a.started {
@@ -193,6 +185,17 @@ fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -
             first
         })
     }
+}
+
+/// Run a capture step, logging how long it took (debug).
+fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let t = std::time::Instant::now();
+    let r = f();
+    crate::log::debug(&format!(
+        "capture: {what} took {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    ));
+    r
 }
 
 fn remove_capture(c: &Value, netns: &str, dir: &Path) -> Result<()> {
@@ -504,15 +507,7 @@ fn add_meta(
     let (delegated, captured) = std::thread::scope(|s| {
         let capture = early.as_ref().map(|p| {
             crate::log::debug("capture: programming (alongside the delegates)");
-            s.spawn(|| {
-                let t = std::time::Instant::now();
-                let r = capture::apply(p, ns, lk.dir());
-                crate::log::debug(&format!(
-                    "capture: apply took {:.1} ms",
-                    t.elapsed().as_secs_f64() * 1e3
-                ));
-                r
-            })
+            s.spawn(|| timed("apply", || capture::apply(p, ns, lk.dir())))
         });
         let delegated = run_delegates(run, planned, &mut rec, lk);
         let captured = capture.map(|h| {
