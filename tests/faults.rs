@@ -773,13 +773,22 @@ fn capture_tool_missing() {
             o.stdout
         );
 
-        // Programmed while the tool was there, DEL while it is missing.
+        // Programmed while the tool was there, DEL while it is missing:
+        // legacy answers 103 until the tool is back; iptables-nft's tables
+        // are nf_tables tables, which DEL clears over netlink without it.
         node.cni("ADD", &conf, &pod.path, "fmiss2", "eth0").ok();
-        let msg = run(&node, Some(&m), "DEL", &conf, &pod, "fmiss2").err(103);
-        assert!(msg.contains("not found"), "{cap}: {msg}");
-        assert!(node.cni_dir().join("fmiss2").join("eth0.json").exists());
-        drop(m);
-        del_leaves_nothing(&node, &conf, &pod, "fmiss2", &format!("{cap}: tool back"));
+        if name.contains("legacy") {
+            let msg = run(&node, Some(&m), "DEL", &conf, &pod, "fmiss2").err(103);
+            assert!(msg.contains("not found"), "{cap}: {msg}");
+            assert!(node.cni_dir().join("fmiss2").join("eth0.json").exists());
+            drop(m);
+            del_leaves_nothing(&node, &conf, &pod, "fmiss2", &format!("{cap}: tool back"));
+        } else {
+            run(&node, Some(&m), "DEL", &conf, &pod, "fmiss2").ok();
+            drop(m);
+            assert_no_capture_anywhere(&pod, "iptables-nft DEL without the tool");
+            node.assert_no_leaks();
+        }
     }
 
     let node = Node::new("fmissn");
@@ -845,18 +854,16 @@ fn ip6tables_failing_after_ipv4_applied() {
 
 // 11. The capture tool failing on DEL: 103 and the record kept (delegates
 // are DELeted all the same), so the next DEL with a working tool finishes.
-// Without a record, a failing tool does not fail DEL. (iptables-nft: the
-// nftables backend has no tool; its kernel refusals are in tests/capture.rs.)
+// Without a record, a failing tool does not fail DEL. (iptables-legacy:
+// the nftables backend and iptables-nft's DEL need no tool; their kernel
+// refusals are in tests/capture.rs.)
 #[test]
 fn capture_tool_failing_on_del() {
     let node = Node::new("fdelf");
     let pod = node.pod("p");
-    let conf = node.meta(
-        vec![node.cluster_bridge()],
-        json!({"backend": "iptables", "iptablesVariant": "nft"}),
-    );
+    let conf = node.meta(vec![node.cluster_bridge()], LEGACY());
     node.cni("ADD", &conf, &pod.path, "fdelf", "eth0").ok();
-    let path = failing_tools(&node, &["iptables-nft-restore", "iptables-nft-save"]);
+    let path = failing_tools(&node, &["iptables-legacy-restore", "iptables-legacy-save"]);
     let del = |cid: &str| {
         Call::start(
             &node,

@@ -354,6 +354,14 @@ fn remove_family(
     ns: &NetNs,
     lock: &Path,
 ) -> Result<()> {
+    if variant == Variant::Nft {
+        // iptables-nft's tables are nf_tables tables: remove ours over
+        // netlink (see `nftnl::remove_xt`); the tools are the fallback.
+        match super::nftnl::remove_xt(ns, CHAIN_PREFIX, fam == Family::V6) {
+            Ok(()) => return Ok(()),
+            Err(e) => crate::log::verbose(&format!("{e}; removing with the restore tool")),
+        }
+    }
     let t = tools(variant, fam)?;
     // The fast path fits the shape the plan programs; anything else (partly
     // removed, changed by hand) takes the save + cleanup path.

@@ -174,11 +174,16 @@ impl Batch {
 
     /// An nf_tables message on the inet family, acknowledged.
     fn msg(&mut self, ty: u16, flags: u16, what: String, f: impl FnOnce(&mut Buf)) {
+        self.msg_in(NFPROTO_INET, ty, flags, what, f)
+    }
+
+    /// An nf_tables message on `family`, acknowledged.
+    fn msg_in(&mut self, family: u8, ty: u16, flags: u16, what: String, f: impl FnOnce(&mut Buf)) {
         self.what.push(what);
         self.header(
             (NFNL_SUBSYS_NFTABLES << 8) | ty,
             NLM_F_REQUEST | NLM_F_ACK | flags,
-            NFPROTO_INET,
+            family,
             f,
         );
     }
@@ -495,9 +500,20 @@ fn socket_in(ns: &NetNs) -> Result<OwnedFd> {
 /// Send one batch and read its acknowledgements; the first error names
 /// the message that failed. The transaction is all or nothing.
 fn transact(ns: &NetNs, batch: (Vec<u8>, Vec<String>)) -> Result<()> {
-    let (buf, what) = batch;
     let sock = socket_in(ns)?;
-    let fd = sock.as_raw_fd();
+    let r = send_batch(&sock, batch);
+    linger(sock);
+    r
+}
+
+/// Closed at exit, not now: see the module doc.
+fn linger(sock: OwnedFd) {
+    if let Ok(mut l) = LINGER.lock() {
+        l.push(sock);
+    }
+}
+
+fn sockopts(fd: i32) {
     let one: libc::c_int = 1;
     // SAFETY: setsockopt with a valid int option.
     unsafe {
@@ -520,6 +536,10 @@ fn transact(ns: &NetNs, batch: (Vec<u8>, Vec<String>)) -> Result<()> {
             std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         );
     }
+}
+
+/// Send `buf` to the kernel.
+fn send(fd: i32, buf: &[u8]) -> Result<()> {
     // SAFETY: zeroed sockaddr_nl addressed to the kernel (pid 0).
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -540,22 +560,38 @@ fn transact(ns: &NetNs, batch: (Vec<u8>, Vec<String>)) -> Result<()> {
             std::io::Error::last_os_error()
         )));
     }
+    Ok(())
+}
+
+/// Receive one datagram of replies.
+fn recv(fd: i32, rbuf: &mut [u8]) -> Result<usize> {
+    loop {
+        // SAFETY: rbuf is valid for its length.
+        let r = unsafe { libc::recv(fd, rbuf.as_mut_ptr() as *mut libc::c_void, rbuf.len(), 0) };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err(format!("nftables: netlink receive: {e}")));
+        }
+    }
+}
+
+/// Send one batch on `sock` and read its acknowledgements.
+fn send_batch(sock: &OwnedFd, batch: (Vec<u8>, Vec<String>)) -> Result<()> {
+    let (buf, what) = batch;
+    let fd = sock.as_raw_fd();
+    sockopts(fd);
+    send(fd, &buf)?;
     // Acks are queued while the kernel processes the batch, i.e. before
     // sendto returns; every message asked for one (seq 1..=len).
     let mut acked = 0usize;
     let mut failure: Option<String> = None;
     let mut rbuf = vec![0u8; 65536];
     while acked < what.len() && failure.is_none() {
-        // SAFETY: rbuf is valid for its length.
-        let r = unsafe { libc::recv(fd, rbuf.as_mut_ptr() as *mut libc::c_void, rbuf.len(), 0) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err(format!("nftables: netlink receive: {e}")));
-        }
-        let mut data = &rbuf[..r as usize];
+        let r = recv(fd, &mut rbuf)?;
+        let mut data = &rbuf[..r];
         while data.len() >= 16 {
             let len = u32::from_ne_bytes(data[0..4].try_into().unwrap_or_default()) as usize;
             let ty = u16::from_ne_bytes(data[4..6].try_into().unwrap_or_default());
@@ -582,14 +618,200 @@ fn transact(ns: &NetNs, batch: (Vec<u8>, Vec<String>)) -> Result<()> {
             data = &data[adv.min(data.len())..];
         }
     }
-    // Closed at exit, not now: see the module doc.
-    if let Ok(mut l) = LINGER.lock() {
-        l.push(sock);
-    }
     match failure {
         Some(f) => Err(err(f)),
         None => Ok(()),
     }
+}
+
+// ------------------------------------------- iptables-nft, over netlink
+
+const NLMSG_DONE: u16 = 3;
+const NLM_F_DUMP: u16 = 0x300;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFTA_RULE_HANDLE: u16 = 3;
+const NFT_GOTO: i32 = -4;
+const XT_TABLE: &str = "nat";
+
+/// The attributes of a list, as (type without flags, payload).
+fn attrs(mut d: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while d.len() >= 4 {
+        let len = u16::from_ne_bytes([d[0], d[1]]) as usize;
+        let ty = u16::from_ne_bytes([d[2], d[3]]) & 0x3fff;
+        if len < 4 || len > d.len() {
+            break;
+        }
+        out.push((ty, &d[4..len]));
+        d = &d[((len + 3) & !3).min(d.len())..];
+    }
+    out
+}
+
+fn attr(d: &[u8], ty: u16) -> Option<&[u8]> {
+    attrs(d).into_iter().find(|(t, _)| *t == ty).map(|(_, v)| v)
+}
+
+fn attr_str(d: &[u8], ty: u16) -> Option<String> {
+    let v = attr(d, ty)?;
+    let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+    Some(String::from_utf8_lossy(&v[..end]).into_owned())
+}
+
+/// The chain a rule jumps or goes to, if any.
+fn rule_jump(rule: &[u8]) -> Option<String> {
+    let exprs = attr(rule, NFTA_RULE_EXPRESSIONS)?;
+    for (t, e) in attrs(exprs) {
+        if t != NFTA_LIST_ELEM || attr_str(e, NFTA_EXPR_NAME).as_deref() != Some("immediate") {
+            continue;
+        }
+        let v = attr(e, NFTA_EXPR_DATA)
+            .and_then(|d| attr(d, NFTA_IMMEDIATE_DATA))
+            .and_then(|d| attr(d, NFTA_DATA_VERDICT));
+        let Some(v) = v else { continue };
+        let code = attr(v, NFTA_VERDICT_CODE)
+            .and_then(|c| c.try_into().ok())
+            .map(|c: [u8; 4]| i32::from_be_bytes(c));
+        if matches!(code, Some(NFT_JUMP) | Some(NFT_GOTO)) {
+            return attr_str(v, NFTA_VERDICT_CHAIN);
+        }
+    }
+    None
+}
+
+/// Dump chains or rules of `family`; the attribute lists of the replies.
+fn dump(fd: i32, ty: u16, family: u8, table: Option<&str>) -> Result<Vec<Vec<u8>>> {
+    let mut b = Batch {
+        buf: Buf(Vec::new()),
+        seq: 1,
+        what: Vec::new(),
+    };
+    b.header(
+        (NFNL_SUBSYS_NFTABLES << 8) | ty,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        family,
+        |b| {
+            if let Some(t) = table {
+                b.strz(NFTA_RULE_TABLE, t);
+            }
+        },
+    );
+    send(fd, &b.buf.0)?;
+    let mut out = Vec::new();
+    let mut rbuf = vec![0u8; 65536];
+    loop {
+        let r = recv(fd, &mut rbuf)?;
+        let mut data = &rbuf[..r];
+        while data.len() >= 16 {
+            let len = u32::from_ne_bytes(data[0..4].try_into().unwrap_or_default()) as usize;
+            let mty = u16::from_ne_bytes(data[4..6].try_into().unwrap_or_default());
+            if len < 16 || len > data.len() {
+                return Err(err("nftables: malformed netlink reply".into()));
+            }
+            match mty {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    let e = data
+                        .get(16..20)
+                        .and_then(|x| x.try_into().ok())
+                        .map_or(-libc::EIO, i32::from_ne_bytes);
+                    if e == -libc::ENOENT {
+                        return Ok(out); // no such table: nothing of ours
+                    }
+                    return Err(err(format!(
+                        "nftables: list: {}",
+                        std::io::Error::from_raw_os_error(-e)
+                    )));
+                }
+                _ if len >= 20 => out.push(data[20..len].to_vec()),
+                _ => {}
+            }
+            data = &data[((len + 3) & !3).min(data.len())..];
+        }
+    }
+}
+
+/// iptables-nft keeps its tables as nf_tables tables (`ip nat`, `ip6 nat`),
+/// so multimesh's chains there can be removed over netlink too, with the
+/// same effect as the `-D`/`-F`/`-X` restore and without the
+/// `iptables-nft-restore` process (whose exit, right after a deletion,
+/// holds the netns's nf_tables mutex for a grace period; see the module
+/// doc): list the table's chains and rules, then one batch deletes the
+/// jumps to ours (by handle), flushes ours and deletes them. Whatever of
+/// ours is there is removed; nothing else is touched.
+pub fn remove_xt(ns: &NetNs, prefix: &str, v6: bool) -> Result<()> {
+    let family = if v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 };
+    let sock = socket_in(ns)?;
+    let r = remove_xt_on(&sock, prefix, family);
+    linger(sock);
+    r
+}
+
+fn remove_xt_on(sock: &OwnedFd, prefix: &str, family: u8) -> Result<()> {
+    let fd = sock.as_raw_fd();
+    sockopts(fd);
+    let chains: Vec<String> = dump(fd, NFT_MSG_GETCHAIN, family, None)?
+        .iter()
+        .filter(|c| attr_str(c, NFTA_CHAIN_TABLE).as_deref() == Some(XT_TABLE))
+        .filter_map(|c| attr_str(c, NFTA_CHAIN_NAME))
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    let mut jumps: Vec<(String, [u8; 8])> = Vec::new();
+    for r in dump(fd, NFT_MSG_GETRULE, family, Some(XT_TABLE))? {
+        let Some(chain) = attr_str(&r, NFTA_RULE_CHAIN) else {
+            continue;
+        };
+        if chain.starts_with(prefix) || !rule_jump(&r).is_some_and(|t| t.starts_with(prefix)) {
+            continue;
+        }
+        if let Some(h) = attr(&r, NFTA_RULE_HANDLE).and_then(|h| h.try_into().ok()) {
+            jumps.push((chain, h));
+        }
+    }
+    if chains.is_empty() && jumps.is_empty() {
+        return Ok(());
+    }
+    let mut b = Batch::new();
+    for (chain, handle) in &jumps {
+        b.msg_in(
+            family,
+            NFT_MSG_DELRULE,
+            0,
+            format!("delete a jump from {chain}"),
+            |b| {
+                b.strz(NFTA_RULE_TABLE, XT_TABLE);
+                b.strz(NFTA_RULE_CHAIN, chain);
+                b.put(NFTA_RULE_HANDLE, handle);
+            },
+        );
+    }
+    for c in &chains {
+        b.msg_in(
+            family,
+            NFT_MSG_DELRULE,
+            0,
+            format!("flush chain {c}"),
+            |b| {
+                b.strz(NFTA_RULE_TABLE, XT_TABLE);
+                b.strz(NFTA_RULE_CHAIN, c);
+            },
+        );
+    }
+    for c in &chains {
+        b.msg_in(
+            family,
+            NFT_MSG_DELCHAIN,
+            0,
+            format!("delete chain {c}"),
+            |b| {
+                b.strz(NFTA_CHAIN_TABLE, XT_TABLE);
+                b.strz(NFTA_CHAIN_NAME, c);
+            },
+        );
+    }
+    send_batch(sock, b.finish())
 }
 
 pub fn apply(plan: &Plan, ns: &NetNs) -> Result<()> {
@@ -677,6 +899,31 @@ mod tests {
             what,
             ["add table inet multimesh", "delete table inet multimesh"]
         );
+    }
+
+    #[test]
+    fn jump_targets_are_read_back_from_rule_attributes() {
+        let rule = |target: Option<&str>| {
+            let mut b = Buf(Vec::new());
+            b.strz(NFTA_RULE_TABLE, "nat");
+            b.strz(NFTA_RULE_CHAIN, "OUTPUT");
+            b.nest(NFTA_RULE_EXPRESSIONS, |b| {
+                l4proto_tcp(b);
+                match target {
+                    Some(t) => verdict(b, NFT_JUMP, Some(t)),
+                    None => verdict(b, NFT_RETURN, None),
+                }
+            });
+            b.0
+        };
+        let r = rule(Some("MULTIMESH_OUTPUT"));
+        assert_eq!(rule_jump(&r).as_deref(), Some("MULTIMESH_OUTPUT"));
+        assert_eq!(attr_str(&r, NFTA_RULE_CHAIN).as_deref(), Some("OUTPUT"));
+        assert_eq!(rule_jump(&rule(None)), None);
+        // Truncated input yields nothing, not a panic.
+        for n in 0..r.len() {
+            let _ = rule_jump(&r[..n]);
+        }
     }
 
     #[test]
