@@ -966,9 +966,9 @@ def main():
     notes = {
         "bare": "the bridge plugin run directly",
         "mm-nocap": "the same bridge as multimesh's delegate",
-        "mm-ipt-legacy": "ADD: 1 iptables-legacy-restore, alongside the delegate; DEL removes the rules, alongside too",
-        "mm-ipt-nft": "ADD: 1 iptables-nft-restore, alongside the delegate; DEL removes the rules, alongside too",
-        "mm-nftables": "ADD: 1 netlink transaction by multimesh (no `nft` process), alongside the delegate; DEL removes the table, alongside too",
+        "mm-ipt-legacy": "ADD: 1 iptables-legacy-restore, alongside the delegate; DEL: 1 restore removes the rules",
+        "mm-ipt-nft": "ADD: 1 iptables-nft-restore, alongside the delegate; DEL: 1 netlink transaction removes the rules",
+        "mm-nftables": "ADD: 1 netlink transaction by multimesh (no `nft` process), alongside the delegate; DEL: 1 netlink transaction removes the table",
         "init-style": f"bare bridge, then 1 iptables-legacy process per rule ({nrules}), as istio-init",
     }
     kind = lambda v: "base" if v == "bare" else ("other" if v == "init-style" else "mm")
@@ -1119,7 +1119,7 @@ def main():
     say("multimesh runs the delegates as child processes, so its cycle contains the bare "
         "cycle; with capture, its ADD also programs the rules (one restore, or one netlink "
         "transaction for nftables) on a thread of its own while the delegate runs, and its "
-        "DEL removes them again the same way, while the init-container style and bare+rules "
+        "DEL removes them again before the delegate's DEL, while the init-container style and bare+rules "
         "only add them (they go with the netns). The init-container style's ADD includes its "
         "per-rule loop.")
     say()

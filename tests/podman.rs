@@ -382,7 +382,16 @@ fn assert_removed(p: &Podman, id: &str, sandbox: &str, held: &HeldNetns) {
             .node
             .exec(&format!("ip -o link show master {br} 2>/dev/null"));
         let ports = String::from_utf8_lossy(&ports.stdout).to_string();
-        assert!(ports.trim().is_empty(), "ports left on {br}: {ports}");
+        assert!(
+            ports.trim().is_empty(),
+            "ports left on {br}: {ports}\nmultimesh log (errors and DELs):\n{}",
+            std::fs::read_to_string(p.dir.join("multimesh.log"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(" error ") || l.contains("DEL"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     // libcni's result cache (podman does not make it configurable).
     let cached: Vec<String> = walk(Path::new("/var/lib/cni/results"))
