@@ -205,6 +205,10 @@ fn lock(conf: &NetConf, env: &Env, create: bool) -> Result<Option<ContainerLock>
     ContainerLock::acquire(&conf.cni_dir, &env.container_id, create)
 }
 
+/// How a capture step programs: `capture::apply` (the whole plan) or
+/// `capture::add_ipv6` (the IPv6 part after a single-stack apply).
+type CaptureStep = fn(&Programmed, &NetNs, &Path) -> std::result::Result<(), capture::ApplyError>;
+
 /// Programme capture for a record (saved first, so a crash leaves a trace).
 fn add_capture(
     cfg: &CaptureConfig,
@@ -212,12 +216,13 @@ fn add_capture(
     lk: &ContainerLock,
     ns: &NetNs,
     ipv6: bool,
+    step: CaptureStep,
 ) -> Result<()> {
     let p = Programmed::resolve(cfg, ipv6, lk.dir())?;
     rec.capture = Some(p.to_json());
     lk.save(rec)?;
     crate::log::debug("capture: programming");
-    match capture::apply(&p, ns, lk.dir()) {
+    match step(&p, ns, lk.dir()) {
         Ok(()) => {
             crate::log::debug("capture: programmed");
             Ok(())
@@ -251,30 +256,6 @@ fn run_delegates(
         }
     }
     Ok(())
-}
-
-/// A result brought IPv6: add the IPv6 part to the single-stack capture
-/// programmed alongside the delegates (recorded first, as ever).
-fn add_capture_ipv6(
-    cfg: &CaptureConfig,
-    rec: &mut Record,
-    lk: &ContainerLock,
-    ns: &NetNs,
-) -> Result<()> {
-    let p = Programmed::resolve(cfg, true, lk.dir())?;
-    rec.capture = Some(p.to_json());
-    lk.save(rec)?;
-    crate::log::debug("capture: programming IPv6");
-    match capture::add_ipv6(&p, ns, lk.dir()) {
-        Ok(()) => Ok(()),
-        Err(f) => {
-            if f.clean {
-                rec.capture = None;
-                lk.save(rec)?;
-            }
-            Err(f.error)
-        }
-    }
 }
 
 fn open_netns(env: &Env) -> Result<NetNs> {
@@ -542,7 +523,7 @@ fn add_meta(
             .filter_map(|a| a.result.as_ref())
             .any(cni::result_has_ipv6);
         if ipv6 {
-            if let Err(e) = add_capture_ipv6(cfg, &mut rec, lk, ns) {
+            if let Err(e) = add_capture(cfg, &mut rec, lk, ns, true, capture::add_ipv6) {
                 return Err(fail(&mut rec, e));
             }
         }
@@ -582,7 +563,7 @@ fn add_chained(
                     .and_then(|c| Programmed::from_json(c).ok())
                     .is_some_and(|p| p.ipv6)
             });
-        if let Err(e) = add_capture(cfg, &mut rec, lk, ns, ipv6) {
+        if let Err(e) = add_capture(cfg, &mut rec, lk, ns, ipv6, capture::apply) {
             let _ = teardown(&mut rec, lk, run, &env.netns);
             return Err(e);
         }

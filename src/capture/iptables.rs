@@ -308,14 +308,14 @@ pub fn apply_rest(
             continue;
         }
         if let Err(error) = apply_family(plan, fam, variant, ns, &lock) {
-            let mut clean = true;
-            for &f in &done {
-                if let Err(e) = remove_family(plan, f, variant, ns, &lock) {
-                    crate::log::error(&format!("undoing capture after a failed apply: {e}"));
-                    clean = false;
-                }
+            let undone = remove_families(plan, &done, variant, ns, &lock);
+            if let Err(e) = &undone {
+                crate::log::error(&format!("undoing capture after a failed apply: {e}"));
             }
-            return Err(super::ApplyError { error, clean });
+            return Err(super::ApplyError {
+                error,
+                clean: undone.is_ok(),
+            });
         }
         done.push(fam);
     }
@@ -340,11 +340,35 @@ fn apply_family(plan: &Plan, fam: Family, variant: Variant, ns: &NetNs, lock: &P
 }
 
 pub fn remove(plan: &Plan, variant: Variant, ns: &NetNs, state_dir: &Path) -> Result<()> {
-    let lock = lock_file(state_dir);
-    for fam in plan.families() {
-        remove_family(plan, fam, variant, ns, &lock)?;
+    remove_families(plan, &plan.families(), variant, ns, &lock_file(state_dir))
+}
+
+/// Remove ours from `families`. iptables-nft's tables are nf_tables
+/// tables: one netlink socket clears them all (see `nftnl::remove_xt`),
+/// with the tools as the fallback; legacy takes the tools.
+fn remove_families(
+    plan: &Plan,
+    families: &[Family],
+    variant: Variant,
+    ns: &NetNs,
+    lock: &Path,
+) -> Result<()> {
+    if families.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    if variant == Variant::Nft {
+        match super::nftnl::remove_xt(ns, CHAIN_PREFIX, families) {
+            Ok(()) => return Ok(()),
+            Err(e) => crate::log::verbose(&format!("{e}; removing with the restore tool")),
+        }
+    }
+    let mut first = None;
+    for &fam in families {
+        if let Err(e) = remove_family(plan, fam, variant, ns, lock) {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 fn remove_family(
@@ -354,14 +378,6 @@ fn remove_family(
     ns: &NetNs,
     lock: &Path,
 ) -> Result<()> {
-    if variant == Variant::Nft {
-        // iptables-nft's tables are nf_tables tables: remove ours over
-        // netlink (see `nftnl::remove_xt`); the tools are the fallback.
-        match super::nftnl::remove_xt(ns, CHAIN_PREFIX, fam == Family::V6) {
-            Ok(()) => return Ok(()),
-            Err(e) => crate::log::verbose(&format!("{e}; removing with the restore tool")),
-        }
-    }
     let t = tools(variant, fam)?;
     // The fast path fits the shape the plan programs; anything else (partly
     // removed, changed by hand) takes the save + cleanup path.

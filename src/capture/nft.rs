@@ -180,10 +180,6 @@ pub fn render_apply(plan: &Plan) -> String {
     )
 }
 
-pub fn render_remove() -> String {
-    format!("table inet {TABLE}\ndelete table inet {TABLE}\n")
-}
-
 fn nft() -> Result<std::path::PathBuf> {
     find_tool("nft").ok_or_else(|| {
         CniError::new(
@@ -206,7 +202,7 @@ pub fn apply(plan: &Plan, ns: &NetNs) -> Result<()> {
     super::nftnl::apply(plan, ns)
 }
 
-/// Remove the table (`render_remove`'s transaction, over netlink).
+/// Remove the table (one transaction, over netlink).
 pub fn remove(ns: &NetNs) -> Result<()> {
     super::nftnl::remove(ns)
 }

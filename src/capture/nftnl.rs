@@ -425,44 +425,36 @@ pub fn apply_batch(plan: &Plan) -> (Vec<u8>, Vec<String>) {
         );
     }
     let rules = super::nft::merged_rules(plan);
+    let mut add_rule = |c: Chain, text: String, exprs: &dyn Fn(&mut Buf)| {
+        b.msg(
+            NFT_MSG_NEWRULE,
+            NLM_F_CREATE | NLM_F_APPEND,
+            format!("add rule {}: {text}", chain_name(c)),
+            |b| {
+                b.strz(NFTA_RULE_TABLE, table);
+                b.strz(NFTA_RULE_CHAIN, chain_name(c));
+                b.nest(NFTA_RULE_EXPRESSIONS, exprs);
+            },
+        )
+    };
     for c in super::nft::CHAINS {
-        let mut chain_rules: Vec<Rule> = Vec::new();
         if matches!(c, Chain::Prerouting | Chain::Output) && !plan.ipv6 {
-            // meta nfproto ipv6 return: the table is single-stack.
-            b.msg(
-                NFT_MSG_NEWRULE,
-                NLM_F_CREATE | NLM_F_APPEND,
-                format!("add rule {}: meta nfproto ipv6 return", chain_name(c)),
-                |b| {
-                    b.strz(NFTA_RULE_TABLE, table);
-                    b.strz(NFTA_RULE_CHAIN, chain_name(c));
-                    b.nest(NFTA_RULE_EXPRESSIONS, |b| {
-                        meta(b, NFT_META_NFPROTO);
-                        cmp(b, NFT_CMP_EQ, &[NFPROTO_IPV6]);
-                        verdict(b, NFT_RETURN, None);
-                    });
-                },
-            );
+            // The table is single-stack.
+            add_rule(c, "meta nfproto ipv6 return".into(), &|b| {
+                meta(b, NFT_META_NFPROTO);
+                cmp(b, NFT_CMP_EQ, &[NFPROTO_IPV6]);
+                verdict(b, NFT_RETURN, None);
+            });
         }
-        chain_rules.extend(rules.iter().filter(|r| r.chain == c).cloned());
-        for r in &chain_rules {
-            b.msg(
-                NFT_MSG_NEWRULE,
-                NLM_F_CREATE | NLM_F_APPEND,
-                format!("add rule {}: {}", chain_name(c), super::nft::rule_text(r)),
-                |b| {
-                    b.strz(NFTA_RULE_TABLE, table);
-                    b.strz(NFTA_RULE_CHAIN, chain_name(c));
-                    b.nest(NFTA_RULE_EXPRESSIONS, |b| rule_exprs(b, r));
-                },
-            );
+        for r in rules.iter().filter(|r| r.chain == c) {
+            add_rule(c, super::nft::rule_text(r), &|b| rule_exprs(b, r));
         }
     }
     b.finish()
 }
 
-/// The batch `nft::render_remove` describes: delete the table, also when
-/// it is not there (it is created first in the same transaction).
+/// Delete the table, also when it is not there (it is created first in
+/// the same transaction).
 pub fn remove_batch() -> (Vec<u8>, Vec<String>) {
     let mut b = Batch::new();
     table_msg(&mut b, NFT_MSG_NEWTABLE, NLM_F_CREATE, "add");
@@ -491,6 +483,7 @@ fn socket_in(ns: &NetNs) -> Result<OwnedFd> {
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        sockopts(fd);
         // SAFETY: a fresh fd we own.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     })?
@@ -513,6 +506,7 @@ fn linger(sock: OwnedFd) {
     }
 }
 
+/// Small acks (no echo of our messages) and a bounded wait for replies.
 fn sockopts(fd: i32) {
     let one: libc::c_int = 1;
     // SAFETY: setsockopt with a valid int option.
@@ -582,7 +576,6 @@ fn recv(fd: i32, rbuf: &mut [u8]) -> Result<usize> {
 fn send_batch(sock: &OwnedFd, batch: (Vec<u8>, Vec<String>)) -> Result<()> {
     let (buf, what) = batch;
     let fd = sock.as_raw_fd();
-    sockopts(fd);
     send(fd, &buf)?;
     // Acks are queued while the kernel processes the batch, i.e. before
     // sendto returns; every message asked for one (seq 1..=len).
@@ -741,17 +734,22 @@ fn dump(fd: i32, ty: u16, family: u8, table: Option<&str>) -> Result<Vec<Vec<u8>
 /// doc): list the table's chains and rules, then one batch deletes the
 /// jumps to ours (by handle), flushes ours and deletes them. Whatever of
 /// ours is there is removed; nothing else is touched.
-pub fn remove_xt(ns: &NetNs, prefix: &str, v6: bool) -> Result<()> {
-    let family = if v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 };
+pub fn remove_xt(ns: &NetNs, prefix: &str, families: &[Family]) -> Result<()> {
     let sock = socket_in(ns)?;
-    let r = remove_xt_on(&sock, prefix, family);
+    let r = families.iter().try_for_each(|f| {
+        let family = if *f == Family::V6 {
+            NFPROTO_IPV6
+        } else {
+            NFPROTO_IPV4
+        };
+        remove_xt_on(&sock, prefix, family)
+    });
     linger(sock);
     r
 }
 
 fn remove_xt_on(sock: &OwnedFd, prefix: &str, family: u8) -> Result<()> {
     let fd = sock.as_raw_fd();
-    sockopts(fd);
     let chains: Vec<String> = dump(fd, NFT_MSG_GETCHAIN, family, None)?
         .iter()
         .filter(|c| attr_str(c, NFTA_CHAIN_TABLE).as_deref() == Some(XT_TABLE))
@@ -774,42 +772,38 @@ fn remove_xt_on(sock: &OwnedFd, prefix: &str, family: u8) -> Result<()> {
         return Ok(());
     }
     let mut b = Batch::new();
-    for (chain, handle) in &jumps {
-        b.msg_in(
-            family,
+    // (message, what it does, chain, rule handle). The table attribute is
+    // number 1 in rule and chain messages alike; the chain's differs.
+    let mut steps: Vec<(u16, String, &str, Option<&[u8; 8]>)> = Vec::new();
+    for (c, h) in &jumps {
+        steps.push((
             NFT_MSG_DELRULE,
-            0,
-            format!("delete a jump from {chain}"),
-            |b| {
-                b.strz(NFTA_RULE_TABLE, XT_TABLE);
-                b.strz(NFTA_RULE_CHAIN, chain);
-                b.put(NFTA_RULE_HANDLE, handle);
-            },
-        );
+            format!("delete a jump from {c}"),
+            c,
+            Some(h),
+        ));
     }
     for c in &chains {
-        b.msg_in(
-            family,
-            NFT_MSG_DELRULE,
-            0,
-            format!("flush chain {c}"),
-            |b| {
-                b.strz(NFTA_RULE_TABLE, XT_TABLE);
-                b.strz(NFTA_RULE_CHAIN, c);
-            },
-        );
+        steps.push((NFT_MSG_DELRULE, format!("flush chain {c}"), c, None));
     }
     for c in &chains {
-        b.msg_in(
-            family,
-            NFT_MSG_DELCHAIN,
-            0,
-            format!("delete chain {c}"),
-            |b| {
-                b.strz(NFTA_CHAIN_TABLE, XT_TABLE);
-                b.strz(NFTA_CHAIN_NAME, c);
-            },
-        );
+        steps.push((NFT_MSG_DELCHAIN, format!("delete chain {c}"), c, None));
+    }
+    for (ty, what, chain, handle) in steps {
+        b.msg_in(family, ty, 0, what, |b| {
+            b.strz(NFTA_RULE_TABLE, XT_TABLE);
+            b.strz(
+                if ty == NFT_MSG_DELCHAIN {
+                    NFTA_CHAIN_NAME
+                } else {
+                    NFTA_RULE_CHAIN
+                },
+                chain,
+            );
+            if let Some(h) = handle {
+                b.put(NFTA_RULE_HANDLE, h);
+            }
+        });
     }
     send_batch(sock, b.finish())
 }
