@@ -211,18 +211,16 @@ type CaptureStep = fn(&Programmed, &NetNs, &Path) -> std::result::Result<(), cap
 
 /// Programme capture for a record (saved first, so a crash leaves a trace).
 fn add_capture(
-    cfg: &CaptureConfig,
+    p: &Programmed,
     rec: &mut Record,
     lk: &ContainerLock,
     ns: &NetNs,
-    ipv6: bool,
     step: CaptureStep,
 ) -> Result<()> {
-    let p = Programmed::resolve(cfg, ipv6, lk.dir())?;
     rec.capture = Some(p.to_json());
     lk.save(rec)?;
     crate::log::debug("capture: programming");
-    match step(&p, ns, lk.dir()) {
+    match step(p, ns, lk.dir()) {
         Ok(()) => {
             crate::log::debug("capture: programmed");
             Ok(())
@@ -516,14 +514,18 @@ fn add_meta(
             return Err(fail(&mut rec, e));
         }
     }
-    if let Some(cfg) = capture_cfg {
+    if let Some(p) = &early {
         let ipv6 = rec
             .attachments
             .iter()
             .filter_map(|a| a.result.as_ref())
             .any(cni::result_has_ipv6);
         if ipv6 {
-            if let Err(e) = add_capture(cfg, &mut rec, lk, ns, true, capture::add_ipv6) {
+            let p6 = Programmed {
+                ipv6: true,
+                ..p.clone()
+            };
+            if let Err(e) = add_capture(&p6, &mut rec, lk, ns, capture::add_ipv6) {
                 return Err(fail(&mut rec, e));
             }
         }
@@ -563,7 +565,9 @@ fn add_chained(
                     .and_then(|c| Programmed::from_json(c).ok())
                     .is_some_and(|p| p.ipv6)
             });
-        if let Err(e) = add_capture(cfg, &mut rec, lk, ns, ipv6, capture::apply) {
+        let added = Programmed::resolve(cfg, ipv6, lk.dir())
+            .and_then(|p| add_capture(&p, &mut rec, lk, ns, capture::apply));
+        if let Err(e) = added {
             let _ = teardown(&mut rec, lk, run, &env.netns);
             return Err(e);
         }
