@@ -99,7 +99,7 @@ PY=/usr/bin/python3
 echo "== cargo build --release" >&2
 cargo build --release
 BIN=target/release/multimesh
-for b in "$BIN" target/release/mm-recorder target/release/mm-probe; do
+for b in "$BIN" target/release/mm-recorder target/release/mm-probe target/release/mm-passthrough; do
   [ -x "$b" ] || { echo "missing $b after build" >&2; exit 1; }
 done
 BINSIZE=$(stat -c %s "$BIN")

@@ -33,7 +33,7 @@ FONT = "DejaVu Sans, Verdana, Arial, sans-serif"
 COLORS = {
     "base": "#8c8c8c",  # the bare delegate(s): the baseline of a group
     "mm": "#2f6db5",  # multimesh
-    "other": "#d98b1f",  # the same work done another way (init-container style, bare+rules)
+    "other": "#d98b1f",  # references: exec hop only, or the rules without multimesh (init style, bare+rules)
 }
 
 
@@ -139,7 +139,7 @@ def draw(res, path):
     # Legend
     lx = 20
     for kind, name in (("base", "bare delegate(s)"), ("mm", "multimesh"),
-                       ("other", "same work without multimesh (rules per process / one restore)")):
+                       ("other", "references: exec hop only; the rules without multimesh")):
         out.append(f'<rect x="{lx}" y="{y + 8}" width="12" height="12" fill="{COLORS[kind]}"/>')
         out.append(text(lx + 17, y + 18, name, size=11.5))
         lx += 17 + 7.0 * len(name) + 22

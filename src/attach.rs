@@ -125,7 +125,7 @@ fn capture_shared(lock: &ContainerLock, ifname: &str) -> bool {
         .any(|r| r.ifname != ifname && r.capture.is_some())
 }
 
-/// Undo a record: capture first, then delegates in reverse. Every step is
+/// Undo a record: capture (alongside) and delegates in reverse. Every step is
 /// tried; on errors the record keeps what is left and the first error is
 /// returned, so a later DEL can finish the job.
 fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -> Result<()> {
@@ -136,32 +136,40 @@ fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -
         rec.capture = None;
         capture = None;
     }
-    // Capture first, then the delegates, one after the other: removing
-    // capture is short now (one netlink batch for nftables and
-    // iptables-nft, whose sockets close at exit so no grace period is
-    // waited for here; one restore for legacy), and DEL keeps the plain
-    // order it has always had.
-    if let Some(c) = capture.as_ref() {
-        crate::log::debug("capture: removing");
-        match timed("removal", || remove_capture(c, netns, lock.dir())) {
-            Ok(()) => {
-                crate::log::debug("capture: removed");
-                rec.capture = None;
-            }
-            Err(e) => errors.push(e),
-        }
-    }
+    // Capture is removed on its own thread while the delegates' DELs run:
+    // neither depends on the other, and removing an nftables table waits
+    // for an RCU grace period that need not hold the DELs up.
     let mut remaining = Vec::new();
-    for a in rec.attachments.iter().rev() {
-        if !a.started {
-            continue;
+    let removed = std::thread::scope(|s| {
+        let h = capture.as_ref().map(|c| {
+            crate::log::debug("capture: removing");
+            s.spawn(|| timed("removal", || remove_capture(c, netns, lock.dir())))
+        });
+        for a in rec.attachments.iter().rev() {
+            if !a.started {
+                continue;
+            }
+            let res = Delegate::from_value(&a.conf, &rec.cni_version)
+                .and_then(|d| run.del(&d, &a.ifname, rc_of(a).as_ref(), a.result.as_ref()));
+            if let Err(e) = res {
+                errors.push(e);
+                remaining.push(a.clone());
+            }
         }
-        let res = Delegate::from_value(&a.conf, &rec.cni_version)
-            .and_then(|d| run.del(&d, &a.ifname, rc_of(a).as_ref(), a.result.as_ref()));
-        if let Err(e) = res {
-            errors.push(e);
-            remaining.push(a.clone());
+        h.map(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(CniError::new(code::CAPTURE_APPLY, "capture thread failed"))
+            })
+        })
+    });
+    match removed {
+        Some(Ok(())) => {
+            crate::log::debug("capture: removed");
+            rec.capture = None;
         }
+        // Capture's error first, as when it was removed first.
+        Some(Err(e)) => errors.insert(0, e),
+        None => {}
     }
     remaining.reverse();
     rec.attachments = remaining;
