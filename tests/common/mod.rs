@@ -19,6 +19,8 @@ pub mod k8s;
 pub const BIN: &str = env!("CARGO_BIN_EXE_multimesh");
 pub const RECORDER: &str = env!("CARGO_BIN_EXE_mm-recorder");
 pub const PROBE: &str = env!("CARGO_BIN_EXE_mm-probe");
+/// The benchmark's exec-hop floor (plugins/passthrough.rs).
+pub const PASSTHROUGH: &str = env!("CARGO_BIN_EXE_mm-passthrough");
 /// Debian's containernetworking-plugins.
 pub const REF_PLUGINS: &str = "/usr/lib/cni";
 
