@@ -22,7 +22,7 @@ fn fail(msg: &str) -> ! {
 }
 
 fn main() {
-    let Some(target) = std::env::var_os("MM_PASSTHROUGH") else {
+    let Some(target) = std::env::var_os("MM_PASSTHROUGH").filter(|t| !t.is_empty()) else {
         fail("MM_PASSTHROUGH (the plugin to run) is not set");
     };
     let mut input = Vec::new();

@@ -139,18 +139,6 @@ fn has_capture(pod: &Pod, cap: &Value) -> bool {
     }
 }
 
-/// No trace of multimesh in the pod, whatever the tool.
-fn assert_no_capture_anywhere(pod: &Pod, ctx: &str) {
-    let all = pod.exec_ok(
-        "iptables-legacy-save; ip6tables-legacy-save; iptables-nft-save; \
-         ip6tables-nft-save; nft list ruleset",
-    );
-    assert!(
-        !all.to_lowercase().contains("multimesh"),
-        "{ctx}: multimesh rules left in the pod:\n{all}"
-    );
-}
-
 /// The address (no prefix length) of a pod interface, IPv4 or IPv6.
 fn addr_of(pod: &Pod, ifname: &str, v6: bool) -> String {
     let a = pod.addrs(ifname);
@@ -262,7 +250,7 @@ fn inbound_redirected_on_every_interface() {
         node.cni("CHECK", &conf, &pod.path, "cin", "eth0").ok();
         node.cni("DEL", &conf, &pod.path, "cin", "eth0").ok();
         assert!(pod.links().is_empty(), "{:?}", pod.links());
-        assert_no_capture_anywhere(&pod, "after DEL");
+        pod.assert_no_capture("after DEL");
         node.assert_no_leaks();
     });
 }
@@ -283,7 +271,7 @@ fn outbound_redirected() {
         let a = answer(&pod.name, "203.0.113.200", 443, false, None);
         assert_served(&a, OUT_PORT, "203.0.113.200:443", "outbound off-subnet");
         node.cni("DEL", &conf, &pod.path, "cout", "eth0").ok();
-        assert_no_capture_anywhere(&pod, "after DEL");
+        pod.assert_no_capture("after DEL");
         node.assert_no_leaks();
     });
 }
@@ -421,7 +409,7 @@ fn exclusions() {
         }
         node.cni("CHECK", &conf, &pod.path, "cexcl", "eth0").ok();
         node.cni("DEL", &conf, &pod.path, "cexcl", "eth0").ok();
-        assert_no_capture_anywhere(&pod, "after DEL");
+        pod.assert_no_capture("after DEL");
         node.assert_no_leaks();
     });
 }
@@ -505,7 +493,7 @@ fn ipv6_inbound_and_outbound() {
         }
         node.cni("CHECK", &conf, &pod.path, "cv6", "eth0").ok();
         node.cni("DEL", &conf, &pod.path, "cv6", "eth0").ok();
-        assert_no_capture_anywhere(&pod, "after DEL");
+        pod.assert_no_capture("after DEL");
         node.assert_no_leaks();
     });
 }
@@ -559,7 +547,7 @@ fn add_is_idempotent_and_shared() {
         assert_served(&a, OUT_PORT, "198.51.100.1:80", "after chained DEL");
 
         node.cni("DEL", &conf, &pod.path, "cidem", "eth0").ok();
-        assert_no_capture_anywhere(&pod, "after the last DEL");
+        pod.assert_no_capture("after the last DEL");
         assert!(pod.links().is_empty(), "{:?}", pod.links());
         node.assert_no_leaks();
     });
@@ -592,7 +580,7 @@ fn check_detects_drift() {
             let msg = node.cni("CHECK", &conf, &pod.path, &cid, "eth0").err(104);
             assert!(msg.contains("capture rules changed"), "{drift}: {msg}");
             node.cni("DEL", &conf, &pod.path, &cid, "eth0").ok();
-            assert_no_capture_anywhere(&pod, &format!("DEL after {drift:?}"));
+            pod.assert_no_capture(&format!("DEL after {drift:?}"));
             assert!(pod.links().is_empty(), "{:?}", pod.links());
         }
         node.assert_no_leaks();
@@ -642,7 +630,7 @@ fn del_restores_foreign_rules() {
         node.cni("DEL", &conf, &pod.path, "cfor", "eth0").ok();
         let after = all_rules(&pod, cap);
         assert_eq!(before, after, "tables differ after ADD + DEL");
-        assert_no_capture_anywhere(&pod, "after DEL");
+        pod.assert_no_capture("after DEL");
         node.assert_no_leaks();
     });
 }
@@ -675,7 +663,7 @@ fn bad_capture_values_refused() {
                 .err(7);
             assert!(msg.contains(field_name), "{extra}: {msg}");
             assert!(pod.links().is_empty(), "{extra}: {:?}", pod.links());
-            assert_no_capture_anywhere(&pod, &extra.to_string());
+            pod.assert_no_capture(&extra.to_string());
             node.assert_no_leaks();
         }
     });
@@ -743,7 +731,7 @@ fn capture_failure_rolls_back_delegates() {
                 "a refused transaction changed the ruleset"
             );
         } else {
-            assert_no_capture_anywhere(&pod, "after the failed ADD");
+            pod.assert_no_capture("after the failed ADD");
         }
         let leaks = node.leaks();
         let state: Vec<String> = walk(&node.cni_dir())
@@ -755,7 +743,7 @@ fn capture_failure_rolls_back_delegates() {
         // finish any leftover job (for nftables: the table named multimesh
         // is multimesh's, and DEL removes it).
         node.cni("DEL", &conf, &pod.path, "cfail", "eth0").ok();
-        assert_no_capture_anywhere(&pod, "after DEL");
+        pod.assert_no_capture("after DEL");
         node.assert_no_leaks();
         assert!(
             leaks.is_empty(),
@@ -789,7 +777,7 @@ fn delegate_failure_undoes_capture_programmed_alongside() {
             "delegate not rolled back: {:?}",
             pod.links()
         );
-        assert_no_capture_anywhere(&pod, "after the delegate failed");
+        pod.assert_no_capture("after the delegate failed");
         // It was in place (and then removed by the rollback).
         assert!(
             out.stderr.contains("capture: programmed") && out.stderr.contains("capture: removed"),

@@ -625,36 +625,32 @@ fn passthrough_forwards_the_bridge_unchanged() {
     let node = Node::new("pass");
     let pod = node.pod("p");
     let br = node.cluster_bridge();
-    let env = |cmd: &str, target: Option<&str>| -> Vec<(String, String)> {
-        let mut e: Vec<(String, String)> = vec![
-            ("CNI_COMMAND".into(), cmd.into()),
-            ("CNI_CONTAINERID".into(), "cpass".into()),
-            ("CNI_NETNS".into(), pod.path.clone()),
-            ("CNI_IFNAME".into(), "eth0".into()),
-            ("CNI_PATH".into(), REF_PLUGINS.into()),
-            ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
-        ];
-        if let Some(t) = target {
-            e.push(("MM_PASSTHROUGH".into(), t.into()));
-        }
-        e
-    };
     let bridge = format!("{REF_PLUGINS}/bridge");
-    let stdin = serde_json::to_vec(&br).unwrap();
-    let add = run_in(&node.name, PASSTHROUGH, &env("ADD", Some(&bridge)), &stdin);
+    let via = |cmd: &str, target: &str| {
+        node.run_plugin(
+            PASSTHROUGH,
+            cmd,
+            &br,
+            &pod.path,
+            "cpass",
+            "eth0",
+            &[("MM_PASSTHROUGH", target)],
+        )
+    };
+    let add = via("ADD", &bridge);
     let r = add.ok();
     let ip = r["ips"][0]["address"].as_str().unwrap();
     assert!(ip.starts_with("198.51.100."), "{r}");
     assert_eq!(pod.addrs("eth0"), [ip]);
     // The bridge's own error comes back as it is (a second ADD of eth0).
-    let again = run_in(&node.name, PASSTHROUGH, &env("ADD", Some(&bridge)), &stdin);
+    let again = via("ADD", &bridge);
     assert_ne!(again.code, 0, "{}", again.stdout);
     assert!(again.json["code"].as_u64().is_some(), "{}", again.stdout);
-    let del = run_in(&node.name, PASSTHROUGH, &env("DEL", Some(&bridge)), &stdin);
+    let del = via("DEL", &bridge);
     assert_eq!(del.code, 0, "{} {}", del.stdout, del.stderr);
     assert!(pod.links().is_empty(), "{:?}", pod.links());
-    // Misconfigured: CNI error JSON, exit 1.
-    let bad = run_in(&node.name, PASSTHROUGH, &env("ADD", None), &stdin);
+    // Misconfigured (MM_PASSTHROUGH empty): CNI error JSON, exit 1.
+    let bad = via("ADD", "");
     assert_eq!(bad.code, 1);
     assert_eq!(bad.json["code"], 999, "{}", bad.stdout);
     assert!(pod.links().is_empty());

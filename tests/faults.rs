@@ -222,17 +222,6 @@ fn ipam_count(node: &Node) -> usize {
         .count()
 }
 
-fn assert_no_capture_anywhere(pod: &Pod, ctx: &str) {
-    let all = pod.exec_ok(
-        "iptables-legacy-save; ip6tables-legacy-save; iptables-nft-save; \
-         ip6tables-nft-save; nft list ruleset",
-    );
-    assert!(
-        !all.to_lowercase().contains("multimesh"),
-        "{ctx}: multimesh rules left in the pod:\n{all}"
-    );
-}
-
 /// The final word on every case: the runtime's DEL succeeds and nothing of
 /// the pod is left anywhere.
 fn del_leaves_nothing(node: &Node, conf: &Value, pod: &Pod, cid: &str, ctx: &str) {
@@ -244,7 +233,7 @@ fn del_leaves_nothing(node: &Node, conf: &Value, pod: &Pod, cid: &str, ctx: &str
     );
     if Path::new(&pod.path).exists() {
         assert!(pod.links().is_empty(), "{ctx}: {:?}", pod.links());
-        assert_no_capture_anywhere(pod, ctx);
+        pod.assert_no_capture(ctx);
     }
     node.assert_no_leaks_within(Duration::from_secs(5));
 }
@@ -311,7 +300,7 @@ fn delegate_killed_mid_add() {
             "{what}: {msg}"
         );
         assert!(pod.links().is_empty(), "{what}: {:?}", pod.links());
-        assert_no_capture_anywhere(&pod, what);
+        pod.assert_no_capture(what);
         node.assert_no_leaks();
         // The rollback DELeted the killed delegate too (it had started).
         assert_eq!(
@@ -786,7 +775,7 @@ fn capture_tool_missing() {
         } else {
             run(&node, Some(&m), "DEL", &conf, &pod, "fmiss2").ok();
             drop(m);
-            assert_no_capture_anywhere(&pod, "iptables-nft DEL without the tool");
+            pod.assert_no_capture("iptables-nft DEL without the tool");
             node.assert_no_leaks();
         }
     }
@@ -805,7 +794,7 @@ fn capture_tool_missing() {
     let msg = run(&node, Some(&m), "CHECK", &conf, &pod, "fmissn").err(103);
     assert!(msg.contains("nft not found"), "{msg}");
     run(&node, Some(&m), "DEL", &conf, &pod, "fmissn").ok();
-    assert_no_capture_anywhere(&pod, "nftables DEL without the nft tool");
+    pod.assert_no_capture("nftables DEL without the nft tool");
     drop(m);
     node.assert_no_leaks();
 }
@@ -847,7 +836,7 @@ fn ip6tables_failing_after_ipv4_applied() {
     let msg = out.err(103);
     assert!(msg.contains("ip6tables-legacy-restore"), "{msg}");
     assert!(pod.links().is_empty(), "{:?}", pod.links());
-    assert_no_capture_anywhere(&pod, "IPv4 rules after the IPv6 failure");
+    pod.assert_no_capture("IPv4 rules after the IPv6 failure");
     node.assert_no_leaks();
     del_leaves_nothing(&node, &conf, &pod, "fip6", "ip6tables failing");
 }
@@ -977,7 +966,7 @@ fn delegate_result_multimesh_cannot_read() {
                 "{name}: not rolled back: {:?}",
                 pod.links()
             );
-            assert_no_capture_anywhere(&pod, name);
+            pod.assert_no_capture(name);
             node.assert_no_leaks();
             del_leaves_nothing(&node, &conf, &pod, &cid, name);
         }

@@ -81,12 +81,7 @@ fn assert_capture(pod: &Pod, cap: &Value, i: usize) {
 }
 
 fn no_capture_anywhere(pod: &Pod) -> bool {
-    !pod.exec_ok(
-        "iptables-legacy-save; ip6tables-legacy-save; iptables-nft-save; \
-         ip6tables-nft-save; nft list ruleset",
-    )
-    .to_lowercase()
-    .contains("multimesh")
+    !mentions_multimesh(&pod.exec_ok(EVERY_RULESET))
 }
 
 struct Timing {

@@ -366,12 +366,9 @@ impl HeldNetns {
 /// Everything `podman rm` must have undone, beyond Node::leaks (multimesh
 /// state, IPAM allocations, host veths).
 fn assert_removed(p: &Podman, id: &str, sandbox: &str, held: &HeldNetns) {
-    let all = held.exec(
-        "iptables-legacy-save; ip6tables-legacy-save; iptables-nft-save; \
-         ip6tables-nft-save; nft list ruleset",
-    );
+    let all = held.exec(EVERY_RULESET);
     assert!(
-        !all.to_lowercase().contains("multimesh"),
+        !mentions_multimesh(&all),
         "capture rules left in the container netns after podman rm:\n{all}"
     );
     let links = held.exec("ip -o link show | awk -F': ' '{print $2}'");

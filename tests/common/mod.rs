@@ -104,6 +104,16 @@ impl CniOut {
     }
 }
 
+/// Every ruleset a netns can hold, in one shell command (both iptables
+/// variants, both families, nftables).
+pub const EVERY_RULESET: &str = "iptables-legacy-save; ip6tables-legacy-save; \
+     iptables-nft-save; ip6tables-nft-save; nft list ruleset";
+
+/// Does `rules` (EVERY_RULESET's output) name multimesh anywhere?
+pub fn mentions_multimesh(rules: &str) -> bool {
+    rules.to_lowercase().contains("multimesh")
+}
+
 pub struct Pod {
     pub name: String,
     pub path: String,
@@ -115,6 +125,14 @@ impl Pod {
     }
     pub fn exec_ok(&self, cmd: &str) -> String {
         ns_exec_ok(&self.name, cmd)
+    }
+    /// No trace of multimesh in the pod, whatever the tool.
+    pub fn assert_no_capture(&self, ctx: &str) {
+        let all = self.exec_ok(EVERY_RULESET);
+        assert!(
+            !mentions_multimesh(&all),
+            "{ctx}: multimesh rules left in the pod:\n{all}"
+        );
     }
     /// Interface names other than lo.
     pub fn links(&self) -> Vec<String> {
@@ -284,6 +302,22 @@ impl Node {
         ifname: &str,
         extra: &[(&str, &str)],
     ) -> CniOut {
+        self.run_plugin(BIN, cmd, conf, netns, cid, ifname, extra)
+    }
+
+    /// Run any CNI plugin `bin` in the node netns with the standard CNI
+    /// environment plus `extra` (an empty CNI_* value removes that variable).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_plugin(
+        &self,
+        bin: &str,
+        cmd: &str,
+        conf: &Value,
+        netns: &str,
+        cid: &str,
+        ifname: &str,
+        extra: &[(&str, &str)],
+    ) -> CniOut {
         let mut env: Vec<(String, String)> = vec![
             ("CNI_COMMAND".into(), cmd.into()),
             ("CNI_CONTAINERID".into(), cid.into()),
@@ -302,7 +336,7 @@ impl Node {
                 env.push((k.to_string(), v.to_string()));
             }
         }
-        run_in(&self.name, BIN, &env, &serde_json::to_vec(conf).unwrap())
+        run_in(&self.name, bin, &env, &serde_json::to_vec(conf).unwrap())
     }
 
     /// Everything a test could leak: multimesh state, IPAM allocations,
@@ -389,24 +423,7 @@ pub fn walk(dir: &Path) -> Vec<String> {
 
 /// Run `bin` in netns `ns` with exactly `env`, feeding `stdin`, with a timeout.
 pub fn run_in(ns: &str, bin: &str, env: &[(String, String)], stdin: &[u8]) -> CniOut {
-    use std::io::Write;
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns, bin])
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn multimesh");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = wait_output(child, Duration::from_secs(120));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    CniOut {
-        code: out.status.code().unwrap_or(-1),
-        json: serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    finish(spawn_in(ns, bin, env, stdin), Duration::from_secs(120))
 }
 
 pub fn wait_output(child: std::process::Child, timeout: Duration) -> Output {
