@@ -12,10 +12,10 @@ use crate::capture::{self, CaptureConfig, Programmed};
 use crate::cni::{self, Env};
 use crate::config::{self, NetConf};
 use crate::delegate::{Delegate, Runner};
-use crate::error::{code, CniError, Result};
+use crate::error::{code, combine, CniError, Result};
 use crate::k8s;
 use crate::netns::NetNs;
-use crate::state::{self, Attachment, ContainerLock, Mode, Record};
+use crate::state::{self, Attachment, ContainerLock, Mode, NetnsOwners, Record};
 use serde_json::{Map, Value};
 use std::path::Path;
 
@@ -118,42 +118,93 @@ fn rc_of(a: &Attachment) -> Option<Map<String, Value>> {
         .cloned()
 }
 
-/// Does another record of this container still want capture?
-fn capture_shared(lock: &ContainerLock, ifname: &str) -> bool {
-    lock.records()
-        .iter()
-        .any(|r| r.ifname != ifname && r.capture.is_some())
-}
-
-/// Undo a record: capture (alongside) and delegates in reverse. Every step is
-/// tried; on errors the record keeps what is left and the first error is
-/// returned, so a later DEL can finish the job.
+/// Undo a record: capture (alongside, if this attachment is its last
+/// owner) and delegates in reverse. Every step is tried. An attachment
+/// whose ADD never succeeded gets a best-effort DEL (its error logged, not
+/// returned) and is dropped; on other errors the record keeps what is left
+/// and the errors are returned (first in `msg`, the rest in `details`), so a
+/// later DEL can finish the job.
 fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -> Result<()> {
     let mut errors: Vec<CniError> = Vec::new();
-    let mut capture = rec.capture.clone();
-    if capture.is_some() && capture_shared(lock, &rec.ifname) {
-        crate::log::verbose("capture kept: another attachment of this pod uses it");
-        rec.capture = None;
-        capture = None;
+    let ns = match rec.capture.is_some() && !netns.is_empty() {
+        true => NetNs::open(Path::new(netns)).unwrap_or_else(|e| {
+            errors.push(e);
+            None
+        }),
+        false => None,
+    };
+    let owners = NetnsOwners::new(lock.dir().parent().unwrap_or(Path::new("/")));
+    let mut guard = None;
+    let mut capture: Option<Programmed> = None;
+    if let (None, Some(k)) = (&rec.capture, &rec.netns_key) {
+        // Owned once, but nothing of it is in the netns (a refused step).
+        owners.remove(k, lock, &rec.ifname);
+    }
+    if let Some(c) = rec.capture.clone() {
+        let key = rec
+            .netns_key
+            .clone()
+            .or_else(|| ns.as_ref().and_then(|n| n.key().ok()));
+        if let Some(n) = &ns {
+            match n.lock() {
+                Ok(g) => guard = Some(g),
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(k) = &key {
+            owners.remove(k, lock, &rec.ifname);
+        }
+        let shared = ns.is_some()
+            && guard.is_some()
+            && key
+                .as_ref()
+                .is_some_and(|k| owners.others(k, lock, &rec.ifname));
+        if ns.is_none() || shared {
+            // Gone with the netns, or another attachment still owns it.
+            if shared {
+                crate::log::verbose("capture kept: another attachment of this netns owns it");
+            }
+            rec.capture = None;
+        } else if guard.is_some() {
+            match Programmed::from_json(&c) {
+                Ok(p) => capture = Some(p),
+                Err(e) => {
+                    // Written by another version, say: the rules go with the
+                    // netns; a DEL that can never succeed would be worse.
+                    crate::log::error(&format!("capture record unreadable, not removed: {e}"));
+                    rec.capture = None;
+                }
+            }
+        }
     }
     // Capture is removed on its own thread while the delegates' DELs run:
     // neither depends on the other, and removing an nftables table waits
     // for an RCU grace period that need not hold the DELs up.
     let mut remaining = Vec::new();
     let removed = std::thread::scope(|s| {
-        let h = capture.as_ref().map(|c| {
-            crate::log::debug("capture: removing");
-            s.spawn(|| timed("removal", || remove_capture(c, netns, lock.dir())))
-        });
+        let h = match (&capture, &ns) {
+            (Some(c), Some(n)) => {
+                crate::log::debug("capture: removing");
+                Some(s.spawn(|| timed("removal", || capture::remove(c, n, lock.dir()))))
+            }
+            _ => None,
+        };
         for a in rec.attachments.iter().rev() {
             if !a.started {
                 continue;
             }
             let res = Delegate::from_value(&a.conf, &rec.cni_version)
                 .and_then(|d| run.del(&d, &a.ifname, rc_of(a).as_ref(), a.result.as_ref()));
-            if let Err(e) = res {
-                errors.push(e);
-                remaining.push(a.clone());
+            match res {
+                Ok(()) => {}
+                Err(e) if a.result.is_none() => crate::log::error(&format!(
+                    "{}: ADD never succeeded; its DEL failed too and is not retried: {e}",
+                    a.ifname
+                )),
+                Err(e) => {
+                    errors.push(e);
+                    remaining.push(a.clone());
+                }
             }
         }
         h.map(|h| {
@@ -171,19 +222,15 @@ fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -
         Some(Err(e)) => errors.insert(0, e),
         None => {}
     }
+    drop(guard);
     remaining.reverse();
     rec.attachments = remaining;
-    if errors.is_empty() {
-        lock.delete(&rec.ifname)
-    } else {
-        let _ = lock.save(rec);
-        let n = errors.len();
-        let first = errors.remove(0);
-        Err(if n > 1 {
-            first.context(format!("{n} teardown steps failed, first"))
-        } else {
-            first
-        })
+    match combine(errors) {
+        None => lock.delete(&rec.ifname),
+        Some(e) => {
+            let _ = lock.save(rec);
+            Err(e)
+        }
     }
 }
 
@@ -198,17 +245,6 @@ fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
     r
 }
 
-fn remove_capture(c: &Value, netns: &str, dir: &Path) -> Result<()> {
-    if netns.is_empty() {
-        return Ok(());
-    }
-    let p = Programmed::from_json(c)?;
-    match NetNs::open(Path::new(netns))? {
-        None => Ok(()), // the netns is gone and the rules with it
-        Some(ns) => capture::remove(&p, &ns, dir),
-    }
-}
-
 fn lock(conf: &NetConf, env: &Env, create: bool) -> Result<Option<ContainerLock>> {
     ContainerLock::acquire(&conf.cni_dir, &env.container_id, create)
 }
@@ -217,7 +253,18 @@ fn lock(conf: &NetConf, env: &Env, create: bool) -> Result<Option<ContainerLock>
 /// `capture::add_ipv6` (the IPv6 part after a single-stack apply).
 type CaptureStep = fn(&Programmed, &NetNs, &Path) -> std::result::Result<(), capture::ApplyError>;
 
-/// Programme capture for a record (saved first, so a crash leaves a trace).
+/// Make this attachment an owner of capture in `ns` (the caller holds the
+/// netns lock): the record names the capture and the netns first (so a
+/// crash leaves a trace for DEL), then the owner marker points at it.
+fn own_capture(p: &Programmed, rec: &mut Record, lk: &ContainerLock, ns: &NetNs) -> Result<()> {
+    let key = ns.key()?;
+    rec.capture = Some(p.to_json());
+    rec.netns_key = Some(key.clone());
+    lk.save(rec)?;
+    NetnsOwners::new(lk.dir().parent().unwrap_or(Path::new("/"))).add(&key, lk, &rec.ifname)
+}
+
+/// Programme capture for a record, as an owner of the netns's capture.
 fn add_capture(
     p: &Programmed,
     rec: &mut Record,
@@ -225,8 +272,8 @@ fn add_capture(
     ns: &NetNs,
     step: CaptureStep,
 ) -> Result<()> {
-    rec.capture = Some(p.to_json());
-    lk.save(rec)?;
+    let _held = ns.lock()?;
+    own_capture(p, rec, lk, ns)?;
     crate::log::debug("capture: programming");
     match step(p, ns, lk.dir()) {
         Ok(()) => {
@@ -281,6 +328,7 @@ fn new_record(conf: &NetConf, env: &Env, mode: Mode, attachments: Vec<Attachment
         complete: false,
         attachments,
         capture: None,
+        netns_key: None,
     }
 }
 
@@ -474,8 +522,14 @@ fn add_meta(
         Some(cfg) => Some(Programmed::resolve(cfg, false, lk.dir())?),
         None => None,
     };
-    rec.capture = early.as_ref().map(Programmed::to_json);
-    lk.save(&rec)?;
+    // Capture belongs to the netns: the lock is held while this attachment
+    // becomes an owner and programs it, so a DEL of another owner cannot
+    // remove it in between. (Released before any rollback, which takes it
+    // again.)
+    let held = match &early {
+        Some(_) => Some(ns.lock()?),
+        None => None,
+    };
     let fail = |rec: &mut Record, e: CniError| -> CniError {
         crate::log::error(&format!("ADD failed, rolling back: {e}"));
         if let Err(re) = teardown(rec, lk, run, &env.netns) {
@@ -483,6 +537,14 @@ fn add_meta(
         }
         e
     };
+    let owned = match &early {
+        Some(p) => own_capture(p, &mut rec, lk, ns),
+        None => lk.save(&rec),
+    };
+    if let Err(e) = owned {
+        drop(held);
+        return Err(fail(&mut rec, e));
+    }
     let (delegated, captured) = std::thread::scope(|s| {
         let capture = early.as_ref().map(|p| {
             crate::log::debug("capture: programming (alongside the delegates)");
@@ -499,6 +561,7 @@ fn add_meta(
         });
         (delegated, captured)
     });
+    drop(held);
     match captured {
         Some(Err(f)) => {
             if f.clean {
@@ -630,18 +693,19 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
                 },
                 atts,
             );
-            if conf.capture.enabled && !capture_shared(&lk, &env.ifname) {
+            if conf.capture.enabled {
                 // Nothing says capture was ever programmed: remove what may
-                // be there, best effort. A missing or failing tool must not
-                // fail this DEL for good (the runtime would retry it
-                // forever); the rules live in the pod netns, which goes
-                // away with the pod.
+                // be there, best effort, unless another attachment of this
+                // netns owns it. A missing or failing tool must not fail
+                // this DEL for good (the runtime would retry it forever);
+                // the rules live in the pod netns, which goes away with the
+                // pod.
                 let p = Programmed {
                     config: conf.capture.clone(),
                     variant: conf.capture.variant,
                     ipv6: true,
                 };
-                if let Err(e) = remove_capture(&p.to_json(), &env.netns, lk.dir()) {
+                if let Err(e) = remove_unowned_capture(&p, &env.netns, &lk, &env.ifname) {
                     crate::log::error(&format!("DEL without state: capture not removed: {e}"));
                 }
             }
@@ -654,6 +718,31 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
         env.netns.clone()
     };
     teardown(&mut rec, &lk, &run, &netns)
+}
+
+/// DEL without state: remove capture from `netns` unless an attachment
+/// owns it.
+fn remove_unowned_capture(
+    p: &Programmed,
+    netns: &str,
+    lk: &ContainerLock,
+    ifname: &str,
+) -> Result<()> {
+    if netns.is_empty() {
+        return Ok(());
+    }
+    let Some(ns) = NetNs::open(Path::new(netns))? else {
+        return Ok(()); // gone, and the rules with it
+    };
+    let _held = ns.lock()?;
+    let owners = NetnsOwners::new(lk.dir().parent().unwrap_or(Path::new("/")));
+    let key = ns.key()?;
+    owners.remove(&key, lk, ifname);
+    if owners.others(&key, lk, ifname) {
+        crate::log::verbose("DEL without state: capture kept, other attachments own it");
+        return Ok(());
+    }
+    capture::remove(p, &ns, lk.dir())
 }
 
 pub fn check(conf: &NetConf, env: &Env) -> Result<()> {
@@ -704,12 +793,20 @@ pub fn gc(conf: &NetConf, env: &Env) -> Result<()> {
                 && a.get("ifname").and_then(Value::as_str) == Some(ifname)
         })
     };
+    // Every stale attachment is tried; one that fails does not stop the
+    // others, and every failure is reported (first in msg, rest in details).
     let mut errors = Vec::new();
-    for cid in state::container_ids(&conf.cni_dir) {
-        let Ok(Some(lk)) = ContainerLock::acquire(&conf.cni_dir, &cid, false) else {
-            continue;
+    for dir in state::container_dirs(&conf.cni_dir) {
+        let lk = match ContainerLock::acquire_dir(dir, false) {
+            Ok(Some(lk)) => lk,
+            Ok(None) => continue,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
         };
         for mut rec in lk.records() {
+            let cid = rec.container_id.clone();
             if rec.network != conf.name || is_valid(&cid, &rec.ifname) {
                 continue;
             }
@@ -724,13 +821,13 @@ pub fn gc(conf: &NetConf, env: &Env) -> Result<()> {
             };
             let netns = rec.netns.clone();
             if let Err(e) = teardown(&mut rec, &lk, &run, &netns) {
-                errors.push(e);
+                errors.push(e.context(format!("GC of {cid}/{}", rec.ifname)));
             }
         }
     }
-    match errors.into_iter().next() {
+    match combine(errors) {
         None => Ok(()),
-        Some(e) => Err(e.context("GC")),
+        Some(e) => Err(e),
     }
 }
 

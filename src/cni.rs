@@ -95,10 +95,16 @@ pub fn parse_cni_args(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Longest CNI_CONTAINERID accepted. The spec sets no limit; the state
+/// directory of a longer-than-a-file-name ID is named by its hash
+/// (`state::dir_name`), so ADD and DEL work alike up to here, and an ID
+/// beyond it is refused with code 4 by every command.
+pub const MAX_CONTAINER_ID: usize = 1024;
+
 /// Spec: a container ID is non-empty and has only alphanumerics, `_`, `-`, `.`.
 pub fn validate_container_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
-        && id.len() <= 256
+        && id.len() <= MAX_CONTAINER_ID
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
@@ -107,33 +113,37 @@ pub fn validate_container_id(id: &str) -> Result<()> {
         Ok(())
     } else {
         Err(CniError::env(format!(
-            "CNI_CONTAINERID {id:?} is invalid: it must be alphanumerics, '_', '-', '.'"
+            "CNI_CONTAINERID {:?} is invalid: it must be 1-{MAX_CONTAINER_ID} alphanumerics, '_', '-', '.'",
+            id.chars().take(80).collect::<String>()
         )))
     }
 }
 
-/// Linux interface name rules: 1–15 bytes, no '/', ':', whitespace, not '.'/'..'.
+/// The one interface-name check, for CNI_IFNAME, the pod's requested
+/// interfaces and `excludeInterfaces` alike: the kernel's rules (1–15
+/// bytes, no '/', ':', whitespace, not '.'/'..') narrowed to printable
+/// ASCII without the characters that mean something to a rule language or
+/// a command line — `+` and `*` (an iptables/nftables wildcard), `"`, `\`
+/// — and without a leading `.` (a hidden record file) or `-` (an option).
 pub fn validate_ifname(name: &str) -> std::result::Result<(), String> {
     if name.is_empty() {
         return Err("interface name is empty".into());
     }
+    let shown: String = name.chars().take(32).collect();
     if name.len() > 15 {
-        return Err(format!("interface name {name:?} is longer than 15 bytes"));
+        return Err(format!("interface name {shown:?} is longer than 15 bytes"));
     }
-    if name == "." || name == ".." {
-        return Err(format!("interface name {name:?} is not allowed"));
+    if name.starts_with('.') || name.starts_with('-') {
+        return Err(format!(
+            "interface name {shown:?} must not start with '.' or '-'"
+        ));
     }
-    if name.bytes().any(|b| {
-        b == b'/'
-            || b == b':'
-            || b.is_ascii_whitespace()
-            || b.is_ascii_control()
-            || b == b'"'
-            || b == b'\\'
-    }) || !name.is_ascii()
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b'"' | b'\\' | b'+' | b'*'))
     {
         return Err(format!(
-            "interface name {name:?} has a character that is not allowed"
+            "interface name {shown:?} has a character that is not allowed (printable ASCII without / : \" \\ + *)"
         ));
     }
     Ok(())
@@ -309,6 +319,13 @@ mod tests {
             "eth0\n",
             "a:b",
             "é",
+            "e+",
+            "veth*",
+            ".eth0",
+            "-x",
+            "a\"b",
+            "a\\b",
+            "a\x1bb",
         ] {
             assert!(validate_ifname(bad).is_err(), "{bad:?}");
         }
@@ -317,7 +334,9 @@ mod tests {
     #[test]
     fn container_ids() {
         assert!(validate_container_id("abc-123_x.y").is_ok());
-        for bad in ["", "../x", "a/b", "a b", ".hidden"] {
+        assert!(validate_container_id(&"a".repeat(MAX_CONTAINER_ID)).is_ok());
+        let too_long = "a".repeat(MAX_CONTAINER_ID + 1);
+        for bad in ["", "../x", "a/b", "a b", ".hidden", &too_long] {
             assert!(validate_container_id(bad).is_err(), "{bad:?}");
         }
     }

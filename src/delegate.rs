@@ -8,6 +8,12 @@ use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Set in every delegate's environment. A multimesh that finds it runs as
+/// another multimesh's delegate: it takes nothing from its config but the
+/// version and prevResult, runs nothing, locks nothing and passes the
+/// result through (`main.rs`).
+pub const NESTED_ENV: &str = "MULTIMESH_DELEGATE";
+
 /// Longest a single delegate call may run before it is killed.
 pub const DELEGATE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -41,14 +47,12 @@ impl Delegate {
             Some(Value::String(s)) => s.clone(),
             Some(_) => return Err(CniError::config("delegate: cniVersion must be a string")),
         };
+        // No name is the same as an empty one (the record stores "" then,
+        // and DEL must read back what ADD wrote).
         let name = match obj.get("name") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            None => String::new(),
-            Some(_) => {
-                return Err(CniError::config(
-                    "delegate: name must be a non-empty string",
-                ))
-            }
+            Some(Value::String(s)) => s.clone(),
+            None | Some(Value::Null) => String::new(),
+            Some(_) => return Err(CniError::config("delegate: name must be a string")),
         };
         let plugins: Vec<Map<String, Value>> = match obj.get("plugins") {
             Some(Value::Array(list)) => {
@@ -165,6 +169,23 @@ impl Runner {
         ))
     }
 
+    /// Does any plugin of `d` resolve to this very program (whatever its
+    /// file name)? Run as a delegate it would be a nested multimesh.
+    pub fn runs_multimesh(&self, d: &Delegate) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(me) = std::fs::metadata("/proc/self/exe") else {
+            return false;
+        };
+        d.types().any(|t| {
+            t == "multimesh"
+                || self
+                    .find(t)
+                    .ok()
+                    .and_then(|p| std::fs::metadata(p).ok())
+                    .is_some_and(|m| m.dev() == me.dev() && m.ino() == me.ino())
+        })
+    }
+
     /// Check every plugin of a delegate can be found, before anything runs.
     pub fn resolve(&self, d: &Delegate) -> Result<()> {
         for t in d.types() {
@@ -181,7 +202,8 @@ impl Runner {
             .env("CNI_NETNS", &self.netns)
             .env("CNI_IFNAME", ifname)
             .env("CNI_ARGS", self.args_for(ifname))
-            .env("CNI_PATH", self.search_path());
+            .env("CNI_PATH", self.search_path())
+            .env(NESTED_ENV, "1");
         crate::log::debug(&format!(
             "exec {} {} ifname={ifname}",
             bin.display(),

@@ -100,6 +100,31 @@ impl CniError {
     }
 }
 
+/// Errors of a best-effort sequence (teardown, GC), as netavark's error
+/// list: every step is tried; the first error is reported with its code and
+/// message, the others follow in `details`.
+pub fn combine(errors: Vec<CniError>) -> Option<CniError> {
+    let mut it = errors.into_iter();
+    let first = it.next()?;
+    let rest: Vec<String> = it.map(|e| e.to_string()).collect();
+    if rest.is_empty() {
+        return Some(first);
+    }
+    let n = rest.len() + 1;
+    let mut details = first.details.clone();
+    for r in rest {
+        if !details.is_empty() {
+            details.push_str("; ");
+        }
+        details.push_str(&r);
+    }
+    Some(CniError {
+        msg: format!("{n} steps failed, first: {}", first.msg),
+        details,
+        code: first.code,
+    })
+}
+
 impl fmt::Display for CniError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{}] {}", self.code, self.msg)?;
@@ -111,3 +136,24 @@ impl fmt::Display for CniError {
 }
 
 impl std::error::Error for CniError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combine_keeps_the_first_and_lists_the_rest() {
+        assert_eq!(combine(vec![]), None);
+        let one = CniError::new(7, "a");
+        assert_eq!(combine(vec![one.clone()]), Some(one));
+        let c = combine(vec![
+            CniError::new(11, "first"),
+            CniError::new(100, "second"),
+            CniError::new(102, "third"),
+        ])
+        .unwrap();
+        assert_eq!(c.code, 11);
+        assert_eq!(c.msg, "3 steps failed, first: first");
+        assert_eq!(c.details, "[100] second; [102] third");
+    }
+}

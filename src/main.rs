@@ -7,6 +7,7 @@ use multimesh::cni::{self, Command, Env};
 use multimesh::config::NetConf;
 use multimesh::error::{code, CniError};
 use multimesh::{attach, cli, log};
+use serde_json::Value;
 use std::io::{Read, Write};
 
 fn main() {
@@ -71,6 +72,9 @@ fn cni_main() -> i32 {
         print_json(&cni::version_output(&version));
         return 0;
     }
+    if std::env::var_os(multimesh::delegate::NESTED_ENV).is_some() {
+        return nested_main(cmd, &stdin, &version);
+    }
     let conf = match NetConf::parse(&stdin) {
         Ok(c) => c,
         Err(e) => return fail(&e, &version),
@@ -109,5 +113,49 @@ fn cni_main() -> i32 {
             0
         }
         Err(e) => fail(&e, &conf.cni_version),
+    }
+}
+
+/// multimesh run as another multimesh's delegate (`NESTED_ENV` is set by
+/// the outer one): the outer multimesh already runs every network and
+/// programs capture for the whole netns, so this one does nothing. It takes
+/// nothing from its config — no delegates, kubeconfig, paths or log file —
+/// but the version and prevResult, which it passes through as a chained
+/// plugin would; it locks nothing, so it cannot wait on the outer one.
+fn nested_main(cmd: Command, stdin: &[u8], version: &str) -> i32 {
+    log::init(
+        log::Level::Verbose,
+        true,
+        None,
+        format!("{} (delegate of multimesh)", cmd.as_str()),
+    );
+    let conf: Value = match serde_json::from_slice(stdin) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return fail(
+                &CniError::new(code::DECODE, "network config must be a JSON object"),
+                version,
+            )
+        }
+    };
+    if conf.get("delegates").is_some() || conf.get("clusterNetwork").is_some() {
+        log::verbose(
+            "run as a delegate of multimesh: delegates and paths in this config are ignored",
+        );
+    }
+    if cmd != Command::Add {
+        return 0;
+    }
+    let result = match conf.get("prevResult").filter(|p| !p.is_null()) {
+        Some(p) => match cni::convert_result(p, version) {
+            Ok(r) => r,
+            Err(e) => return fail(&e.context("prevResult"), version),
+        },
+        None => cni::empty_result(version),
+    };
+    if print_json(&result) {
+        0
+    } else {
+        code::IO as i32
     }
 }

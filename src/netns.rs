@@ -57,6 +57,38 @@ impl NetNs {
         }
     }
 
+    /// The namespace's identity: its nsfs device and inode, the same through
+    /// every path that names it (a bind mount, /proc/PID/ns/net).
+    pub fn key(&self) -> Result<String> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self.file.metadata().map_err(|e| {
+            CniError::new(
+                code::NETNS,
+                format!("stat netns {}: {e}", self.path.display()),
+            )
+        })?;
+        Ok(format!("{:x}-{}", m.dev(), m.ino()))
+    }
+
+    /// Lock this network namespace against other multimesh processes
+    /// (`flock` on the namespace file itself: every path to it is the same
+    /// inode, and no file is created for it). Held while capture ownership
+    /// changes hands; released when the guard is dropped.
+    pub fn lock(&self) -> Result<NetNsLock<'_>> {
+        // SAFETY: flock on an fd this NetNs owns for the guard's lifetime.
+        if unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(CniError::new(
+                code::NETNS,
+                format!(
+                    "lock netns {}: {}",
+                    self.path.display(),
+                    std::io::Error::last_os_error()
+                ),
+            ));
+        }
+        Ok(NetNsLock { ns: self })
+    }
+
     /// Build a Command that runs inside this netns.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
@@ -92,6 +124,18 @@ impl NetNs {
             Ok(Err(e)) => Err(CniError::new(code::NETNS, format!("setns: {e}"))),
             Err(_) => Err(CniError::new(code::NETNS, "netns worker thread failed")),
         }
+    }
+}
+
+/// A held `NetNs::lock`.
+pub struct NetNsLock<'a> {
+    ns: &'a NetNs,
+}
+
+impl Drop for NetNsLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: flock on the fd the borrowed NetNs still owns.
+        unsafe { libc::flock(self.ns.file.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 

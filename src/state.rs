@@ -5,7 +5,12 @@
 //! attachment (the runtime's CNI_IFNAME). The container directory (0700) is
 //! also the per-container lock (flock), serialising ADD/DEL/CHECK of one
 //! container while different containers proceed in parallel; it is removed
-//! with its last record.
+//! with its last record. A container ID too long for a file name gets a
+//! directory named by its hash (`dir_name`).
+//!
+//! `cniDir/netns/` holds who owns the capture of each pod network
+//! namespace (`NetnsOwners`): capture belongs to the netns, and goes with
+//! the last of the attachments (of any container) that asked for it.
 
 use crate::error::{code, CniError, Result};
 use serde_json::{json, Value};
@@ -23,7 +28,7 @@ fn state_err(what: &str, path: &Path, e: std::io::Error) -> CniError {
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
-        ".{}.{}.tmp",
+        "{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
         std::process::id()
     ));
@@ -56,6 +61,27 @@ fn mkdir_private(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Longest container ID used as a directory name as it is; a longer one
+/// (the spec sets no limit) is named by its SHA-256 instead, behind a `+`
+/// that no container ID contains.
+pub const MAX_PLAIN_DIR_NAME: usize = 128;
+
+/// The state directory name of a container ID.
+pub fn dir_name(container_id: &str) -> String {
+    if container_id.len() <= MAX_PLAIN_DIR_NAME {
+        return container_id.to_string();
+    }
+    let d = ring::digest::digest(&ring::digest::SHA256, container_id.as_bytes());
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("+sha256-{hex}")
+}
+
+/// Is `name` a record file (`<ifname>.json`, not a temp file)?
+fn record_ifname(name: &str) -> Option<&str> {
+    name.strip_suffix(".json")
+        .filter(|i| crate::cni::validate_ifname(i).is_ok())
+}
+
 /// An exclusive lock on one container's state directory. Dropping it
 /// releases the lock and removes the directory when it holds no record.
 pub struct ContainerLock {
@@ -71,7 +97,11 @@ impl ContainerLock {
         container_id: &str,
         create: bool,
     ) -> Result<Option<ContainerLock>> {
-        let dir = cni_dir.join(container_id);
+        Self::acquire_dir(cni_dir.join(dir_name(container_id)), create)
+    }
+
+    /// Lock a container directory by its path (GC walks directory names).
+    pub fn acquire_dir(dir: PathBuf, create: bool) -> Result<Option<ContainerLock>> {
         for _ in 0..100 {
             if create {
                 mkdir_private(&dir).map_err(|e| state_err("create", &dir, e))?;
@@ -127,9 +157,22 @@ impl ContainerLock {
         }
     }
 
+    /// Write a record atomically — only if it reads back: a record DEL
+    /// could not read (nested past the JSON reader's depth limit, say)
+    /// would make DEL forget what to undo, so it is refused here, before
+    /// it replaces the last good one.
     pub fn save(&self, rec: &Record) -> Result<()> {
-        let data = serde_json::to_vec_pretty(&rec.to_json())
+        let data = serde_json::to_vec(&rec.to_json())
             .map_err(|e| CniError::new(code::STATE, format!("encode state: {e}")))?;
+        serde_json::from_slice::<Value>(&data)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Record::from_json(&v).map_err(|e| e.msg))
+            .map_err(|e| {
+                CniError::new(
+                    code::STATE,
+                    format!("state record would not read back ({e}); refused"),
+                )
+            })?;
         write_atomic(&self.record_path(&rec.ifname), &data)
     }
 
@@ -148,12 +191,9 @@ impl ContainerLock {
         if let Ok(rd) = fs::read_dir(&self.dir) {
             for e in rd.flatten() {
                 let name = e.file_name();
-                let name = name.to_string_lossy();
-                if let Some(ifname) = name.strip_suffix(".json") {
-                    if !name.starts_with('.') {
-                        if let Ok(Some(r)) = self.load(ifname) {
-                            out.push(r);
-                        }
+                if let Some(ifname) = record_ifname(&name.to_string_lossy()) {
+                    if let Ok(Some(r)) = self.load(ifname) {
+                        out.push(r);
                     }
                 }
             }
@@ -169,11 +209,8 @@ impl Drop for ContainerLock {
         // stray temp files go with it).
         let has_records = fs::read_dir(&self.dir)
             .map(|rd| {
-                rd.flatten().any(|e| {
-                    let n = e.file_name();
-                    let n = n.to_string_lossy();
-                    n.ends_with(".json") && !n.starts_with('.')
-                })
+                rd.flatten()
+                    .any(|e| record_ifname(&e.file_name().to_string_lossy()).is_some())
             })
             .unwrap_or(true);
         if !has_records {
@@ -182,19 +219,94 @@ impl Drop for ContainerLock {
     }
 }
 
-/// Containers with state under cniDir.
-pub fn container_ids(cni_dir: &Path) -> Vec<String> {
-    let mut out: Vec<String> = fs::read_dir(cni_dir)
+/// The container directories under cniDir (named by `dir_name`).
+pub fn container_dirs(cni_dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(cni_dir)
         .map(|rd| {
             rd.flatten()
                 .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| crate::cni::validate_container_id(n).is_ok())
+                .filter(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    crate::cni::validate_container_id(&n).is_ok() || n.starts_with("+sha256-")
+                })
+                .map(|e| e.path())
                 .collect()
         })
         .unwrap_or_default();
     out.sort();
     out
+}
+
+/// Who asked for capture in each pod network namespace:
+/// `cniDir/netns/<netns key>.<container dir>.<ifname>`, a symlink to that
+/// attachment's record. The netns key is its nsfs device and inode
+/// (`NetNs::key`), so every path to one netns (a bind mount, /proc/PID/ns/net)
+/// finds the same owners. A marker whose record is gone does not count.
+/// Callers hold the netns lock (`NetNs::lock`) while they add an owner and
+/// program, or remove one, count the rest and maybe remove capture.
+pub struct NetnsOwners {
+    dir: PathBuf,
+}
+
+impl NetnsOwners {
+    pub fn new(cni_dir: &Path) -> NetnsOwners {
+        NetnsOwners {
+            dir: cni_dir.join("netns"),
+        }
+    }
+
+    fn marker(&self, key: &str, lock: &ContainerLock, ifname: &str) -> (PathBuf, PathBuf) {
+        let cdir = lock
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (
+            self.dir.join(format!("{key}.{cdir}.{ifname}")),
+            Path::new("..").join(&cdir).join(format!("{ifname}.json")),
+        )
+    }
+
+    /// Record `lock`'s attachment `ifname` as an owner of netns `key`.
+    pub fn add(&self, key: &str, lock: &ContainerLock, ifname: &str) -> Result<()> {
+        let (m, target) = self.marker(key, lock, ifname);
+        mkdir_private(&self.dir).map_err(|e| state_err("create", &self.dir, e))?;
+        match std::os::unix::fs::symlink(&target, &m) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(state_err("create", &m, e)),
+        }
+    }
+
+    /// Drop an owner (gone already is fine).
+    pub fn remove(&self, key: &str, lock: &ContainerLock, ifname: &str) {
+        let (m, _) = self.marker(key, lock, ifname);
+        let _ = fs::remove_file(m);
+    }
+
+    /// Does any attachment other than `lock`'s `ifname` own netns `key`?
+    /// Stale markers (their record gone) are removed on the way.
+    pub fn others(&self, key: &str, lock: &ContainerLock, ifname: &str) -> bool {
+        let (mine, _) = self.marker(key, lock, ifname);
+        let prefix = format!("{key}.");
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return false;
+        };
+        let mut found = false;
+        for e in rd.flatten() {
+            let p = e.path();
+            if p == mine || !e.file_name().to_string_lossy().starts_with(&prefix) {
+                continue;
+            }
+            if p.exists() {
+                found = true; // follows the link: the owner's record is there
+            } else {
+                let _ = fs::remove_file(&p);
+            }
+        }
+        found
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +345,9 @@ pub struct Record {
     pub attachments: Vec<Attachment>,
     /// What capture programmed (or is about to), for DEL/CHECK.
     pub capture: Option<Value>,
+    /// The pod netns's key (`NetNs::key`) under which this attachment owns
+    /// capture (`NetnsOwners`).
+    pub netns_key: Option<String>,
 }
 
 impl Record {
@@ -257,6 +372,7 @@ impl Record {
             "complete": self.complete,
             "attachments": atts,
             "capture": self.capture,
+            "netnsKey": self.netns_key,
         })
     }
 
@@ -298,6 +414,7 @@ impl Record {
             complete: v.get("complete").and_then(Value::as_bool).unwrap_or(false),
             attachments,
             capture: v.get("capture").filter(|x| !x.is_null()).cloned(),
+            netns_key: v.get("netnsKey").and_then(Value::as_str).map(String::from),
         };
         if r.ifname.is_empty() || r.container_id.is_empty() {
             return Err(bad("missing ifname or containerID"));
