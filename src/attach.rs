@@ -29,6 +29,8 @@ pub struct Planned {
     /// Gateways requested by the pod (`default-route`): this interface
     /// takes the default route of their families.
     pub default_route: Vec<std::net::IpAddr>,
+    /// From a NetworkAttachmentDefinition: tenant input (docs/security.md).
+    pub nad: bool,
 }
 
 fn runner(conf: &NetConf, env: &Env) -> Runner {
@@ -72,6 +74,7 @@ pub fn plan_static(conf: &NetConf, ifname: &str) -> Result<Vec<Planned>> {
             format!("net{i}")
         };
         out.push(Planned {
+            nad: false,
             ifname,
             status_name: d.name.clone(),
             default_route: Vec::new(),
@@ -378,9 +381,14 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
         ),
         (false, None) => (Vec::new(), static_capture()),
     };
-    // Refuse before anything runs: every plugin must be found.
+    // Refuse before anything runs: every plugin must be found, and a
+    // NetworkAttachmentDefinition may not run multimesh (nor, when the
+    // admin lists them, any type not in allowedNetworkTypes).
     for x in &planned {
         run.resolve(&x.delegate)?;
+        if x.nad {
+            check_nad_types(conf, &run, x)?;
+        }
     }
     let lk = lock(conf, env, true)?
         .ok_or_else(|| CniError::new(code::STATE, "state directory vanished"))?;
@@ -421,6 +429,26 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
         crate::log::verbose(&format!("k8s: {} API requests", s.requests()));
     }
     Ok(result)
+}
+
+fn check_nad_types(conf: &NetConf, run: &Runner, x: &Planned) -> Result<()> {
+    let nad = &x.status_name;
+    if run.runs_multimesh(&x.delegate) {
+        return Err(CniError::config(format!(
+            "NetworkAttachmentDefinition {nad}: its config runs multimesh, which cannot run under multimesh"
+        )));
+    }
+    let allowed = &conf.allowed_network_types;
+    if let Some(t) = x
+        .delegate
+        .types()
+        .find(|t| !allowed.is_empty() && !allowed.iter().any(|a| a == t))
+    {
+        return Err(CniError::config(format!(
+            "NetworkAttachmentDefinition {nad}: plugin type {t:?} is not in allowedNetworkTypes"
+        )));
+    }
+    Ok(())
 }
 
 /// Multus's network-status: one entry per attachment; `default` on the

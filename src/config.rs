@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multimesh/net.d";
 pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/multimesh";
 pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+/// Default `maxNetworksPerPod`.
+pub const DEFAULT_MAX_NETWORKS_PER_POD: usize = 32;
+/// Largest `maxNetworksPerPod` an admin may set.
+pub const MAX_NETWORKS_PER_POD_LIMIT: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct NetConf {
@@ -33,6 +37,13 @@ pub struct NetConf {
     pub global_namespaces: Vec<String>,
     pub system_namespaces: Vec<String>,
     pub multus_namespace: String,
+    /// Kubernetes mode: most attachments one pod may have (the cluster
+    /// network included); more is refused before anything runs.
+    pub max_networks_per_pod: usize,
+    /// Kubernetes mode: plugin types a NetworkAttachmentDefinition may use
+    /// (every plugin of its config); empty allows every plugin in binDir /
+    /// CNI_PATH.
+    pub allowed_network_types: Vec<String>,
     /// The whole object, for GC's `cni.dev/valid-attachments`.
     pub raw: Map<String, Value>,
 }
@@ -160,15 +171,36 @@ impl NetConf {
                 }
             },
             multus_namespace: str_field("multusNamespace")?.unwrap_or_else(|| "kube-system".into()),
+            max_networks_per_pod: match raw.get("maxNetworksPerPod") {
+                None | Some(Value::Null) => DEFAULT_MAX_NETWORKS_PER_POD,
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| (1..=MAX_NETWORKS_PER_POD_LIMIT as u64).contains(n))
+                    .map(|n| n as usize)
+                    .ok_or_else(|| {
+                        CniError::config(format!(
+                            "maxNetworksPerPod: must be a number from 1 to {MAX_NETWORKS_PER_POD_LIMIT}"
+                        ))
+                    })?,
+            },
+            allowed_network_types: {
+                let l = list_field("allowedNetworkTypes")?;
+                for t in &l {
+                    crate::delegate::validate_type(t)
+                        .map_err(|e| e.context("allowedNetworkTypes"))?;
+                }
+                l
+            },
             raw,
         })
     }
 }
 
 /// Load a network by name or path from `conf_dir`: an absolute path names a
-/// file (or a directory, whose first config by name is taken); otherwise a
-/// file in `conf_dir` whose network `name`, or whose file name without
-/// extension, equals `key`.
+/// file (or a directory, whose first config by name is taken) inside
+/// `conf_dir`; otherwise a file in `conf_dir` whose network `name`, or
+/// whose file name without extension, equals `key`. Nothing outside
+/// `conf_dir` is ever read.
 pub fn load_network(conf_dir: &Path, key: &str) -> Result<Value> {
     let not_found = || {
         CniError::config(format!(
@@ -177,15 +209,15 @@ pub fn load_network(conf_dir: &Path, key: &str) -> Result<Value> {
         ))
     };
     if key.starts_with('/') {
-        let p = Path::new(key);
+        let p = inside(conf_dir, Path::new(key))?;
         if p.is_dir() {
-            return conf_files(p)
+            return conf_files(&p)
                 .into_iter()
                 .next()
                 .and_then(|f| read_conf(&f).ok())
                 .ok_or_else(not_found);
         }
-        return read_conf(p);
+        return read_conf(&p);
     }
     if key.contains('/') || key.contains("..") {
         return Err(CniError::config(format!(
@@ -206,6 +238,26 @@ pub fn load_network(conf_dir: &Path, key: &str) -> Result<Value> {
         }
     }
     Err(not_found())
+}
+
+/// `p` with every link resolved, if it is `dir` or lies under it.
+fn inside(dir: &Path, p: &Path) -> Result<PathBuf> {
+    let outside = || {
+        CniError::config(format!(
+            "network path {} is not inside confDir {}",
+            p.display(),
+            dir.display()
+        ))
+    };
+    let d = dir.canonicalize().map_err(|_| outside())?;
+    let c = p
+        .canonicalize()
+        .map_err(|e| CniError::config(format!("cannot read {}: {e}", p.display())))?;
+    if c.starts_with(&d) {
+        Ok(c)
+    } else {
+        Err(outside())
+    }
 }
 
 fn conf_files(dir: &Path) -> Vec<PathBuf> {

@@ -122,6 +122,7 @@ impl Session {
                 ));
             }
         }
+        pod::check_annotation_sizes(&pod)?;
         Ok(Session {
             client,
             pod_ref,

@@ -32,8 +32,20 @@ fn nad_config(conf: &NetConf, nad: &Value, ns: &str, name: &str) -> Result<Value
     if text.is_empty() {
         return config::load_network(&conf.conf_dir, name).map_err(ctx);
     }
+    if text.len() > MAX_NAD_CONFIG_BYTES {
+        return Err(ctx(CniError::config(format!(
+            "spec.config is {} bytes, more than the {MAX_NAD_CONFIG_BYTES} accepted",
+            text.len()
+        ))));
+    }
     let mut v: Value = serde_json::from_str(text)
         .map_err(|e| ctx(CniError::config(format!("spec.config is not JSON: {e}"))))?;
+    if pod::json_depth(&v) > pod::MAX_JSON_DEPTH {
+        return Err(ctx(CniError::config(format!(
+            "spec.config is nested deeper than {} levels",
+            pod::MAX_JSON_DEPTH
+        ))));
+    }
     let o = v
         .as_object_mut()
         .ok_or_else(|| ctx(CniError::config("spec.config must be a JSON object")))?;
@@ -42,6 +54,9 @@ fn nad_config(conf: &NetConf, nad: &Value, ns: &str, name: &str) -> Result<Value
     }
     Ok(v)
 }
+
+/// Longest `spec.config` of a NetworkAttachmentDefinition accepted.
+pub const MAX_NAD_CONFIG_BYTES: usize = 256 * 1024;
 
 /// `cni-args` go to every plugin of the delegate as `args.cni`.
 fn with_cni_args(mut d: Delegate, args: Option<&Map<String, Value>>) -> Delegate {
@@ -69,7 +84,13 @@ fn with_cni_args(mut d: Delegate, args: Option<&Map<String, Value>>) -> Delegate
 
 /// A cluster/default network named in the config: a path, a conf in
 /// confDir, or else a NAD (`ns/name`, or `name` in multusNamespace).
-fn named_network(conf: &NetConf, s: &mut Session, key: &str) -> Result<(Value, String, bool)> {
+/// Returns the config, its network-status name, whether it is captured and
+/// whether it came from a NetworkAttachmentDefinition.
+fn named_network(
+    conf: &NetConf,
+    s: &mut Session,
+    key: &str,
+) -> Result<(Value, String, bool, bool)> {
     if key.starts_with('/') {
         let v = config::load_network(&conf.conf_dir, key)?;
         let n = v
@@ -77,7 +98,7 @@ fn named_network(conf: &NetConf, s: &mut Session, key: &str) -> Result<(Value, S
             .and_then(Value::as_str)
             .unwrap_or(key)
             .to_string();
-        return Ok((v, n, true));
+        return Ok((v, n, true, false));
     }
     let (ns, name) = match key.split_once('/') {
         Some((ns, n)) => (ns.to_string(), n.to_string()),
@@ -88,7 +109,7 @@ fn named_network(conf: &NetConf, s: &mut Session, key: &str) -> Result<(Value, S
                     .and_then(Value::as_str)
                     .unwrap_or(key)
                     .to_string();
-                return Ok((v, n, true));
+                return Ok((v, n, true, false));
             }
             (conf.multus_namespace.clone(), key.to_string())
         }
@@ -106,11 +127,36 @@ fn named_network(conf: &NetConf, s: &mut Session, key: &str) -> Result<(Value, S
     })?;
     let v = nad_config(conf, &nad, &ns, &name)?;
     let capture = pod::nad_capture(&nad)?;
-    Ok((v, format!("{ns}/{name}"), capture))
+    Ok((v, format!("{ns}/{name}"), capture, true))
+}
+
+/// `namespaceIsolation`: a pod may name networks of its own namespace and
+/// of `globalNamespaces` — by any annotation. The default network may also
+/// come from `multusNamespace` (`admin_ns`), the admin's own namespace
+/// where a bare default-network name is looked up, as in Multus.
+fn isolation(
+    conf: &NetConf,
+    (pod_ns, admin_ns): (&str, Option<&str>),
+    ns: &str,
+    net: &str,
+    ann: &str,
+) -> Result<()> {
+    if conf.namespace_isolation
+        && ns != pod_ns
+        && admin_ns != Some(ns)
+        && !conf.global_namespaces.iter().any(|g| g == ns)
+    {
+        return Err(bad(format!(
+            "{ann}: pod in namespace {pod_ns} may not use network {ns}/{net} (namespaceIsolation)"
+        )));
+    }
+    Ok(())
 }
 
 struct Item {
     conf: Value,
+    /// From a NetworkAttachmentDefinition (tenant input).
+    nad: bool,
     status_name: String,
     capture: bool,
     sel: Option<Selection>,
@@ -134,6 +180,7 @@ fn requested(
         }
     })?;
     Ok(Item {
+        nad: true,
         conf: nad_config(conf, &nad, ns, &sel.name)?,
         status_name: format!("{ns}/{}", sel.name),
         capture: pod::nad_capture(&nad)?,
@@ -145,6 +192,25 @@ fn requested(
 pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
     let pod_ns = s.pod_ref.namespace.clone();
     let mut items: Vec<Item> = Vec::new();
+    // The pod's requests are parsed and counted before any NAD is fetched:
+    // the work a pod can cause is bounded by maxNetworksPerPod.
+    let requests = match pod::annotation(&s.pod, pod::NETWORKS) {
+        Some(a) => pod::parse_networks(a)?,
+        None => Vec::new(),
+    };
+    let extra = match conf.cluster_network {
+        Some(_) => conf.delegates.len(),
+        None => conf.delegates.len().saturating_sub(1),
+    };
+    let fixed = 1 + extra + conf.default_networks.len();
+    if requests.len() + fixed > conf.max_networks_per_pod {
+        return Err(bad(format!(
+            "{}: {} networks requested; with the {fixed} every pod gets that is more than maxNetworksPerPod ({})",
+            pod::NETWORKS,
+            requests.len(),
+            conf.max_networks_per_pod
+        )));
+    }
 
     // 1. The cluster network, or the pod's replacement for it.
     let default_ann = pod::annotation(&s.pod, pod::DEFAULT_NETWORK).map(String::from);
@@ -164,6 +230,13 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
                 .namespace
                 .clone()
                 .unwrap_or_else(|| conf.multus_namespace.clone());
+            isolation(
+                conf,
+                (&pod_ns, Some(&conf.multus_namespace)),
+                &ns,
+                &sel.name,
+                pod::DEFAULT_NETWORK,
+            )?;
             let runtime_config = conf.runtime_config.clone();
             items.push(requested(
                 conf,
@@ -181,8 +254,9 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
         }
         None => match &conf.cluster_network {
             Some(cn) => {
-                let (v, n, c) = named_network(conf, s, cn)?;
+                let (v, n, c, nad) = named_network(conf, s, cn)?;
                 items.push(Item {
+                    nad,
                     conf: v,
                     status_name: n,
                     capture: c,
@@ -196,6 +270,7 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
                     CniError::config("no cluster network: set delegates or clusterNetwork")
                 })?;
                 items.push(Item {
+                    nad: false,
                     status_name: first
                         .get("name")
                         .and_then(Value::as_str)
@@ -214,8 +289,9 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
     // 2. defaultNetworks, except for pods in system namespaces.
     if !conf.system_namespaces.iter().any(|n| n == &pod_ns) {
         for dn in &conf.default_networks {
-            let (v, n, c) = named_network(conf, s, dn)?;
+            let (v, n, c, nad) = named_network(conf, s, dn)?;
             items.push(Item {
+                nad,
                 conf: v,
                 status_name: n,
                 capture: c,
@@ -226,6 +302,7 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
     }
     for d in extra_delegates {
         items.push(Item {
+            nad: false,
             status_name: d
                 .get("name")
                 .and_then(Value::as_str)
@@ -239,22 +316,11 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
     }
 
     // 3. What the pod asks for.
-    if let Some(a) = pod::annotation(&s.pod, pod::NETWORKS).map(String::from) {
-        for sel in pod::parse_networks(&a)? {
-            let ns = sel.namespace.clone().unwrap_or_else(|| pod_ns.clone());
-            if conf.namespace_isolation
-                && ns != pod_ns
-                && !conf.global_namespaces.iter().any(|g| g == &ns)
-            {
-                return Err(bad(format!(
-                    "{}: pod in namespace {pod_ns} may not use network {ns}/{} (namespaceIsolation)",
-                    pod::NETWORKS,
-                    sel.name
-                )));
-            }
-            let runtime_config = sel.runtime_config();
-            items.push(requested(conf, s, &ns, sel, runtime_config, pod::NETWORKS)?);
-        }
+    for sel in requests {
+        let ns = sel.namespace.clone().unwrap_or_else(|| pod_ns.clone());
+        isolation(conf, (&pod_ns, None), &ns, &sel.name, pod::NETWORKS)?;
+        let runtime_config = sel.runtime_config();
+        items.push(requested(conf, s, &ns, sel, runtime_config, pod::NETWORKS)?);
     }
 
     // Delegates and interface names.
@@ -287,6 +353,7 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
             .map(|s| s.default_route.clone())
             .unwrap_or_default();
         planned.push(Planned {
+            nad: it.nad,
             ifname: name,
             delegate: d,
             runtime_config: it.runtime_config,

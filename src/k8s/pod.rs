@@ -19,6 +19,59 @@ pub const NAD_CAPTURE: &str = "multimesh.io/capture";
 /// is one rule.
 pub const MAX_PORTS: usize = 256;
 
+/// Longest value of an annotation multimesh reads (the networks, the
+/// default network, the mesh annotations); Kubernetes allows 256 KiB for
+/// all of a pod's annotations together.
+pub const MAX_ANNOTATION_BYTES: usize = 64 * 1024;
+/// Deepest JSON nesting accepted from a tenant (a networks annotation, a
+/// NetworkAttachmentDefinition's config). A state record nests a few
+/// levels more, and must stay readable (serde_json stops at 128).
+pub const MAX_JSON_DEPTH: usize = 32;
+/// Most CIDRs or interface names one annotation may list (each is a rule).
+pub const MAX_LIST_ITEMS: usize = 256;
+
+/// Annotation prefixes and names multimesh reads from a pod.
+const READ_ANNOTATIONS: &[&str] = &[
+    NETWORKS,
+    DEFAULT_NETWORK,
+    "sidecar.istio.io/",
+    "traffic.sidecar.istio.io/",
+    "config.linkerd.io/",
+    "linkerd.io/",
+];
+
+/// Every annotation multimesh reads is within `MAX_ANNOTATION_BYTES`.
+/// Checked once, when the pod is read, before anything is parsed.
+pub fn check_annotation_sizes(pod: &Value) -> Result<()> {
+    let Some(anns) = pod
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    else {
+        return Ok(());
+    };
+    for (k, v) in anns {
+        if !READ_ANNOTATIONS.iter().any(|p| k.starts_with(p)) {
+            continue;
+        }
+        let len = v.as_str().map_or(0, str::len);
+        if len > MAX_ANNOTATION_BYTES {
+            return Err(bad(format!(
+                "{k}: {len} bytes, more than the {MAX_ANNOTATION_BYTES} accepted"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How deeply `v` nests (a scalar is 0, `[]` is 1).
+pub fn json_depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(json_depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// An error in something the pod (or its NAD) asked for.
 pub fn bad(msg: impl Into<String>) -> CniError {
     CniError::new(code::POD_REQUEST, msg)
@@ -115,6 +168,11 @@ pub fn parse_networks(v: &str) -> Result<Vec<Selection>> {
     if t.starts_with('[') || t.starts_with('{') {
         let j: Value =
             serde_json::from_str(t).map_err(|e| bad(format!("{NETWORKS}: not valid JSON: {e}")))?;
+        if json_depth(&j) > MAX_JSON_DEPTH {
+            return Err(bad(format!(
+                "{NETWORKS}: nested deeper than {MAX_JSON_DEPTH} levels"
+            )));
+        }
         let list = match j {
             Value::Array(a) => a,
             _ => return Err(bad(format!("{NETWORKS}: the JSON form must be a list"))),
@@ -287,7 +345,10 @@ fn parse_json_selection(v: &Value) -> Result<Selection> {
     };
     let cni_args = match o.get("cni-args") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(m)) => Some(m.clone()),
+        Some(Value::Object(m)) => {
+            check_cni_args(m)?;
+            Some(m.clone())
+        }
         Some(_) => return Err(bad(format!("{NETWORKS}: cni-args must be an object"))),
     };
     Ok(Selection {
@@ -301,6 +362,53 @@ fn parse_json_selection(v: &Value) -> Result<Selection> {
         bandwidth,
         cni_args,
     })
+}
+
+/// `cni-args` reach every plugin of the network as `args.cni`: values are
+/// strings, numbers, booleans or flat lists of them, and the keys the
+/// reference plugins read are checked for what those plugins expect
+/// (`ips`: addresses, with or without prefix; `mac`: a MAC address), so a
+/// value a plugin would refuse — on ADD and again on every DEL — is
+/// refused here, before anything runs.
+fn check_cni_args(m: &Map<String, Value>) -> Result<()> {
+    let scalar = |v: &Value| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_));
+    for (k, v) in m {
+        let ok = match v {
+            Value::Array(a) => a.iter().all(scalar),
+            v => scalar(v),
+        };
+        if !ok {
+            return Err(bad(format!(
+                "{NETWORKS}: cni-args {k:?}: values must be strings, numbers, booleans or lists of them"
+            )));
+        }
+    }
+    if let Some(v) = m.get("ips") {
+        let list: Vec<&Value> = match v {
+            Value::Array(a) => a.iter().collect(),
+            v => vec![v],
+        };
+        for ip in list {
+            let ok = ip.as_str().is_some_and(|s| {
+                let (a, l) = s.split_once('/').unwrap_or((s, ""));
+                a.parse::<IpAddr>().is_ok()
+                    && (l.is_empty() || l.parse::<u8>().is_ok_and(|n| n <= 128))
+            });
+            if !ok {
+                return Err(bad(format!(
+                    "{NETWORKS}: cni-args ips: {ip} is not an IP address"
+                )));
+            }
+        }
+    }
+    if let Some(v) = m.get("mac") {
+        if !v.as_str().is_some_and(is_mac) {
+            return Err(bad(format!(
+                "{NETWORKS}: cni-args mac: {v} is not a MAC address"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The default-network annotation: exactly one network, no interface.
@@ -394,7 +502,17 @@ fn ann_ports(key: &str, v: &str) -> Result<Vec<u16>> {
 }
 
 fn ann_cidrs(key: &str, v: &str) -> Result<Vec<capture::Cidr>> {
-    capture::parse_cidrs(&Value::String(v.into()), key).map_err(|e| bad(e.msg))
+    let l = capture::parse_cidrs(&Value::String(v.into()), key).map_err(|e| bad(e.msg))?;
+    at_most(key, l)
+}
+
+fn at_most<T>(key: &str, l: Vec<T>) -> Result<Vec<T>> {
+    if l.len() > MAX_LIST_ITEMS {
+        return Err(bad(format!(
+            "{key}: more than {MAX_LIST_ITEMS} items (each is a rule)"
+        )));
+    }
+    Ok(l)
 }
 
 fn union<T: PartialEq + Clone>(a: &mut Vec<T>, b: &[T]) {
@@ -465,7 +583,7 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<Captu
             if let Some((k, v)) = get("excludeInterfaces") {
                 let l =
                     capture::parse_ifnames(&Value::String(v.into()), &k).map_err(|e| bad(e.msg))?;
-                union(&mut c.exclude_interfaces, &l);
+                union(&mut c.exclude_interfaces, &at_most(&k, l)?);
             }
         }
         Profile::Linkerd => {
