@@ -26,6 +26,8 @@ pub struct NetConf {
     pub cni_dir: PathBuf,
     pub bin_dir: PathBuf,
     pub kubeconfig: Option<String>,
+    /// `allowInsecureHTTP`: accept a kubeconfig `server: http://...`.
+    pub allow_insecure_http: bool,
     pub readiness_indicator_file: Option<PathBuf>,
     pub log_file: Option<String>,
     pub log_level: crate::log::Level,
@@ -151,6 +153,7 @@ impl NetConf {
             cni_dir: path("cniDir", DEFAULT_CNI_DIR)?,
             bin_dir: path("binDir", DEFAULT_BIN_DIR)?,
             kubeconfig: str_field("kubeconfig")?.filter(|s| !s.is_empty()),
+            allow_insecure_http: bool_field("allowInsecureHTTP", false)?,
             readiness_indicator_file: str_field("readinessindicatorfile")?
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),

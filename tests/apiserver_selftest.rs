@@ -647,6 +647,52 @@ fn keep_alive_and_connection_close() {
     assert_eq!(req[0]["conn"], req[1]["conn"]);
 }
 
+/// `--plain`: the same API over plain HTTP (bearer tokens, keep-alive,
+/// writes); no TLS on the port.
+#[test]
+fn plain_http_option() {
+    let srv = ApiServer::start_plain();
+    assert!(srv.url.starts_with("http://127.0.0.1:"), "{}", srv.url);
+    srv.put_pod(&ApiServer::pod_json(
+        "ns1",
+        "p1",
+        "uid-p1",
+        json!({}),
+        &["app"],
+        &[],
+    ));
+    let u = format!("{}{P1}", srv.url);
+    let c = curl(&srv, &["-H", &bearer(&srv), &u, &u]);
+    assert_eq!(c.exit, 0, "{}", c.stderr);
+    assert_eq!(c.answers.len(), 2);
+    assert!(c
+        .answers
+        .iter()
+        .all(|(s, b)| *s == 200 && b.contains("\"uid-p1\"")));
+    let req = srv.requests();
+    assert_eq!(req[0]["auth"], "token");
+    assert_eq!(req[0]["conn"], req[1]["conn"], "kept alive");
+    assert_status(&curl(&srv, &[&u]).json(401), 401, "Unauthorized");
+    let v = patch(
+        &srv,
+        P1S,
+        MERGE,
+        r#"{"metadata":{"annotations":{"k":"v"}}}"#,
+    )
+    .json(200);
+    assert_eq!(v["metadata"]["annotations"]["k"], "v");
+    assert_eq!(srv.pod("ns1", "p1")["metadata"]["resourceVersion"], "2");
+    // No TLS on the port: an https client fails the handshake.
+    let c = curl(&srv, &[&format!("https://127.0.0.1:{}/healthz", srv.port)]);
+    assert_ne!(
+        c.exit, 0,
+        "https to a plain server answered: {:?}",
+        c.answers
+    );
+    let c = curl(&srv, &[&format!("{}/healthz", srv.url)]);
+    assert_eq!(c.one(), (200, "ok".to_string()), "still serving");
+}
+
 #[test]
 fn concurrent_status_writes_serialise() {
     let srv = with_pod();

@@ -11,6 +11,10 @@
 //!   `Record::from_json`, `Programmed::from_json`, `CniError::from_json`:
 //!   never a panic, errors only with their documented codes, and
 //!   round-trip / self-consistency properties where they exist;
+//! - the Kubernetes API client's HTTP response parser
+//!   (`k8s::client::read_response`) with random and mutated responses
+//!   (chunked, Content-Length, close-delimited): never a panic, bounded
+//!   time and body size;
 //! - the real binary with random stdin (and sometimes a bad environment)
 //!   for ADD/DEL/CHECK (and GC/STATUS/VERSION): never a signal or panic,
 //!   exit 0 or 1, stdout nothing but one JSON document: the result, or a
@@ -904,4 +908,262 @@ fn regressions_found_by_fuzzing() {
         node.cni("DEL", &conf, &pod.path, "reg9", "eth0").ok();
     }
     node.assert_no_leaks();
+}
+
+/// Valid API server answers in every framing the client reads: (wire, the
+/// bodies of the responses in it). Several responses back to back, as on a
+/// kept-alive connection.
+fn http_seeds() -> Vec<(Vec<u8>, Vec<&'static [u8]>)> {
+    let pod: &[u8] =
+        br#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","namespace":"ns","uid":"u-1"}}"#;
+    let status: &[u8] = br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"pods \"p\" not found","reason":"NotFound","code":404}"#;
+    let mut chunked =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for part in pod.chunks(17) {
+        chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked.extend_from_slice(part);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let mut with_ext = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    with_ext.extend_from_slice(format!("{:X};ext=1;q=\"a;b\"\r\n", pod.len()).as_bytes());
+    with_ext.extend_from_slice(pod);
+    with_ext.extend_from_slice(b"\r\n0;last\r\nX-Trailer: yes\r\nExpires: 0\r\n\r\n");
+    let cl = |code: &str, body: &[u8], extra: &str| {
+        let mut w = format!(
+            "HTTP/1.1 {code}\r\nContent-Type: application/json\r\nCache-Control: no-cache, private\r\n{extra}Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        w.extend_from_slice(body);
+        w
+    };
+    let mut close =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n".to_vec();
+    close.extend_from_slice(pod);
+    let mut http10 = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+    http10.extend_from_slice(status);
+    let mut two = cl("200 OK", pod, "");
+    two.extend_from_slice(&chunked);
+    two.extend_from_slice(&cl("404 Not Found", status, "Connection: keep-alive\r\n"));
+    let mut interim = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+    interim.extend_from_slice(&cl("201 Created", pod, ""));
+    vec![
+        (cl("200 OK", pod, ""), vec![pod]),
+        (cl("404 Not Found", status, ""), vec![status]),
+        (
+            cl("429 Too Many Requests", status, "Retry-After: 1\r\n"),
+            vec![status],
+        ),
+        (chunked, vec![pod]),
+        (with_ext, vec![pod]),
+        (close, vec![pod]),
+        (http10, vec![status]),
+        (two, vec![pod, pod, status]),
+        (interim, vec![pod]),
+        (b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), vec![b""]),
+    ]
+}
+
+/// Tokens that mean something to an HTTP/1.1 response parser.
+const HTTP_WORDS: &[&str] = &[
+    "\r\n",
+    "\n",
+    "\r",
+    "\r\n\r\n",
+    " ",
+    ":",
+    ";",
+    "0",
+    "0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\n",
+    "HTTP/1.0 ",
+    "HTTP/1.1 100 Continue\r\n\r\n",
+    "Transfer-Encoding: chunked\r\n",
+    "Transfer-Encoding: gzip\r\n",
+    "Content-Length: 0\r\n",
+    "Content-Length: 5\r\n",
+    "Content-Length: -1\r\n",
+    "Content-Length: 18446744073709551615\r\n",
+    "Content-Length: 18446744073709551616\r\n",
+    "Content-Length: 16777216\r\n",
+    "Content-Length: 16777217\r\n",
+    "Connection: close\r\n",
+    "Connection: keep-alive\r\n",
+    "ffffffffffffffff",
+    "fffffffffffffffe",
+    "fffffffffffffffd",
+    "10000000000000000",
+    "1000000",
+    "1000001",
+    "7fffffffffffffff",
+    ";ext=\"x\"",
+    "X-Trailer: 1\r\n",
+    " folded\r\n",
+    "\u{0}",
+    "é",
+];
+
+/// One mutated response stream.
+fn gen_http(rng: &mut Rng, seeds: &[(Vec<u8>, Vec<&[u8]>)]) -> Vec<u8> {
+    let mut w = match rng.below(20) {
+        // Random bytes, sometimes behind a valid status line.
+        0 => {
+            let mut w = if rng.percent(50) {
+                b"HTTP/1.1 200 OK\r\n".to_vec()
+            } else {
+                Vec::new()
+            };
+            for _ in 0..rng.below(300) {
+                w.push(rng.next() as u8);
+            }
+            return w;
+        }
+        // Random tokens.
+        1 => {
+            let mut w = Vec::new();
+            for _ in 0..rng.below(40) {
+                w.extend_from_slice(rng.pick(HTTP_WORDS).as_bytes());
+            }
+            return w;
+        }
+        _ => rng.pick(seeds).0.clone(),
+    };
+    for _ in 0..(1 + rng.below(4)) {
+        let len = w.len();
+        let at = rng.below(len + 1);
+        match rng.below(8) {
+            // Flip, set or delete bytes.
+            0 if len > 0 => {
+                let i = rng.below(len);
+                w[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                w[i] = *rng.pick(b"\r\n :;0fF-+\x00\xff");
+            }
+            2 => {
+                let end = (at + rng.below(16)).min(len);
+                w.drain(at..end);
+            }
+            // Insert a token (a huge chunk size or length, a header, CRLF).
+            3 | 4 => {
+                let t = rng.pick(HTTP_WORDS).as_bytes().to_vec();
+                w.splice(at..at, t);
+            }
+            // Replace a number (chunk size or length) with a huge one.
+            5 => {
+                if let Some(p) = (at..len).find(|&i| w[i].is_ascii_hexdigit()) {
+                    let end = (p..len).find(|&i| !w[i].is_ascii_hexdigit()).unwrap_or(len);
+                    let big = rng
+                        .pick(&[
+                            "ffffffffffffffff",
+                            "fffffffffffffffe",
+                            "18446744073709551615",
+                            "1000001",
+                            "99999999999999999999999",
+                        ])
+                        .as_bytes()
+                        .to_vec();
+                    w.splice(p..end, big);
+                }
+            }
+            // Truncate; duplicate a piece.
+            6 => w.truncate(at),
+            _ => {
+                let end = (at + rng.below(64)).min(len);
+                let piece = w[at..end].to_vec();
+                w.splice(at..at, piece);
+            }
+        }
+    }
+    w
+}
+
+/// Read responses from `input` until an error or the end: never a panic,
+/// never a Status error (the parser has none), bodies within MAX_BODY, at
+/// most one response per byte.
+fn http_case(rng: &mut Rng, input: &[u8]) -> Vec<Result<(u16, usize), String>> {
+    use multimesh::k8s::client::{read_response, ApiError, MAX_BODY};
+    use std::io::BufReader;
+    let cap = *rng.pick(&[1usize, 2, 7, 64, 8192]);
+    let mut r = BufReader::with_capacity(cap, input);
+    let mut out = Vec::new();
+    for _ in 0..=input.len() {
+        match read_response(&mut r) {
+            Ok(resp) => {
+                assert!((200..=999).contains(&resp.status), "status {}", resp.status);
+                assert!(resp.body.len() <= MAX_BODY);
+                assert!(resp.body.len() <= input.len(), "body longer than the input");
+                out.push(Ok((resp.status, resp.body.len())));
+                if !resp.keep_alive {
+                    break;
+                }
+            }
+            Err(e @ ApiError::Status { .. }) => panic!("parser returned {e:?}"),
+            Err(e) => {
+                out.push(Err(e.to_string()));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Random and mutated HTTP responses (chunked, Content-Length and
+/// close-delimited seeds) through the API client's response parser, read
+/// through buffers of several sizes: never a panic, bounded time per
+/// input, bounded bodies; the unmutated seeds parse to their bodies.
+#[test]
+fn http_responses_never_panic() {
+    use multimesh::k8s::client::read_response;
+    let seed = seed();
+    let mut rng = Rng::new(seed ^ 0x6874_7470);
+    let seeds = http_seeds();
+    for (wire, bodies) in &seeds {
+        let mut r = &wire[..];
+        for b in bodies {
+            let resp = read_response(&mut r).unwrap_or_else(|e| panic!("seed {}: {e}", show(wire)));
+            assert_eq!(&resp.body[..], *b, "seed {}", show(wire));
+        }
+        assert!(r.is_empty(), "seed {} not read to the end", show(wire));
+    }
+    let start = Instant::now();
+    let (mut cases, mut ok, mut slowest) = (0usize, 0usize, Duration::ZERO);
+    while cases < 50_000 && start.elapsed() < Duration::from_secs(10) {
+        let input = gen_http(&mut rng, &seeds);
+        let t = Instant::now();
+        let r = catch_unwind(AssertUnwindSafe(|| http_case(&mut rng, &input)));
+        let took = t.elapsed();
+        match r {
+            Ok(results) => ok += results.iter().filter(|x| x.is_ok()).count(),
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!("seed {seed} case {cases}: {msg}\ninput: {}", show(&input));
+            }
+        }
+        assert!(
+            took < Duration::from_secs(2),
+            "seed {seed} case {cases}: took {took:?}\ninput: {}",
+            show(&input)
+        );
+        slowest = slowest.max(took);
+        cases += 1;
+    }
+    let report = format!(
+        "fuzz http responses: seed {seed}, {cases} cases ({ok} responses parsed), slowest {slowest:?}, {:.1}s\n",
+        start.elapsed().as_secs_f64()
+    );
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(report.as_bytes());
+    assert!(cases >= 1000, "too few cases: {report}");
+    assert!(
+        ok > cases / 10,
+        "the mutations rarely keep a response valid: {report}"
+    );
 }

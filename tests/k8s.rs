@@ -942,3 +942,119 @@ fn in_cluster_configuration() {
     assert!(!has_capture(&pod));
     node.assert_no_leaks();
 }
+
+// 9. Transport policy (contract §6): insecure-skip-tls-verify together with
+//    a CA is refused before anything runs; without a CA it works and is
+//    warned about; a plain http:// server is refused unless the network
+//    config says `allowInsecureHTTP: true`. No token in any log.
+#[test]
+fn insecure_tls_and_plain_http_policy() {
+    let node = Node::new("k8s-tls");
+    let api = ApiServer::start_in(&node.name);
+    let rec = || vec![node.recorder("cluster", json!({}))];
+    let ca_b64 = common::k8s::base64(&std::fs::read(api.ca_pem()).unwrap());
+    let user = format!("token: {}", api.token);
+    api.put_pod(&ApiServer::pod_json(
+        "apps",
+        "w",
+        "uid-w",
+        json!({}),
+        &["app"],
+        &[],
+    ));
+    let id = ("apps", "w", "uid-w");
+
+    // (a) A CA and insecure-skip-tls-verify: code 7, the API server never
+    //     contacted, no delegate run, nothing left.
+    api.clear_requests();
+    for (i, (field, value)) in [
+        ("certificate-authority-data", ca_b64.clone()),
+        ("certificate-authority", api.ca_pem().display().to_string()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let kc = api.kubeconfig_custom(
+            &format!(
+                "{field}: {value}\ninsecure-skip-tls-verify: true\nserver: {}",
+                api.url
+            ),
+            &user,
+        );
+        let conf = k8s_conf(&node, &kc, rec(), legacy());
+        let e = refused(&node, &conf, &format!("ca{i}"), id, 7);
+        assert!(
+            e.contains("insecure-skip-tls-verify") && e.contains(field),
+            "{e}"
+        );
+    }
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
+
+    // (b) insecure-skip-tls-verify without a CA: accepted, with a warning.
+    let kc = api.kubeconfig_custom(
+        &format!("insecure-skip-tls-verify: true\nserver: {}", api.url),
+        &user,
+    );
+    let conf = k8s_conf(&node, &kc, rec(), legacy());
+    let pod = node.pod("ins");
+    let out = cni_pod(&node, "ADD", &conf, &pod, "ins", id);
+    out.ok();
+    assert!(
+        out.stderr.contains("warning") && out.stderr.contains("insecure-skip-tls-verify"),
+        "no warning: {}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains(&api.token),
+        "token logged: {}",
+        out.stderr
+    );
+    assert_eq!(network_status(&api, "apps", "w").len(), 1);
+    cni_pod(&node, "DEL", &conf, &pod, "ins", id).ok();
+    node.assert_no_leaks();
+
+    // (c) A plain http:// API server.
+    let plain = ApiServer::start_plain_in(&node.name);
+    assert!(plain.url.starts_with("http://"), "{}", plain.url);
+    plain.put_pod(&ApiServer::pod_json(
+        "apps",
+        "w",
+        "uid-w",
+        json!({}),
+        &["app"],
+        &[],
+    ));
+    let kc = plain.kubeconfig_custom(
+        &format!("server: {}", plain.url),
+        &format!("token: {}", plain.token),
+    );
+    let mut conf = k8s_conf(&node, &kc, rec(), legacy());
+    for (i, allow) in [None, Some(json!(false)), Some(json!("true"))]
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(a) = &allow {
+            conf["allowInsecureHTTP"] = a.clone();
+        }
+        let e = refused(&node, &conf, &format!("http{i}"), id, 7);
+        assert!(e.contains("allowInsecureHTTP"), "{allow:?}: {e}");
+    }
+    assert!(plain.requests().is_empty(), "{:?}", plain.requests());
+    conf["allowInsecureHTTP"] = json!(true);
+    let pod = node.pod("http");
+    let out = cni_pod(&node, "ADD", &conf, &pod, "http", id);
+    out.ok();
+    assert!(
+        !out.stderr.contains(&plain.token),
+        "token logged: {}",
+        out.stderr
+    );
+    assert_eq!(network_status(&plain, "apps", "w").len(), 1);
+    let reqs = plain.requests();
+    assert!(
+        !reqs.is_empty() && reqs.iter().all(|r| r["auth"] == "token"),
+        "{reqs:?}"
+    );
+    cni_pod(&node, "DEL", &conf, &pod, "http", id).ok();
+    node.assert_no_leaks();
+}

@@ -5,7 +5,7 @@
 
 use super::kubeconfig::{ApiConfig, Scheme};
 use serde_json::Value;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +14,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// GET attempts (the first plus retries) on connection errors, 429, 5xx.
 pub const GET_ATTEMPTS: u32 = 3;
-const MAX_HEADER: usize = 64 * 1024;
-const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Status line and header fields of one response, and the trailer of a
+/// chunked one.
+#[doc(hidden)]
+pub const MAX_HEADER: usize = 64 * 1024;
+/// Largest response body kept.
+#[doc(hidden)]
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
@@ -66,9 +71,20 @@ enum Stream {
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
-impl Read for Stream {
+/// The connection's byte stream; reads fail once `deadline` has passed
+/// (set per response: the socket timeout bounds each read, this the whole
+/// answer).
+struct Timed {
+    stream: Stream,
+    deadline: Instant,
+}
+
+impl Read for Timed {
     fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-        match self {
+        if Instant::now() > self.deadline {
+            return Err(std::io::Error::new(ErrorKind::TimedOut, "timed out"));
+        }
+        match &mut self.stream {
             Stream::Plain(s) => s.read(b),
             Stream::Tls(s) => s.read(b),
         }
@@ -91,8 +107,8 @@ impl Write for Stream {
 }
 
 struct Conn {
-    stream: Stream,
-    buf: Vec<u8>,
+    /// Bytes read past one response stay buffered for the next.
+    reader: BufReader<Timed>,
     /// Requests already answered on this connection.
     used: u32,
 }
@@ -160,6 +176,13 @@ fn tls_config(cfg: &ApiConfig) -> Result<rustls::ClientConfig, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
     let builder = if cfg.insecure {
+        // kubeconfig::from_value refuses this already; never skip
+        // verification when a CA was given.
+        if cfg.ca_pem.is_some() {
+            return Err(
+                "insecure-skip-tls-verify together with a certificate authority is refused".into(),
+            );
+        }
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
@@ -196,11 +219,19 @@ fn tls_config(cfg: &ApiConfig) -> Result<rustls::ClientConfig, String> {
 }
 
 impl Client {
+    /// A client for `cfg`. Logs a warning (at error level, so it shows by
+    /// default) when the server's certificate will not be verified.
     pub fn new(cfg: ApiConfig) -> Result<Client, String> {
         let tls = match cfg.scheme {
             Scheme::Https => Some(Arc::new(tls_config(&cfg)?)),
             Scheme::Http => None,
         };
+        if cfg.insecure && cfg.scheme == Scheme::Https {
+            crate::log::error(&format!(
+                "warning: kubeconfig sets insecure-skip-tls-verify: the certificate of the API server {} is not verified",
+                cfg.authority()
+            ));
+        }
         Ok(Client {
             cfg,
             tls,
@@ -246,8 +277,13 @@ impl Client {
             }
         };
         Ok(Conn {
-            stream,
-            buf: Vec::new(),
+            reader: BufReader::with_capacity(
+                16 * 1024,
+                Timed {
+                    stream,
+                    deadline: Instant::now() + IO_TIMEOUT,
+                },
+            ),
             used: 0,
         })
     }
@@ -289,21 +325,22 @@ impl Client {
             };
             let reused = conn.used > 0;
             self.requests += 1;
-            let sent = conn
-                .stream
-                .write_all(&wire)
-                .and_then(|_| conn.stream.flush());
+            let stream = &mut conn.reader.get_mut().stream;
+            let sent = stream.write_all(&wire).and_then(|_| stream.flush());
             let res = match sent {
-                Ok(()) => read_response(&mut conn),
+                Ok(()) => {
+                    conn.reader.get_mut().deadline = Instant::now() + IO_TIMEOUT;
+                    parse_response(&mut conn.reader)
+                }
                 Err(e) => Err(ReadErr::Io(e.to_string(), true)),
             };
             match res {
-                Ok((status, body, keep)) => {
+                Ok(r) => {
                     conn.used += 1;
-                    if keep {
+                    if r.keep_alive {
                         self.conn = Some(conn);
                     }
-                    return Ok((status, body));
+                    return Ok((r.status, r.body));
                 }
                 // Nothing came back on a reused connection: the server
                 // closed it between requests. Reconnect once.
@@ -371,67 +408,161 @@ enum ReadErr {
     Bad(String),
 }
 
-fn fill(conn: &mut Conn, deadline: Instant) -> Result<usize, ReadErr> {
-    if Instant::now() > deadline {
-        return Err(ReadErr::Io("timed out".into(), conn.buf.is_empty()));
-    }
-    let mut tmp = [0u8; 16 * 1024];
-    match conn.stream.read(&mut tmp) {
-        Ok(n) => {
-            conn.buf.extend_from_slice(&tmp[..n]);
-            Ok(n)
+impl From<ReadErr> for ApiError {
+    fn from(e: ReadErr) -> ApiError {
+        match e {
+            ReadErr::Io(m, _) => ApiError::Unreachable(m),
+            ReadErr::Bad(m) => ApiError::Invalid(m),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(1),
-        Err(e) => Err(ReadErr::Io(e.to_string(), conn.buf.is_empty())),
     }
 }
 
-fn find(h: &[u8], needle: &[u8]) -> Option<usize> {
-    h.windows(needle.len()).position(|w| w == needle)
+/// One HTTP response as [`read_response`] reads it.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The connection can carry the next request.
+    pub keep_alive: bool,
 }
 
-/// Read one response: (status, body, connection reusable).
-fn read_response(conn: &mut Conn) -> Result<(u16, Vec<u8>, bool), ReadErr> {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let head_end = loop {
-        if let Some(i) = find(&conn.buf, b"\r\n\r\n") {
-            break i;
+/// Read one HTTP/1.x response from `r`, e.g. a connection or a byte slice.
+/// Malformed or oversized answers (status line, headers over
+/// `MAX_HEADER`, Content-Length or chunk sizes that do not parse or add up
+/// to more than `MAX_BODY`, framing errors) are `ApiError::Invalid`; a
+/// connection that ends early or fails is `ApiError::Unreachable`. Never
+/// panics, and never keeps more than `MAX_BODY` bytes of body. Public for
+/// the tests and the fuzzer.
+#[doc(hidden)]
+pub fn read_response<R: BufRead + ?Sized>(r: &mut R) -> Result<Response, ApiError> {
+    parse_response(r).map_err(ApiError::from)
+}
+
+/// Interim (1xx) responses skipped before the real one.
+const MAX_INTERIM: usize = 8;
+/// A chunk-size line (size and extensions).
+const MAX_CHUNK_LINE: usize = 4096;
+
+fn io_err(e: std::io::Error, nothing_yet: bool) -> ReadErr {
+    ReadErr::Io(e.to_string(), nothing_yet)
+}
+
+fn parse_response<R: BufRead + ?Sized>(r: &mut R) -> Result<Response, ReadErr> {
+    // Did anything arrive at all? (A reused connection closed by the server
+    // between requests gives nothing; the caller then reconnects.)
+    loop {
+        match r.fill_buf() {
+            Ok([]) => return Err(ReadErr::Io("connection closed".into(), true)),
+            Ok(_) => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err(e, true)),
         }
-        if conn.buf.len() > MAX_HEADER {
-            return Err(ReadErr::Bad("response header too large".into()));
+    }
+    let mut interim = 0;
+    loop {
+        let head = read_head(r)?;
+        if head.status == 101 {
+            return Err(ReadErr::Bad("unexpected 101 Switching Protocols".into()));
         }
-        if fill(conn, deadline)? == 0 {
-            let empty = conn.buf.is_empty();
-            return Err(ReadErr::Io("connection closed".into(), empty));
-        }
-    };
-    let head = String::from_utf8_lossy(&conn.buf[..head_end]).into_owned();
-    conn.buf.drain(..head_end + 4);
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let mut parts = status_line.splitn(3, ' ');
-    let proto = parts.next().unwrap_or("");
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .filter(|_| proto.starts_with("HTTP/1."))
-        .ok_or_else(|| ReadErr::Bad(format!("bad status line {status_line:?}")))?;
-    let mut length: Option<usize> = None;
-    let mut chunked = false;
-    let mut keep = proto == "HTTP/1.1";
-    for l in lines {
-        let Some((k, v)) = l.split_once(':') else {
-            continue;
-        };
-        let v = v.trim();
-        match k.trim().to_ascii_lowercase().as_str() {
-            "content-length" => {
-                length = Some(
-                    v.parse()
-                        .map_err(|_| ReadErr::Bad("bad Content-Length".into()))?,
-                )
+        if head.status < 200 {
+            // 100 Continue and friends: no body, the real answer follows.
+            interim += 1;
+            if interim > MAX_INTERIM {
+                return Err(ReadErr::Bad("too many interim (1xx) responses".into()));
             }
-            "transfer-encoding" => chunked = v.to_ascii_lowercase().contains("chunked"),
+            continue;
+        }
+        let mut keep = head.keep_alive;
+        let body = if head.status == 204 || head.status == 304 {
+            Vec::new()
+        } else if head.chunked {
+            if head.length.is_some() {
+                // Both framings: chunked wins (RFC 9112 6.3), and the
+                // connection is not trusted for another request.
+                keep = false;
+            }
+            read_chunked(r)?
+        } else if let Some(n) = head.length {
+            if n > MAX_BODY {
+                return Err(ReadErr::Bad(format!(
+                    "response too large (Content-Length {n}, at most {MAX_BODY})"
+                )));
+            }
+            let mut body = Vec::new();
+            read_exact_into(r, &mut body, n, "the body")?;
+            body
+        } else {
+            // Until the server closes the connection.
+            keep = false;
+            read_to_close(r)?
+        };
+        return Ok(Response {
+            status: head.status,
+            body,
+            keep_alive: keep,
+        });
+    }
+}
+
+struct Head {
+    status: u16,
+    length: Option<usize>,
+    chunked: bool,
+    keep_alive: bool,
+}
+
+/// Status line and header fields, at most `MAX_HEADER` bytes in all.
+fn read_head<R: BufRead + ?Sized>(r: &mut R) -> Result<Head, ReadErr> {
+    let mut budget = MAX_HEADER;
+    let line = read_line(r, &mut budget, "response header")?;
+    let status_line = String::from_utf8_lossy(&line);
+    let bad_status = || {
+        let shown: String = status_line.chars().take(80).collect();
+        ReadErr::Bad(format!("bad status line {shown:?}"))
+    };
+    let (proto, rest) = status_line.split_once(' ').ok_or_else(bad_status)?;
+    let code = rest.get(..3).ok_or_else(bad_status)?;
+    if !matches!(proto, "HTTP/1.0" | "HTTP/1.1")
+        || !code.bytes().all(|b| b.is_ascii_digit())
+        || !(rest.len() == 3 || rest[3..].starts_with(' '))
+    {
+        return Err(bad_status());
+    }
+    let status: u16 = code.parse().map_err(|_| bad_status())?;
+    if status < 100 {
+        return Err(bad_status());
+    }
+    let mut length: Option<usize> = None;
+    let mut codings: Vec<String> = Vec::new();
+    let mut keep = proto == "HTTP/1.1";
+    loop {
+        let line = read_line(r, &mut budget, "response header")?;
+        if line.is_empty() {
+            break;
+        }
+        let line = String::from_utf8_lossy(&line);
+        let (k, v) = line
+            .split_once(':')
+            .filter(|(k, _)| !k.is_empty() && !k.bytes().any(|b| b.is_ascii_whitespace()))
+            .ok_or_else(|| ReadErr::Bad("malformed response header line".into()))?;
+        let v = v.trim_matches([' ', '\t']);
+        match k.to_ascii_lowercase().as_str() {
+            "content-length" => {
+                let n = (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| v.parse::<usize>().ok())
+                    .flatten()
+                    .ok_or_else(|| ReadErr::Bad("bad Content-Length".into()))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(ReadErr::Bad("conflicting Content-Length headers".into()));
+                }
+                length = Some(n);
+            }
+            "transfer-encoding" => codings.extend(
+                v.split(',')
+                    .map(|c| c.trim_matches([' ', '\t']).to_ascii_lowercase())
+                    .filter(|c| !c.is_empty()),
+            ),
             "connection" => {
                 let v = v.to_ascii_lowercase();
                 if v.contains("close") {
@@ -443,70 +574,425 @@ fn read_response(conn: &mut Conn) -> Result<(u16, Vec<u8>, bool), ReadErr> {
             _ => {}
         }
     }
-    let body = if chunked {
-        let mut body = Vec::new();
-        loop {
-            let line_end = loop {
-                if let Some(i) = find(&conn.buf, b"\r\n") {
-                    break i;
-                }
-                if fill(conn, deadline)? == 0 {
-                    return Err(ReadErr::Io("connection closed in a chunk".into(), false));
-                }
-            };
-            let size_txt = String::from_utf8_lossy(&conn.buf[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_txt.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| ReadErr::Bad("bad chunk size".into()))?;
-            conn.buf.drain(..line_end + 2);
-            if body.len() + size > MAX_BODY {
-                return Err(ReadErr::Bad("response too large".into()));
-            }
-            while conn.buf.len() < size + 2 {
-                if fill(conn, deadline)? == 0 {
-                    return Err(ReadErr::Io("connection closed in a chunk".into(), false));
-                }
-            }
-            if size == 0 {
-                // Trailers are not used by the API server; skip to the end.
-                while find(&conn.buf, b"\r\n").is_none() {
-                    if fill(conn, deadline)? == 0 {
-                        break;
-                    }
-                }
-                if let Some(i) = find(&conn.buf, b"\r\n") {
-                    conn.buf.drain(..i + 2);
-                }
-                break;
-            }
-            body.extend_from_slice(&conn.buf[..size]);
-            conn.buf.drain(..size + 2);
+    let chunked = match codings.as_slice() {
+        [] => false,
+        [c] if c == "chunked" => true,
+        _ => {
+            return Err(ReadErr::Bad(format!(
+                "unsupported Transfer-Encoding {:?}",
+                codings.join(", ")
+            )))
         }
-        body
-    } else if let Some(n) = length {
-        if n > MAX_BODY {
-            return Err(ReadErr::Bad("response too large".into()));
-        }
-        while conn.buf.len() < n {
-            if fill(conn, deadline)? == 0 {
-                return Err(ReadErr::Io("connection closed in the body".into(), false));
-            }
-        }
-        conn.buf.drain(..n).collect()
-    } else {
-        // Until the server closes the connection.
-        keep = false;
-        loop {
-            if conn.buf.len() > MAX_BODY {
-                return Err(ReadErr::Bad("response too large".into()));
-            }
-            match fill(conn, deadline) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(ReadErr::Io(..)) if !conn.buf.is_empty() => break,
-                Err(e) => return Err(e),
-            }
-        }
-        std::mem::take(&mut conn.buf)
     };
-    Ok((status, body, keep))
+    Ok(Head {
+        status,
+        length,
+        chunked,
+        keep_alive: keep,
+    })
+}
+
+/// One line without its LF (or CRLF); the bytes it takes, end included,
+/// come out of `budget` (more than that is `Bad("<what> too long")`).
+fn read_line<R: BufRead + ?Sized>(
+    r: &mut R,
+    budget: &mut usize,
+    what: &str,
+) -> Result<Vec<u8>, ReadErr> {
+    let mut line = Vec::new();
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(e, false)),
+        };
+        if buf.is_empty() {
+            return Err(ReadErr::Io(format!("connection closed in {what}"), false));
+        }
+        let (n, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        *budget = budget
+            .checked_sub(n)
+            .ok_or_else(|| ReadErr::Bad(format!("{what} too long")))?;
+        line.extend_from_slice(&buf[..n]);
+        r.consume(n);
+        if done {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(line);
+        }
+    }
+}
+
+/// Append exactly `n` bytes from `r` to `out`.
+fn read_exact_into<R: BufRead + ?Sized>(
+    r: &mut R,
+    out: &mut Vec<u8>,
+    n: usize,
+    what: &str,
+) -> Result<(), ReadErr> {
+    let want = u64::try_from(n).map_err(|_| ReadErr::Bad("response too large".into()))?;
+    let got = Read::take(&mut *r, want)
+        .read_to_end(out)
+        .map_err(|e| io_err(e, false))?;
+    if got != n {
+        return Err(ReadErr::Io(format!("connection closed in {what}"), false));
+    }
+    Ok(())
+}
+
+fn read_chunked<R: BufRead + ?Sized>(r: &mut R) -> Result<Vec<u8>, ReadErr> {
+    let mut body = Vec::new();
+    loop {
+        let mut budget = MAX_CHUNK_LINE;
+        let line = read_line(r, &mut budget, "a chunk size line")?;
+        let size = parse_chunk_size(&line)?;
+        if size == 0 {
+            break;
+        }
+        match body.len().checked_add(size) {
+            Some(total) if total <= MAX_BODY => {}
+            _ => {
+                return Err(ReadErr::Bad(format!(
+                    "response too large (chunk of {size} bytes after {}, at most {MAX_BODY})",
+                    body.len()
+                )))
+            }
+        }
+        read_exact_into(r, &mut body, size, "a chunk")?;
+        let mut budget = 2;
+        if !read_line(r, &mut budget, "the end of a chunk")?.is_empty() {
+            return Err(ReadErr::Bad("chunk data not followed by CRLF".into()));
+        }
+    }
+    // Trailer fields (ignored) up to the empty line.
+    let mut budget = MAX_HEADER;
+    while !read_line(r, &mut budget, "the chunked trailer")?.is_empty() {}
+    Ok(body)
+}
+
+/// `1*HEXDIG [ ; extensions ]`; overflow is an error.
+fn parse_chunk_size(line: &[u8]) -> Result<usize, ReadErr> {
+    let bad = || ReadErr::Bad("bad chunk size".into());
+    let end = line.iter().position(|&b| b == b';').unwrap_or(line.len());
+    let digits = line[..end].trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(bad());
+    }
+    let digits = std::str::from_utf8(digits).map_err(|_| bad())?;
+    usize::from_str_radix(digits, 16).map_err(|_| {
+        ReadErr::Bad(format!(
+            "response too large (chunk size {} overflows)",
+            digits.chars().take(32).collect::<String>()
+        ))
+    })
+}
+
+/// A body without framing: everything until the server closes.
+fn read_to_close<R: BufRead + ?Sized>(r: &mut R) -> Result<Vec<u8>, ReadErr> {
+    let mut body = Vec::new();
+    let cap = u64::try_from(MAX_BODY)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    match Read::take(&mut *r, cap).read_to_end(&mut body) {
+        Ok(_) => {}
+        // A TLS peer that closes without close_notify: rustls reports
+        // UnexpectedEof. For a close-delimited body that is the end.
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => {}
+        Err(e) => return Err(io_err(e, false)),
+    }
+    if body.len() > MAX_BODY {
+        return Err(ReadErr::Bad(format!(
+            "response too large (more than {MAX_BODY} bytes)"
+        )));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(wire: &[u8]) -> Result<Response, ApiError> {
+        read_response(&mut &wire[..])
+    }
+
+    /// The same answer when the bytes arrive one at a time.
+    fn parse_slowly(wire: &[u8]) -> Result<Response, ApiError> {
+        read_response(&mut BufReader::with_capacity(1, wire))
+    }
+
+    fn invalid(wire: &[u8], want: &str) {
+        for r in [parse(wire), parse_slowly(wire)] {
+            match r {
+                Err(ApiError::Invalid(m)) => assert!(m.contains(want), "{m:?} lacks {want:?}"),
+                other => panic!(
+                    "{:?}: expected Invalid({want:?}), got {other:?}",
+                    show(wire)
+                ),
+            }
+        }
+    }
+
+    fn show(wire: &[u8]) -> String {
+        String::from_utf8_lossy(&wire[..wire.len().min(200)]).into_owned()
+    }
+
+    #[test]
+    fn content_length_body() {
+        let wire = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\ncontent-length: 7\r\n\r\n{\"a\":1}";
+        for r in [parse(wire), parse_slowly(wire)] {
+            assert_eq!(
+                r.unwrap(),
+                Response {
+                    status: 200,
+                    body: b"{\"a\":1}".to_vec(),
+                    keep_alive: true
+                }
+            );
+        }
+        // HTTP/1.0 closes unless told otherwise; Connection: close closes.
+        let r = parse(b"HTTP/1.0 404 Not Found\r\nContent-Length: 2\r\n\r\nno").unwrap();
+        assert_eq!((r.status, r.keep_alive), (404, false));
+        let r = parse(b"HTTP/1.1 500 x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert_eq!((r.status, r.body.len(), r.keep_alive), (500, 0, false));
+        // No reason phrase; a 100 Continue before the answer; 204 has no body.
+        let r = parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201\r\nContent-Length: 1\r\n\r\nx")
+            .unwrap();
+        assert_eq!((r.status, &r.body[..]), (201, &b"x"[..]));
+        let r = parse(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        assert_eq!((r.status, r.body.len(), r.keep_alive), (204, 0, true));
+        // Same length twice is fine; different lengths are not.
+        assert!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx").is_ok()
+        );
+        invalid(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx",
+            "Content-Length",
+        );
+        for cl in ["-1", "+1", "1x", "", "0x10", "99999999999999999999999999"] {
+            invalid(
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {cl}\r\n\r\n").as_bytes(),
+                "Content-Length",
+            );
+        }
+        invalid(
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", usize::MAX).as_bytes(),
+            "too large",
+        );
+        invalid(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                MAX_BODY + 1
+            )
+            .as_bytes(),
+            "too large",
+        );
+    }
+
+    #[test]
+    fn chunked_body() {
+        let wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+            4\r\nWiki\r\n6;name=value;x=\"y\"\r\npedia \r\nE \r\nin \r\n\r\nchunks.\r\n\
+            0;last\r\nExpires: never\r\nX-Trailer: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext";
+        for slow in [false, true] {
+            let mut r: Box<dyn BufRead> = if slow {
+                Box::new(BufReader::with_capacity(1, &wire[..]))
+            } else {
+                Box::new(&wire[..])
+            };
+            let a = read_response(&mut r).unwrap();
+            assert_eq!(a.status, 200);
+            assert_eq!(a.body, b"Wikipedia in \r\n\r\nchunks.");
+            assert!(a.keep_alive);
+            // The trailer was consumed entirely: the next answer is intact.
+            let b = read_response(&mut r).unwrap();
+            assert_eq!(b.body, b"next");
+            assert!(matches!(
+                read_response(&mut r),
+                Err(ApiError::Unreachable(_))
+            ));
+        }
+        // Empty chunked body, upper-case hex, bare LF line ends.
+        let r = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n").unwrap();
+        assert!(r.body.is_empty());
+        let r =
+            parse(b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\nA\n0123456789\n0\n\n").unwrap();
+        assert_eq!(r.body, b"0123456789");
+        // Chunked wins over Content-Length, and the connection is not reused.
+        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n").unwrap();
+        assert_eq!((&r.body[..], r.keep_alive), (&b"x"[..], false));
+        invalid(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "Transfer-Encoding",
+        );
+        for size in ["", "g", "-1", "+1", "0x1", " ", "1 2"] {
+            invalid(
+                format!(
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nx\r\n0\r\n\r\n"
+                )
+                .as_bytes(),
+                "chunk size",
+            );
+        }
+        // Data not followed by CRLF.
+        invalid(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxy\r\n0\r\n\r\n",
+            "chunk",
+        );
+        // A chunk-size line without end.
+        let mut long = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 2 * MAX_CHUNK_LINE));
+        invalid(&long, "too long");
+    }
+
+    #[test]
+    fn chunk_sizes_that_overflow_or_exceed_the_cap() {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        // usize::MAX - 1 and friends: `body.len() + size` and `size + 2`
+        // used to overflow (a panic, an abort in release).
+        for size in [
+            format!("{:x}", usize::MAX),
+            format!("{:x}", usize::MAX - 1),
+            format!("{:x}", usize::MAX - 2),
+            format!("{:X}", usize::MAX / 2 + 1),
+            "1".repeat(40),
+            format!("00000000000000000000{:x}", usize::MAX),
+        ] {
+            for prefix in ["", "3\r\nabc\r\n"] {
+                invalid(
+                    format!("{head}{prefix}{size}\r\nabc\r\n0\r\n\r\n").as_bytes(),
+                    "too large",
+                );
+            }
+        }
+        // Leading zeros are still a valid size.
+        let r = parse(format!("{head}0000000000000000000000003\r\nabc\r\n0\r\n\r\n").as_bytes())
+            .unwrap();
+        assert_eq!(r.body, b"abc");
+        // Larger than MAX_BODY alone, and in total.
+        invalid(
+            format!("{head}{:x}\r\nabc\r\n", MAX_BODY + 1).as_bytes(),
+            "too large",
+        );
+        let half = MAX_BODY / 2 + 1;
+        let mut wire = format!("{head}{half:x}\r\n").into_bytes();
+        wire.extend(std::iter::repeat_n(b'x', half));
+        wire.extend_from_slice(format!("\r\n{half:x}\r\n").as_bytes());
+        assert!(matches!(parse(&wire), Err(ApiError::Invalid(m)) if m.contains("too large")));
+        // Exactly MAX_BODY is fine.
+        let mut wire = format!("{head}{MAX_BODY:x}\r\n").into_bytes();
+        wire.extend(std::iter::repeat_n(b'x', MAX_BODY));
+        wire.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert_eq!(parse(&wire).unwrap().body.len(), MAX_BODY);
+    }
+
+    #[test]
+    fn close_delimited_body() {
+        let r = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"until\": \"EOF\"}\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.body, b"{\"until\": \"EOF\"}\r\n");
+        assert!(!r.keep_alive, "a close-delimited body ends the connection");
+        let r = parse(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+        assert!(r.body.is_empty());
+        // More than MAX_BODY before the close.
+        let mut wire = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        wire.extend(std::iter::repeat_n(b'x', MAX_BODY + 1));
+        assert!(matches!(parse(&wire), Err(ApiError::Invalid(m)) if m.contains("too large")));
+    }
+
+    #[test]
+    fn truncated_answers() {
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nTrailer: x\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n",
+            b"HTTP/1.1 200 OK",
+        ] {
+            for r in [parse(wire), parse_slowly(wire)] {
+                assert!(
+                    matches!(r, Err(ApiError::Unreachable(ref m)) if m.contains("closed")),
+                    "{}: {r:?}",
+                    show(wire)
+                );
+            }
+        }
+        // Nothing at all: the caller may reconnect a reused connection.
+        assert!(matches!(
+            parse_response(&mut &b""[..]),
+            Err(ReadErr::Io(_, true))
+        ));
+        assert!(matches!(
+            parse_response(&mut &b"H"[..]),
+            Err(ReadErr::Io(_, false))
+        ));
+    }
+
+    #[test]
+    fn bad_status_lines() {
+        for line in [
+            "HTTP/1.1",
+            "HTTP/1.1 ",
+            "HTTP/1.1 20",
+            "HTTP/1.1 2000 OK",
+            "HTTP/1.1 20x OK",
+            "HTTP/1.1 -20 OK",
+            "HTTP/2 200 OK",
+            "HTTP/1.10 200 OK",
+            "http/1.1 200 OK",
+            "ICY 200 OK",
+            "HTTP/1.1 099 Low",
+            "HTTP/1.1 101 Switching Protocols",
+            "HTTP/1.1 2é0 OK",
+            "",
+            "\u{0}\u{1}",
+        ] {
+            let wire = format!("{line}\r\nContent-Length: 0\r\n\r\n");
+            for r in [parse(wire.as_bytes()), parse_slowly(wire.as_bytes())] {
+                assert!(matches!(r, Err(ApiError::Invalid(_))), "{line:?}: {r:?}");
+            }
+        }
+        invalid(b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "header");
+        invalid(b"HTTP/1.1 200 OK\r\n folded: x\r\n\r\n", "header");
+        invalid(b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", "header");
+        // Endless interim answers.
+        invalid(
+            "HTTP/1.1 100 Continue\r\n\r\n".repeat(20).as_bytes(),
+            "interim",
+        );
+    }
+
+    #[test]
+    fn oversized_headers() {
+        // One endless line, many lines, and a long chunked trailer.
+        let mut wire = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+        wire.extend(std::iter::repeat_n(b'a', MAX_HEADER + 1));
+        invalid(&wire, "too long");
+        let mut wire = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..(MAX_HEADER / 10) {
+            wire.extend_from_slice(format!("X-{i:05}: y\r\n").as_bytes());
+        }
+        wire.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        invalid(&wire, "too long");
+        let mut wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+        for _ in 0..(MAX_HEADER / 8) {
+            wire.extend_from_slice(b"T: 1234\r\n");
+        }
+        wire.extend_from_slice(b"\r\n");
+        invalid(&wire, "too long");
+        // Just under the limit is fine.
+        let mut wire = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+        wire.extend(std::iter::repeat_n(b'a', MAX_HEADER - 100));
+        wire.extend_from_slice(b"\r\nContent-Length: 2\r\n\r\nok");
+        assert_eq!(parse(&wire).unwrap().body, b"ok");
+    }
 }

@@ -1,8 +1,10 @@
 //! Where the API server is and how to authenticate: a kubeconfig file
 //! (YAML or JSON) or the in-cluster service account.
 //!
-//! Supported: `server` (https or http), `certificate-authority(-data)`,
-//! `insecure-skip-tls-verify`, `tls-server-name`; users with `token`,
+//! Supported: `server` (https, or http when the network config allows it:
+//! see `k8s::api_config`), `certificate-authority(-data)`,
+//! `insecure-skip-tls-verify` (only without a certificate authority: the
+//! two together are refused), `tls-server-name`; users with `token`,
 //! `tokenFile` (re-read on every request, so rotated bound service-account
 //! tokens keep working) and `client-certificate(-data)` /
 //! `client-key(-data)`. Exec and auth-provider plugins are refused: a CNI
@@ -225,9 +227,31 @@ pub fn from_value(v: &Value, base: &Path) -> Result<ApiConfig, String> {
     };
     let server = s(Some(cluster), "server").ok_or("cluster has no server")?;
     let (scheme, host, port, base_path) = parse_server(&server)?;
+    let insecure = match cluster.get("insecure-skip-tls-verify") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("insecure-skip-tls-verify: must be a boolean".into()),
+    };
+    if insecure {
+        // A CA says how to verify the server; skipping verification anyway
+        // is a mistake (or an attack on the file), not a choice to honour.
+        let set = |k: &str| match cluster.get(k) {
+            None | Some(Value::Null) => false,
+            Some(Value::String(v)) => !v.is_empty(),
+            Some(_) => true,
+        };
+        for k in ["certificate-authority-data", "certificate-authority"] {
+            if set(k) {
+                return Err(format!(
+                    "insecure-skip-tls-verify: true together with {k} is refused (remove one of them)"
+                ));
+            }
+        }
+    }
+    // An empty field is unset (as kubectl takes it).
     let ca_pem = match (
-        s(Some(cluster), "certificate-authority-data"),
-        s(Some(cluster), "certificate-authority"),
+        s(Some(cluster), "certificate-authority-data").filter(|x| !x.is_empty()),
+        s(Some(cluster), "certificate-authority").filter(|x| !x.is_empty()),
     ) {
         (Some(d), _) => {
             Some(base64_decode(&d).map_err(|e| format!("certificate-authority-data: {e}"))?)
@@ -235,10 +259,6 @@ pub fn from_value(v: &Value, base: &Path) -> Result<ApiConfig, String> {
         (None, Some(f)) => Some(read_file(base, &f, "certificate-authority")?),
         (None, None) => None,
     };
-    let insecure = cluster
-        .get("insecure-skip-tls-verify")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
     let mut cfg = ApiConfig {
         scheme,
         host,
@@ -386,6 +406,64 @@ mod tests {
         let mut bad = v.clone();
         bad["current-context"] = json!("nope");
         assert!(from_value(&bad, Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn insecure_skip_tls_verify() {
+        let kc = |cluster: Value| {
+            json!({
+                "clusters": [{"name": "c", "cluster": cluster}],
+                "contexts": [{"name": "x", "context": {"cluster": "c"}}],
+            })
+        };
+        // Without a CA: accepted (the client warns when built).
+        let c = from_value(
+            &kc(json!({"server": "https://198.51.100.1", "insecure-skip-tls-verify": true})),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert!(c.insecure && c.ca_pem.is_none());
+        // With either CA field: refused, naming both fields, before the
+        // CA file is read.
+        for (k, v) in [
+            ("certificate-authority-data", "aGVsbG8="),
+            ("certificate-authority", "/nonexistent/ca.crt"),
+        ] {
+            let e = from_value(
+                &kc(json!({"server": "https://198.51.100.1", "insecure-skip-tls-verify": true, k: v})),
+                Path::new("/"),
+            )
+            .unwrap_err();
+            assert!(
+                e.contains("insecure-skip-tls-verify") && e.contains(k),
+                "{e}"
+            );
+        }
+        // false (or absent) with a CA is the normal case; an empty CA
+        // field does not count as one.
+        let c = from_value(
+            &kc(
+                json!({"server": "https://198.51.100.1", "insecure-skip-tls-verify": false,
+                       "certificate-authority-data": "aGVsbG8="}),
+            ),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert!(!c.insecure);
+        assert!(from_value(
+            &kc(
+                json!({"server": "https://198.51.100.1", "insecure-skip-tls-verify": true,
+                       "certificate-authority": ""})
+            ),
+            Path::new("/"),
+        )
+        .is_ok());
+        let e = from_value(
+            &kc(json!({"server": "https://198.51.100.1", "insecure-skip-tls-verify": "true"})),
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(e.contains("must be a boolean"), "{e}");
     }
 
     #[test]

@@ -60,13 +60,35 @@ impl PodRef {
     }
 }
 
-/// The API configuration, when Kubernetes mode is configured.
+/// The API configuration, when Kubernetes mode is configured. A plain
+/// `http://` server is refused (code 7) unless the network config sets
+/// `allowInsecureHTTP: true`; the in-cluster configuration is always https.
 pub fn api_config(conf: &NetConf) -> Option<Result<kubeconfig::ApiConfig>> {
     let to_err = |e: String| CniError::config(format!("kubeconfig: {e}"));
     match &conf.kubeconfig {
-        Some(k) => Some(kubeconfig::load(Path::new(k)).map_err(to_err)),
+        Some(k) => Some(
+            kubeconfig::load(Path::new(k))
+                .map_err(to_err)
+                .and_then(|c| check_scheme(c, conf.allow_insecure_http, k)),
+        ),
         None => kubeconfig::in_cluster(|k| std::env::var(k).ok()).map(|r| r.map_err(to_err)),
     }
+}
+
+fn check_scheme(
+    c: kubeconfig::ApiConfig,
+    allow_http: bool,
+    path: &str,
+) -> Result<kubeconfig::ApiConfig> {
+    if c.scheme == kubeconfig::Scheme::Http && !allow_http {
+        return Err(CniError::config(format!(
+            "kubeconfig {path}: server http://{}: plain HTTP to the API server is refused \
+             (credentials and pod data would cross the network unprotected); \
+             set \"allowInsecureHTTP\": true in the multimesh network config to allow it",
+            c.authority()
+        )));
+    }
+    Ok(c)
 }
 
 pub fn api_error(e: ApiError, what: &str) -> CniError {
@@ -195,5 +217,52 @@ impl Session {
 
     pub fn requests(&self) -> u32 {
         self.client.requests
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_needs_allow_insecure_http() {
+        let dir = std::env::temp_dir().join(format!("mm-k8s-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kc = dir.join("kubeconfig");
+        let conf = |server: &str, extra: &str| {
+            std::fs::write(
+                &kc,
+                format!(
+                    "clusters:\n- name: c\n  cluster:\n    server: {server}\n\
+                     contexts:\n- name: x\n  context:\n    cluster: c\n"
+                ),
+            )
+            .unwrap();
+            NetConf::parse(
+                format!(
+                    r#"{{"cniVersion":"1.0.0","name":"mm","type":"multimesh","kubeconfig":{:?}{extra}}}"#,
+                    kc.display().to_string()
+                )
+                .as_bytes(),
+            )
+        };
+        let c = conf("http://198.51.100.1:8080", "").unwrap();
+        assert!(!c.allow_insecure_http);
+        let e = api_config(&c).unwrap().err().unwrap();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.contains("allowInsecureHTTP"), "{}", e.msg);
+        let c = conf("http://198.51.100.1:8080", r#","allowInsecureHTTP":false"#).unwrap();
+        assert!(api_config(&c).unwrap().is_err());
+        let c = conf("http://198.51.100.1:8080", r#","allowInsecureHTTP":true"#).unwrap();
+        let a = api_config(&c).unwrap().unwrap();
+        assert_eq!(a.scheme, kubeconfig::Scheme::Http);
+        // https never needs it.
+        let c = conf("https://198.51.100.1:6443", "").unwrap();
+        assert!(api_config(&c).unwrap().is_ok());
+        // Type-checked like the other booleans.
+        let e = conf("http://198.51.100.1", r#","allowInsecureHTTP":"yes""#).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.contains("allowInsecureHTTP"), "{}", e.msg);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -6,6 +6,12 @@ Python 3 standard library only. HTTPS on 127.0.0.1, HTTP/1.1 keep-alive.
     fake_apiserver.py --dir DIR --cert server.pem --key server-key.pem
                       [--client-ca ca.pem] --port-file FILE [--port 0] [--verbose]
                       [--exit-on-stdin-eof]
+    fake_apiserver.py --plain --dir DIR --port-file FILE [...]
+
+--plain serves plain HTTP instead (no TLS, so no --cert/--key/--client-ca
+and no client-certificate authentication; bearer tokens work as over
+HTTPS): for testing clients that must refuse, or explicitly allow, an
+http:// API server.
 
 The chosen port is written to --port-file (temp file + rename) once the
 socket listens. SIGTERM/SIGINT stop it cleanly (exit 0), and so does EOF on
@@ -704,6 +710,7 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 64
 
     def __init__(self, addr, ctx, state_dir):
+        # ctx None: plain HTTP (--plain).
         self.ssl_ctx = ctx
         self.state_dir = state_dir
         super().__init__(addr, Handler)
@@ -711,6 +718,9 @@ class Server(ThreadingHTTPServer):
     def finish_request(self, request, client_address):
         # The TLS handshake runs in the connection's thread, not in accept.
         request.settimeout(10)
+        if self.ssl_ctx is None:
+            self.RequestHandlerClass(request, client_address, self)
+            return
         try:
             tls = self.ssl_ctx.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as e:
@@ -733,8 +743,9 @@ def main():
     global VERBOSE
     ap = argparse.ArgumentParser(description="fake kube-apiserver for tests")
     ap.add_argument("--dir", required=True)
-    ap.add_argument("--cert", required=True)
-    ap.add_argument("--key", required=True)
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
+    ap.add_argument("--plain", action="store_true", help="serve plain HTTP, not HTTPS")
     ap.add_argument("--client-ca")
     ap.add_argument("--port-file", required=True)
     ap.add_argument("--port", type=int, default=0)
@@ -747,13 +758,20 @@ def main():
     args = ap.parse_args()
     VERBOSE = args.verbose
 
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(args.cert, args.key)
-    ctx.set_alpn_protocols(["http/1.1"])
-    if args.client_ca:
-        ctx.load_verify_locations(cafile=args.client_ca)
-        ctx.verify_mode = ssl.CERT_OPTIONAL
+    if args.plain:
+        if args.cert or args.key or args.client_ca:
+            ap.error("--plain takes no --cert, --key or --client-ca")
+        ctx = None
+    else:
+        if not (args.cert and args.key):
+            ap.error("--cert and --key are required (or --plain)")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(args.cert, args.key)
+        ctx.set_alpn_protocols(["http/1.1"])
+        if args.client_ca:
+            ctx.load_verify_locations(cafile=args.client_ca)
+            ctx.verify_mode = ssl.CERT_OPTIONAL
 
     os.makedirs(os.path.join(args.dir, "objects", "pods"), exist_ok=True)
     os.makedirs(os.path.join(args.dir, "objects", "nads"), exist_ok=True)
@@ -784,7 +802,7 @@ def main():
     with open(tmp, "w") as f:
         f.write("%d\n" % port)
     os.replace(tmp, args.port_file)
-    vlog("listening on https://127.0.0.1:%d" % port)
+    vlog("listening on %s://127.0.0.1:%d" % ("http" if args.plain else "https", port))
     try:
         srv.serve_forever(poll_interval=0.2)
     finally:

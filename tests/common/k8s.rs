@@ -1,5 +1,6 @@
 //! Kubernetes-mode harness: a fake kube-apiserver
-//! (`tests/apiserver/fake_apiserver.py`, HTTPS on 127.0.0.1) per test, with
+//! (`tests/apiserver/fake_apiserver.py`, HTTPS, or plain HTTP with
+//! `start_plain`, on 127.0.0.1) per test, with
 //! its certificates, tokens, kubeconfigs and fixtures. Everything lives in
 //! one temp directory per server, removed (and the server stopped) on Drop.
 //!
@@ -42,7 +43,7 @@ struct Certs {
 pub struct ApiServer {
     pub dir: PathBuf,
     pub port: u16,
-    /// `https://127.0.0.1:PORT`
+    /// `https://127.0.0.1:PORT` (`http://` for a plain server)
     pub url: String,
     /// Accepted bearer token (a line of `dir/tokens`).
     pub token: String,
@@ -53,17 +54,28 @@ pub struct ApiServer {
 impl ApiServer {
     /// A fresh server in its own temp dir, ready to answer (bounded wait).
     pub fn start() -> ApiServer {
-        Self::start_opt(None)
+        Self::start_opt(None, false)
+    }
+
+    /// A server speaking plain HTTP (`--plain`): bearer tokens only, no
+    /// TLS. The certificates are still written (kubeconfigs may name them).
+    pub fn start_plain() -> ApiServer {
+        Self::start_opt(None, true)
+    }
+
+    /// `start_plain` inside network namespace `netns`.
+    pub fn start_plain_in(netns: &str) -> ApiServer {
+        Self::start_opt(Some(netns), true)
     }
 
     /// A server inside network namespace `netns` (on its loopback), where
     /// a test's multimesh runs. Readiness is the port file (written once
     /// listening): this process cannot connect into that netns.
     pub fn start_in(netns: &str) -> ApiServer {
-        Self::start_opt(Some(netns))
+        Self::start_opt(Some(netns), false)
     }
 
-    fn start_opt(netns: Option<&str>) -> ApiServer {
+    fn start_opt(netns: Option<&str>, plain: bool) -> ApiServer {
         let certs = CERTS.get_or_init(generate_certs);
         let n = SERVERS.fetch_add(1, Ordering::SeqCst);
         let dir = PathBuf::from(format!("/tmp/mmtest/k8s-{}-{n}", std::process::id()));
@@ -95,16 +107,18 @@ impl ApiServer {
             }
             None => Command::new(python),
         };
+        cmd.arg(script()).arg("--dir").arg(&dir);
+        if plain {
+            cmd.arg("--plain");
+        } else {
+            cmd.arg("--cert")
+                .arg(dir.join("server.pem"))
+                .arg("--key")
+                .arg(dir.join("server-key.pem"))
+                .arg("--client-ca")
+                .arg(dir.join("ca.pem"));
+        }
         let child = cmd
-            .arg(script())
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--cert")
-            .arg(dir.join("server.pem"))
-            .arg("--key")
-            .arg(dir.join("server-key.pem"))
-            .arg("--client-ca")
-            .arg(dir.join("ca.pem"))
             .arg("--port-file")
             .arg(&port_file)
             // We keep the write end: if this process dies, the server sees
@@ -137,7 +151,8 @@ impl ApiServer {
                     || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
                 {
                     srv.port = port;
-                    srv.url = format!("https://127.0.0.1:{port}");
+                    let scheme = if plain { "http" } else { "https" };
+                    srv.url = format!("{scheme}://127.0.0.1:{port}");
                     return srv;
                 }
             }
