@@ -39,6 +39,7 @@ fn runner(conf: &NetConf, env: &Env) -> Runner {
         netns: env.netns.clone(),
         args: env.args.clone(),
         cluster_ifname: env.ifname.clone(),
+        bounds: crate::delegate::Bounds::new(conf.delegate_timeout, conf.add_timeout),
     }
 }
 
@@ -721,6 +722,7 @@ pub fn gc(conf: &NetConf, env: &Env) -> Result<()> {
                 netns: rec.netns.clone(),
                 args: rec.cni_args.clone(),
                 cluster_ifname: rec.ifname.clone(),
+                bounds: crate::delegate::Bounds::new(conf.delegate_timeout, conf.add_timeout),
             };
             let netns = rec.netns.clone();
             if let Err(e) = teardown(&mut rec, &lk, &run, &netns) {
