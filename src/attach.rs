@@ -41,6 +41,7 @@ fn runner(conf: &NetConf, env: &Env) -> Runner {
         netns: env.netns.clone(),
         args: env.args.clone(),
         cluster_ifname: env.ifname.clone(),
+        bounds: crate::delegate::Bounds::new(conf.delegate_timeout, conf.add_timeout),
     }
 }
 
@@ -840,12 +841,11 @@ pub fn gc(conf: &NetConf, env: &Env) -> Result<()> {
             }
             crate::log::verbose(&format!("GC: removing {cid}/{}", rec.ifname));
             let run = Runner {
-                bin_dir: conf.bin_dir.clone(),
-                cni_path: env.path.clone(),
                 container_id: cid.clone(),
                 netns: rec.netns.clone(),
                 args: rec.cni_args.clone(),
                 cluster_ifname: rec.ifname.clone(),
+                ..runner(conf, env)
             };
             let netns = rec.netns.clone();
             if let Err(e) = teardown(&mut rec, &lk, &run, &netns) {

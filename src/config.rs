@@ -32,6 +32,10 @@ pub struct NetConf {
     pub log_file: Option<String>,
     pub log_level: crate::log::Level,
     pub log_to_stderr: bool,
+    /// `delegateTimeout`: longest one delegate call may run (default 120 s).
+    pub delegate_timeout: std::time::Duration,
+    /// `addTimeout`: budget for all delegate ADDs of one ADD (default 240 s).
+    pub add_timeout: std::time::Duration,
     pub capture: CaptureConfig,
     pub runtime_config: Option<Map<String, Value>>,
     pub prev_result: Option<Value>,
@@ -160,6 +164,8 @@ impl NetConf {
             log_file: str_field("logFile")?,
             log_level,
             log_to_stderr: bool_field("logToStderr", true)?,
+            delegate_timeout: seconds_field(&raw, "delegateTimeout", DEFAULT_DELEGATE_TIMEOUT)?,
+            add_timeout: seconds_field(&raw, "addTimeout", DEFAULT_ADD_TIMEOUT)?,
             capture: CaptureConfig::from_json(raw.get("capture"))?,
             runtime_config,
             prev_result,
@@ -197,6 +203,35 @@ impl NetConf {
             raw,
         })
     }
+}
+
+/// `delegateTimeout` when not given (the fixed timeout multimesh had before
+/// it was configurable).
+pub const DEFAULT_DELEGATE_TIMEOUT: u64 = 120;
+/// `addTimeout` when not given: two slow delegates' worth.
+pub const DEFAULT_ADD_TIMEOUT: u64 = 240;
+/// Largest `delegateTimeout` / `addTimeout` (an hour).
+pub const MAX_TIMEOUT: u64 = 3600;
+
+/// A whole number of seconds from 1 to `MAX_TIMEOUT`; `default` when absent.
+fn seconds_field(raw: &Map<String, Value>, k: &str, default: u64) -> Result<std::time::Duration> {
+    let secs = match raw.get(k) {
+        None | Some(Value::Null) => default,
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .filter(|s| (1..=MAX_TIMEOUT).contains(s))
+            .ok_or_else(|| {
+                CniError::config(format!(
+                    "{k}: must be a whole number of seconds from 1 to {MAX_TIMEOUT}"
+                ))
+            })?,
+        Some(_) => {
+            return Err(CniError::config(format!(
+                "{k}: must be a number (seconds, 1 to {MAX_TIMEOUT})"
+            )))
+        }
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// Load a network by name or path from `conf_dir`: an absolute path names a
@@ -341,5 +376,25 @@ mod tests {
         assert!(e.msg.contains("excludeInterfaces"), "{}", e.msg);
         let e = NetConf::parse(br#"{"cniVersion":"1.0.0","capture":{"bogus":1}}"#).unwrap_err();
         assert_eq!(e.code, code::UNSUPPORTED_FIELD);
+    }
+
+    #[test]
+    fn timeouts_default_and_are_range_checked() {
+        use std::time::Duration;
+        let c = NetConf::parse(br#"{"cniVersion":"1.0.0"}"#).unwrap();
+        assert_eq!(c.delegate_timeout, Duration::from_secs(120));
+        assert_eq!(c.add_timeout, Duration::from_secs(240));
+        let c = NetConf::parse(br#"{"cniVersion":"1.0.0","delegateTimeout":1,"addTimeout":3600}"#)
+            .unwrap();
+        assert_eq!(c.delegate_timeout, Duration::from_secs(1));
+        assert_eq!(c.add_timeout, Duration::from_secs(3600));
+        for field in ["delegateTimeout", "addTimeout"] {
+            for bad in ["0", "3601", "-1", "1.5", "\"5\"", "true", "[]", "1e3"] {
+                let conf = format!(r#"{{"cniVersion":"1.0.0","{field}":{bad}}}"#);
+                let e = NetConf::parse(conf.as_bytes()).unwrap_err();
+                assert_eq!(e.code, code::INVALID_CONFIG, "{conf}");
+                assert!(e.msg.starts_with(field), "{conf}: {}", e.msg);
+            }
+        }
     }
 }

@@ -3,10 +3,11 @@
 
 use crate::cni::{self, Command};
 use crate::error::{code, CniError, Result};
-use crate::netns::{run_tool, ToolOutput};
+use crate::netns::{run_limited, seconds, Limits, Stop, ToolOutput};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// Set in every delegate's environment. A multimesh that finds it runs as
 /// another multimesh's delegate: it takes nothing from its config but the
@@ -14,8 +15,67 @@ use std::time::Duration;
 /// result through (`main.rs`).
 pub const NESTED_ENV: &str = "MULTIMESH_DELEGATE";
 
-/// Longest a single delegate call may run before it is killed.
-pub const DELEGATE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest a single delegate call may run before its process group is
+/// killed, unless the config says otherwise (`delegateTimeout`).
+pub const DELEGATE_TIMEOUT: Duration = Duration::from_secs(crate::config::DEFAULT_DELEGATE_TIMEOUT);
+/// Budget for all delegate ADDs of one ADD, unless the config says
+/// otherwise (`addTimeout`).
+pub const ADD_TIMEOUT: Duration = Duration::from_secs(crate::config::DEFAULT_ADD_TIMEOUT);
+
+/// How long delegates may run: every call at most `delegate_timeout`, and
+/// the ADD calls of one invocation together at most `add_timeout`, counted
+/// from the first of them. DEL (also ADD's rollback), CHECK and STATUS
+/// calls get `delegate_timeout` whatever is left of the budget, so cleanup
+/// can still happen after the budget is spent.
+#[derive(Debug)]
+pub struct Bounds {
+    pub delegate_timeout: Duration,
+    pub add_timeout: Duration,
+    add_started: OnceLock<Instant>,
+}
+
+impl Bounds {
+    pub fn new(delegate_timeout: Duration, add_timeout: Duration) -> Bounds {
+        Bounds {
+            delegate_timeout,
+            add_timeout,
+            add_started: OnceLock::new(),
+        }
+    }
+
+    /// The timeout of the next call of `cmd`, and whether the ADD budget
+    /// (rather than `delegate_timeout`) sets it. None: the budget is spent.
+    fn timeout_for(&self, cmd: Command) -> Option<(Duration, bool)> {
+        if !matches!(cmd, Command::Add) {
+            return Some((self.delegate_timeout, false));
+        }
+        let started = *self.add_started.get_or_init(Instant::now);
+        let left = self.add_timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            None
+        } else if left < self.delegate_timeout {
+            Some((left, true))
+        } else {
+            Some((self.delegate_timeout, false))
+        }
+    }
+
+    fn exhausted(&self, t: &str, what: &str) -> CniError {
+        CniError::new(
+            code::DELEGATE_FAILED,
+            format!(
+                "ADD budget exhausted: the delegates of this ADD ran for addTimeout ({}); plugin {t:?} {what}",
+                seconds(self.add_timeout)
+            ),
+        )
+    }
+}
+
+impl Default for Bounds {
+    fn default() -> Bounds {
+        Bounds::new(DELEGATE_TIMEOUT, ADD_TIMEOUT)
+    }
+}
 
 /// A delegate network: one plugin or a chain of plugins.
 #[derive(Debug, Clone)]
@@ -109,6 +169,8 @@ pub struct Runner {
     /// any other interface get CNI_ARGS without the per-interface requests
     /// (see `PER_INTERFACE_ARGS`).
     pub cluster_ifname: String,
+    /// Timeouts: per call and the ADD budget.
+    pub bounds: Bounds,
 }
 
 /// CNI_ARGS keys that request something for the one interface the runtime
@@ -209,8 +271,12 @@ impl Runner {
             bin.display(),
             cmd.as_str()
         ));
-        let started = std::time::Instant::now();
-        let out = run_tool(c, stdin, DELEGATE_TIMEOUT).map_err(|e| {
+        let (timeout, by_budget) = self
+            .bounds
+            .timeout_for(cmd)
+            .ok_or_else(|| self.bounds.exhausted(t, "was not started"))?;
+        let started = Instant::now();
+        let out = run_limited(c, stdin, Limits::delegate(timeout)).map_err(|e| {
             CniError::new(
                 code::DELEGATE_FAILED,
                 format!("cannot run plugin {t:?}: {e}"),
@@ -224,10 +290,36 @@ impl Runner {
             started.elapsed().as_secs_f64() * 1e3
         ));
         if !out.stderr.trim().is_empty() {
+            // At most Limits::STDERR kept, and the log cuts the line shorter.
             crate::log::debug(&format!("plugin {t} stderr: {}", out.stderr.trim()));
         }
         if out.ok() {
             return Ok(out);
+        }
+        // Killed by us: whatever it printed is cut or incomplete.
+        match out.stopped {
+            Some(Stop::Timeout(_)) if by_budget => {
+                return Err(self.bounds.exhausted(
+                    t,
+                    &format!("was killed after {} (its process group)", seconds(timeout)),
+                ));
+            }
+            Some(Stop::Timeout(_)) => {
+                return Err(CniError::new(
+                    code::DELEGATE_FAILED,
+                    format!(
+                        "plugin {t:?} timed out after {} (delegateTimeout); its process group was killed",
+                        seconds(timeout)
+                    ),
+                ));
+            }
+            Some(stop) => {
+                return Err(CniError::new(
+                    code::DELEGATE_FAILED,
+                    format!("plugin {t:?} {stop}; its process group was killed"),
+                ));
+            }
+            None => {}
         }
         // A failed plugin prints a CNI error on stdout; anything else is a
         // crash, a kill or garbage.
@@ -395,6 +487,7 @@ mod tests {
             args: "IgnoreUnknown=1;K8S_POD_NAME=web;IP=198.51.100.50;MAC=02:00:00:00:00:42;IPX=1"
                 .into(),
             cluster_ifname: "eth0".into(),
+            bounds: Bounds::default(),
         };
         assert_eq!(r.args_for("eth0"), r.args);
         assert_eq!(r.args_for("net1"), "IgnoreUnknown=1;K8S_POD_NAME=web;IPX=1");
@@ -419,5 +512,32 @@ mod tests {
             "1.0.0"
         )
         .is_err());
+    }
+
+    #[test]
+    fn add_calls_share_a_budget_other_calls_do_not() {
+        let b = Bounds::new(Duration::from_secs(120), Duration::from_millis(300));
+        // The budget starts with the first ADD call and caps its timeout.
+        let (t, by_budget) = b.timeout_for(Command::Add).unwrap();
+        assert!(by_budget && t <= Duration::from_millis(300), "{t:?}");
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(b.timeout_for(Command::Add), None);
+        // DEL (rollback), CHECK and STATUS still get delegateTimeout.
+        for c in [Command::Del, Command::Check, Command::Status] {
+            assert_eq!(b.timeout_for(c), Some((Duration::from_secs(120), false)));
+        }
+        let e = b.exhausted("slow", "was not started");
+        assert_eq!(e.code, code::DELEGATE_FAILED);
+        assert!(
+            e.msg.contains("ADD budget exhausted") && e.msg.contains("addTimeout (0.3 s)"),
+            "{}",
+            e.msg
+        );
+        // A budget larger than what is left of delegateTimeout does not cap.
+        let b = Bounds::new(Duration::from_secs(5), Duration::from_secs(240));
+        assert_eq!(
+            b.timeout_for(Command::Add),
+            Some((Duration::from_secs(5), false))
+        );
     }
 }

@@ -140,46 +140,153 @@ impl Drop for NetNsLock<'_> {
 }
 
 /// Output of a tool run with a deadline.
+/// What a child run by `run_limited` may do before its process group is
+/// killed: run for `timeout`, print `stdout` / `stderr` bytes. Delegates and
+/// tools share the mechanism; each caller names its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub stdout: usize,
+    pub stderr: usize,
+}
+
+impl Limits {
+    /// Most stdout a delegate may print: a CNI result or error is a few KiB.
+    pub const DELEGATE_STDOUT: usize = 1 << 20;
+    /// Most stderr kept from any child (delegate or tool).
+    pub const STDERR: usize = 64 << 10;
+    /// Most stdout a node tool may print: `iptables-save` of a node with
+    /// many Services (the variant probe reads the host's tables) can run to
+    /// a few MiB; the tools are the node's own, so this is only a backstop.
+    pub const TOOL_STDOUT: usize = 64 << 20;
+
+    /// A delegate plugin (tenant-selectable config, node-installed binary).
+    pub fn delegate(timeout: Duration) -> Limits {
+        Limits {
+            timeout,
+            stdout: Self::DELEGATE_STDOUT,
+            stderr: Self::STDERR,
+        }
+    }
+
+    /// A node tool (iptables-restore, nft, ip).
+    pub fn tool(timeout: Duration) -> Limits {
+        Limits {
+            timeout,
+            stdout: Self::TOOL_STDOUT,
+            stderr: Self::STDERR,
+        }
+    }
+}
+
+/// Why `run_limited` killed a child's process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Still running after this long.
+    Timeout(Duration),
+    /// Printed more than this many bytes on stdout.
+    Stdout(usize),
+    /// Printed more than this many bytes on stderr.
+    Stderr(usize),
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Timeout(d) => write!(f, "timed out after {}", seconds(*d)),
+            Stop::Stdout(n) => write!(f, "printed more than {} on stdout", bytes(*n)),
+            Stop::Stderr(n) => write!(f, "printed more than {} on stderr", bytes(*n)),
+        }
+    }
+}
+
+/// "120 s", "1.5 s".
+pub fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// "1 MiB", "64 KiB", "100 bytes".
+fn bytes(n: usize) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// Output of a tool run with limits.
 pub struct ToolOutput {
+    /// The exit code; None when killed (by us or by a signal).
     pub status: Option<i32>,
+    /// Set when `run_limited` killed the process group (then `status` is None).
+    pub stopped: Option<Stop>,
     pub stdout: String,
     pub stderr: String,
 }
 
 impl ToolOutput {
     pub fn ok(&self) -> bool {
-        self.status == Some(0)
+        self.status == Some(0) && self.stopped.is_none()
     }
     /// Short one-line description of a failure, for error messages.
     pub fn failure(&self) -> String {
         let err = self.stderr.trim();
         let err: String = err.chars().take(400).collect();
-        match self.status {
-            Some(c) => format!("exit {c}: {err}"),
-            None => format!("killed: {err}"),
+        match (self.stopped, self.status) {
+            (Some(s), _) => format!("killed: {s}: {err}"),
+            (None, Some(c)) => format!("exit {c}: {err}"),
+            (None, None) => format!("killed: {err}"),
         }
     }
 }
 
-/// Run a command with stdin, capturing output, killing it after `timeout`.
+/// `run_limited` with a tool's limits (`Limits::tool`).
+pub fn run_tool(cmd: Command, stdin: &[u8], timeout: Duration) -> std::io::Result<ToolOutput> {
+    run_limited(cmd, stdin, Limits::tool(timeout))
+}
+
+/// Run a command with stdin, capturing output within `limits`.
+///
+/// The child runs in its own process group. On timeout, or when it prints
+/// more than a limit allows, the whole group is SIGKILLed at once (so a
+/// grandchild dies too) and `stopped` says why; what was kept is at most
+/// the limits.
 ///
 /// Single-threaded: stdin is written, then stdout, stderr and a pidfd of the
-/// child are polled together until the child exits (or the deadline kills
-/// it). A grandchild that keeps the pipes open cannot make us wait: once the
-/// child has exited, only what is already buffered is read.
-pub fn run_tool(mut cmd: Command, stdin: &[u8], timeout: Duration) -> std::io::Result<ToolOutput> {
+/// child are polled together until the child exits (or is killed). A
+/// grandchild that keeps the pipes open cannot make us wait: once the child
+/// has exited, only what is already buffered is read, and the grandchild is
+/// left alone.
+pub fn run_limited(mut cmd: Command, stdin: &[u8], limits: Limits) -> std::io::Result<ToolOutput> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let deadline = std::time::Instant::now() + timeout;
+    // setpgid(0, 0) in the forked child, before any pre_exec closure (such
+    // as `NetNs::command`'s setns) runs: std applies the process group
+    // first and the closures last, so both take effect.
+    cmd.process_group(0);
+    let deadline = std::time::Instant::now() + limits.timeout;
     let mut child = cmd.spawn()?;
     let pid = child.id() as libc::pid_t;
+    // The child leads its own group, and stays unreaped until `child.wait()`
+    // below: until then the group id cannot name anyone else's group.
+    let kill_group = || {
+        // SAFETY: kill(2) with a negative pid signals the process group
+        // `pid` (= the child's pid, see above); no memory is involved.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    };
     // SAFETY: pidfd_open on our own unreaped child.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
     if raw < 0 {
         let e = std::io::Error::last_os_error();
-        let _ = child.kill();
+        kill_group();
         let _ = child.wait();
         return Err(e);
     }
@@ -206,7 +313,7 @@ pub fn run_tool(mut cmd: Command, stdin: &[u8], timeout: Duration) -> std::io::R
     }
     let (mut so, mut se) = (Vec::new(), Vec::new());
     let mut exited = false;
-    let mut killed = false;
+    let mut stopped: Option<Stop> = None;
     loop {
         if let Some(w) = input.as_mut() {
             match w.write(&stdin[written..]) {
@@ -220,8 +327,18 @@ pub fn run_tool(mut cmd: Command, stdin: &[u8], timeout: Duration) -> std::io::R
                 input = None; // closes the pipe: EOF for the child
             }
         }
-        drain(&mut out, &mut so);
-        drain(&mut err, &mut se);
+        let over = if !drain(&mut out, &mut so, limits.stdout) {
+            Some(Stop::Stdout(limits.stdout))
+        } else if !drain(&mut err, &mut se, limits.stderr) {
+            Some(Stop::Stderr(limits.stderr))
+        } else {
+            None
+        };
+        if let Some(s) = over {
+            kill_group();
+            stopped = Some(s);
+            break;
+        }
         if exited {
             // Whatever is buffered has been read; only a grandchild could
             // still hold the pipes open, and we do not wait for it.
@@ -229,11 +346,9 @@ pub fn run_tool(mut cmd: Command, stdin: &[u8], timeout: Duration) -> std::io::R
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
-            // SAFETY: the child is not reaped yet, so the pid is still it.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            killed = true;
-            exited = true;
-            continue;
+            kill_group();
+            stopped = Some(Stop::Timeout(limits.timeout));
+            break;
         }
         let mut fds = vec![libc::pollfd {
             fd: pidfd.as_raw_fd(),
@@ -262,7 +377,7 @@ pub fn run_tool(mut cmd: Command, stdin: &[u8], timeout: Duration) -> std::io::R
         if r < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {
-                let _ = child.kill();
+                kill_group();
                 let _ = child.wait();
                 return Err(e);
             }
@@ -270,27 +385,44 @@ pub fn run_tool(mut cmd: Command, stdin: &[u8], timeout: Duration) -> std::io::R
             exited = true;
         }
     }
+    // Close our ends first: a child blocked writing to a full pipe is dead
+    // already (SIGKILL), and nothing more is read.
+    drop((input, out, err));
     let status = child.wait()?;
     Ok(ToolOutput {
-        status: if killed { None } else { status.code() },
+        status: if stopped.is_some() {
+            None
+        } else {
+            status.code()
+        },
+        stopped,
         stdout: String::from_utf8_lossy(&so).into_owned(),
         stderr: String::from_utf8_lossy(&se).into_owned(),
     })
 }
 
-/// Read what is available from a non-blocking pipe; drop it at EOF.
-fn drain<R: Read>(pipe: &mut Option<R>, buf: &mut Vec<u8>) {
-    let Some(p) = pipe.as_mut() else { return };
+/// Read what is available from a non-blocking pipe into `buf`, keeping at
+/// most `limit` bytes; drop the pipe at EOF. False when the child printed
+/// more than `limit` (what is kept is then cut to `limit`).
+fn drain<R: Read>(pipe: &mut Option<R>, buf: &mut Vec<u8>, limit: usize) -> bool {
+    let Some(p) = pipe.as_mut() else { return true };
     let mut chunk = [0u8; 16384];
     loop {
         match p.read(&mut chunk) {
             Ok(0) => {
                 *pipe = None;
-                return;
+                return true;
             }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                if buf.len() + n > limit {
+                    let room = limit - buf.len();
+                    buf.extend_from_slice(&chunk[..room]);
+                    return false;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return, // WouldBlock: nothing more for now
+            Err(_) => return true, // WouldBlock: nothing more for now
         }
     }
 }
@@ -337,5 +469,140 @@ mod tests {
         assert!(out.ok());
         assert_eq!(out.stdout, "done\n");
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    /// Is `pid` gone (or a zombie waiting for init)?
+    fn gone(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(s) => s
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+        }
+    }
+
+    /// Wait (bounded) until `pid` is gone.
+    fn assert_gone(pid: u32) {
+        let t = Instant::now();
+        while !gone(pid) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(gone(pid), "process {pid} survived");
+    }
+
+    /// A shell script that starts a background `sleep` (its pid in a temp
+    /// file), then runs `then`. Returns the command and the pid file.
+    fn with_grandchild(tag: &str, then: &str) -> (Command, PathBuf) {
+        let f = std::env::temp_dir().join(format!("mm-netns-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&f);
+        let mut c = Command::new("sh");
+        c.args([
+            "-c",
+            &format!("sleep 300 & echo $! > {}; {then}", f.display()),
+        ]);
+        (c, f)
+    }
+
+    fn pid_in(f: &Path) -> u32 {
+        let pid = std::fs::read_to_string(f).unwrap().trim().parse().unwrap();
+        let _ = std::fs::remove_file(f);
+        pid
+    }
+
+    #[test]
+    fn endless_stdout_is_cut_at_the_limit_and_the_group_killed() {
+        let t = Instant::now();
+        let (c, f) = with_grandchild("out", "yes");
+        let out = run_limited(c, b"", Limits::delegate(Duration::from_secs(60))).unwrap();
+        assert_eq!(out.stopped, Some(Stop::Stdout(1 << 20)));
+        assert_eq!(out.status, None);
+        assert!(!out.ok());
+        assert_eq!(out.stdout.len(), 1 << 20);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(
+            out.failure().contains("printed more than 1 MiB on stdout"),
+            "{}",
+            out.failure()
+        );
+        assert_gone(pid_in(&f));
+    }
+
+    #[test]
+    fn endless_stderr_is_cut_at_the_limit() {
+        let mut c = Command::new("sh");
+        c.args(["-c", "yes >&2"]);
+        let out = run_limited(c, b"", Limits::delegate(Duration::from_secs(60))).unwrap();
+        assert_eq!(out.stopped, Some(Stop::Stderr(64 << 10)));
+        assert_eq!(out.stderr.len(), 64 << 10);
+        assert!(out.failure().contains("more than 64 KiB on stderr"));
+    }
+
+    #[test]
+    fn output_up_to_the_limit_is_kept() {
+        let mut c = Command::new("sh");
+        c.args([
+            "-c",
+            "head -c 1048576 /dev/zero; head -c 65536 /dev/zero >&2",
+        ]);
+        let out = run_limited(c, b"", Limits::delegate(Duration::from_secs(60))).unwrap();
+        assert!(out.ok(), "{}", out.failure());
+        assert_eq!((out.stdout.len(), out.stderr.len()), (1 << 20, 64 << 10));
+        // One byte more is an error.
+        let mut c = Command::new("sh");
+        c.args(["-c", "head -c 101 /dev/zero"]);
+        let limits = Limits {
+            timeout: Duration::from_secs(60),
+            stdout: 100,
+            stderr: 100,
+        };
+        let out = run_limited(c, b"", limits).unwrap();
+        assert_eq!(out.stopped, Some(Stop::Stdout(100)));
+        assert_eq!(out.stdout.len(), 100);
+    }
+
+    #[test]
+    fn timeout_kills_the_grandchildren_too() {
+        let t = Instant::now();
+        let (c, f) = with_grandchild("hang", "sleep 300");
+        let out = run_limited(c, b"", Limits::delegate(Duration::from_millis(300))).unwrap();
+        assert_eq!(out.stopped, Some(Stop::Timeout(Duration::from_millis(300))));
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(out.failure().contains("timed out after 0.3 s"));
+        assert_gone(pid_in(&f));
+    }
+
+    #[test]
+    fn a_cleanly_exiting_child_leaves_its_grandchild_alone() {
+        let t = Instant::now();
+        let (c, f) = with_grandchild("clean", "echo done");
+        let out = run_limited(c, b"", Limits::delegate(Duration::from_secs(20))).unwrap();
+        assert!(out.ok());
+        assert_eq!(out.stdout, "done\n");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        let pid = pid_in(&f);
+        assert!(!gone(pid), "the grandchild was killed");
+        // SAFETY: kill(2) on the sleep this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+
+    #[test]
+    fn own_process_group_together_with_the_netns_pre_exec() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: setns needs root");
+            return;
+        }
+        let ns = NetNs::open(Path::new("/proc/self/ns/net"))
+            .unwrap()
+            .unwrap();
+        let mut c = ns.command("sh");
+        c.args(["-c", "echo $$; cut -d' ' -f5 /proc/$$/stat"]);
+        let out = run_tool(c, b"", Duration::from_secs(10)).unwrap();
+        assert!(out.ok(), "{}", out.failure());
+        let v: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(v.len(), 2, "{}", out.stdout);
+        assert_eq!(v[0], v[1], "the child does not lead its own group");
+        // SAFETY: getpgrp has no preconditions.
+        assert_ne!(v[1], unsafe { libc::getpgrp() }.to_string());
     }
 }
