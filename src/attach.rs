@@ -571,7 +571,11 @@ fn add_meta(
         None => lk.save(&rec),
     };
     if let Err(e) = owned {
+        // Nothing has run yet: undo only what is on disk (a record, an
+        // owner marker), no delegate DEL, no capture removal.
         drop(held);
+        rec.attachments.iter_mut().for_each(|a| a.started = false);
+        rec.capture = None;
         return Err(fail(&mut rec, e));
     }
     let (delegated, captured) = std::thread::scope(|s| {

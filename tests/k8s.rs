@@ -6,54 +6,10 @@
 //! network-status back. Every failure case checks that nothing was left.
 
 mod common;
-use common::k8s::ApiServer;
+use common::k8s::*;
 use common::*;
 use serde_json::{json, Value};
 use std::path::Path;
-
-const LEGACY: &str = r#"{"backend": "iptables", "iptablesVariant": "legacy"}"#;
-
-fn legacy() -> Value {
-    serde_json::from_str(LEGACY).unwrap()
-}
-
-fn istio_status() -> Value {
-    json!({"sidecar.istio.io/status": "{\"initContainers\":null,\"containers\":[\"istio-proxy\"]}"})
-}
-
-/// `a` with the keys of `b` added.
-fn merged(a: Value, b: Value) -> Value {
-    let mut a = a;
-    for (k, v) in b.as_object().unwrap() {
-        a[k] = v.clone();
-    }
-    a
-}
-
-/// A multimesh config in Kubernetes mode.
-fn k8s_conf(node: &Node, kubeconfig: &Path, delegates: Vec<Value>, capture: Value) -> Value {
-    let mut c = node.meta(delegates, capture);
-    c["kubeconfig"] = json!(kubeconfig.display().to_string());
-    c
-}
-
-fn pod_args(ns: &str, name: &str, uid: &str, cid: &str) -> String {
-    format!(
-        "IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={cid};K8S_POD_UID={uid}"
-    )
-}
-
-fn cni_pod(
-    node: &Node,
-    cmd: &str,
-    conf: &Value,
-    pod: &Pod,
-    cid: &str,
-    (ns, name, uid): (&str, &str, &str),
-) -> CniOut {
-    let args = pod_args(ns, name, uid, cid);
-    node.cni_env(cmd, conf, &pod.path, cid, "eth0", &[("CNI_ARGS", &args)])
-}
 
 /// The pod's network-status annotation, parsed.
 fn network_status(api: &ApiServer, ns: &str, name: &str) -> Vec<Value> {
@@ -62,19 +18,6 @@ fn network_status(api: &ApiServer, ns: &str, name: &str) -> Vec<Value> {
         .as_str()
         .unwrap_or_else(|| panic!("no network-status on {ns}/{name}: {p}"));
     serde_json::from_str(s).expect("network-status is JSON")
-}
-
-/// (method, path) of every request the API server saw.
-fn requests(api: &ApiServer) -> Vec<(String, String)> {
-    api.requests()
-        .iter()
-        .map(|r| {
-            (
-                r["method"].as_str().unwrap_or("").to_string(),
-                r["path"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
 }
 
 fn iptables_nat(pod: &Pod) -> String {
@@ -102,10 +45,6 @@ fn mac_of(pod: &Pod, ifname: &str) -> String {
         .to_string()
 }
 
-/// A NAD config string from a delegate object.
-fn cfg(v: &Value) -> String {
-    v.to_string()
-}
 
 // 1. A meshed pod with two NADs (short form): interfaces, capture working
 //    on a secondary interface, network-status, the round-trip budget, and

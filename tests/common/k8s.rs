@@ -16,12 +16,77 @@
 //! `tokens`, `objects/pods/<ns>/<name>.json`, `objects/nads/<ns>/<name>.json`,
 //! `faults.json`, `requests.log`.
 
+use super::{CniOut, Node, Pod};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+// Kubernetes-mode calls of the real binary, shared by the test files.
+
+pub const LEGACY: &str = r#"{"backend": "iptables", "iptablesVariant": "legacy"}"#;
+
+pub fn legacy() -> Value {
+    serde_json::from_str(LEGACY).unwrap()
+}
+
+pub fn istio_status() -> Value {
+    json!({"sidecar.istio.io/status": "{\"initContainers\":null,\"containers\":[\"istio-proxy\"]}"})
+}
+
+/// `a` with the keys of `b` added.
+pub fn merged(a: Value, b: Value) -> Value {
+    let mut a = a;
+    for (k, v) in b.as_object().unwrap() {
+        a[k] = v.clone();
+    }
+    a
+}
+
+/// A multimesh config in Kubernetes mode.
+pub fn k8s_conf(node: &Node, kubeconfig: &Path, delegates: Vec<Value>, capture: Value) -> Value {
+    let mut c = node.meta(delegates, capture);
+    c["kubeconfig"] = json!(kubeconfig.display().to_string());
+    c
+}
+
+pub fn pod_args(ns: &str, name: &str, uid: &str, cid: &str) -> String {
+    format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={cid};K8S_POD_UID={uid}"
+    )
+}
+
+pub fn cni_pod(
+    node: &Node,
+    cmd: &str,
+    conf: &Value,
+    pod: &Pod,
+    cid: &str,
+    (ns, name, uid): (&str, &str, &str),
+) -> CniOut {
+    let args = pod_args(ns, name, uid, cid);
+    node.cni_env(cmd, conf, &pod.path, cid, "eth0", &[("CNI_ARGS", &args)])
+}
+
+/// (method, path) of every request the API server saw.
+pub fn requests(api: &ApiServer) -> Vec<(String, String)> {
+    api.requests()
+        .iter()
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap_or("").to_string(),
+                r["path"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A NAD config string from a delegate object.
+pub fn cfg(v: &Value) -> String {
+    v.to_string()
+}
 
 static SERVERS: AtomicUsize = AtomicUsize::new(0);
 static WRITES: AtomicUsize = AtomicUsize::new(0);

@@ -1,0 +1,523 @@
+//! The trust boundary (contract §6, docs/security.md), end to end: what a
+//! tenant controls (pod annotations, NetworkAttachmentDefinitions) never
+//! runs a program outside binDir/CNI_PATH, never touches a path the node's
+//! config does not name, never makes DEL fail for good, stays bounded, and
+//! never changes what another container's ADD created. Real binary, real
+//! plugins, the test API server.
+
+mod common;
+use common::k8s::*;
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// A canary a hostile config would create: its path, not yet there.
+fn canary(node: &Node, name: &str) -> std::path::PathBuf {
+    let p = node.dir.join(name);
+    assert!(!p.exists());
+    p
+}
+
+/// A pod `apps/<name>` meshed by istio with `ann` merged in, on `api`.
+fn put_pod(api: &ApiServer, name: &str, uid: &str, ann: Value) {
+    api.put_pod(&ApiServer::pod_json(
+        "apps",
+        name,
+        uid,
+        merged(istio_status(), ann),
+        &["app", "istio-proxy"],
+        &[],
+    ));
+}
+
+/// ADD refused with `code` before anything ran: no interface, no state,
+/// no delegate call, no capture; a DEL afterwards succeeds.
+fn refused_before_anything(
+    node: &Node,
+    conf: &Value,
+    pod: &Pod,
+    cid: &str,
+    id: (&str, &str, &str),
+    code: u64,
+) -> String {
+    let calls = node.calls().len();
+    let msg = cni_pod(node, "ADD", conf, pod, cid, id).err(code);
+    assert!(pod.links().is_empty(), "{msg}: {:?}", pod.links());
+    assert_eq!(node.calls().len(), calls, "{msg}: a delegate ran");
+    pod.assert_no_capture(&msg);
+    node.assert_no_leaks();
+    cni_pod(node, "DEL", conf, pod, cid, id).ok();
+    node.assert_no_leaks();
+    msg
+}
+
+// 1. A NetworkAttachmentDefinition that runs multimesh (by type, inside a
+//    conflist, or through another file name for the same binary) is refused
+//    with code 7 naming it, before anything runs: the nested multimesh that
+//    would have honoured the NAD's binDir and run /bin/sh as root never
+//    starts. allowedNetworkTypes narrows NADs further when set.
+#[test]
+fn nad_running_multimesh_is_refused() {
+    let node = Node::new("tb-nad");
+    let api = ApiServer::start_in(&node.name);
+    let pod = node.pod("p");
+    let pwned = canary(&node, "pwned");
+    let exploit = json!({"cniVersion": "1.0.0", "type": "multimesh", "binDir": "/bin",
+        "cniDir": node.dir.join("evil-state").display().to_string(),
+        "logFile": node.dir.join("evil.log").display().to_string(),
+        "delegates": [{"name": "x", "type": "sh",
+                        "x": format!("$(id > {})", pwned.display())}]});
+    api.put_nad("apps", "evil", Some(&cfg(&exploit)), json!({}));
+    let list = json!({"cniVersion": "1.0.0", "name": "evil-list",
+        "plugins": [node.recorder("first", json!({})), exploit]});
+    api.put_nad("apps", "evil-list", Some(&cfg(&list)), json!({}));
+    // The same binary under another name, in a directory on CNI_PATH.
+    let alias_dir = node.dir.join("alias");
+    std::fs::create_dir_all(&alias_dir).unwrap();
+    std::os::unix::fs::symlink(BIN, alias_dir.join("mm-alias")).unwrap();
+    let alias = json!({"cniVersion": "1.0.0", "type": "mm-alias"});
+    api.put_nad("apps", "alias", Some(&cfg(&alias)), json!({}));
+    let conf = k8s_conf(
+        &node,
+        &api.kubeconfig_token(),
+        vec![node.cluster_bridge()],
+        legacy(),
+    );
+    let cni_path = format!("{}:{REF_PLUGINS}", alias_dir.display());
+    for (i, net) in ["evil", "evil-list", "alias"].iter().enumerate() {
+        let name = format!("p{i}");
+        let uid = format!("uid-{i}");
+        put_pod(&api, &name, &uid, json!({"k8s.v1.cni.cncf.io/networks": net}));
+        let args = pod_args("apps", &name, &uid, "cn");
+        let out = node.cni_env(
+            "ADD",
+            &conf,
+            &pod.path,
+            "cn",
+            "eth0",
+            &[("CNI_ARGS", &args), ("CNI_PATH", &cni_path)],
+        );
+        let msg = out.err(7);
+        assert!(
+            msg.contains(&format!("apps/{net}")) && msg.contains("multimesh"),
+            "{msg}"
+        );
+        assert!(pod.links().is_empty(), "{net}: {:?}", pod.links());
+        node.assert_no_leaks();
+        node.cni_env(
+            "DEL",
+            &conf,
+            &pod.path,
+            "cn",
+            "eth0",
+            &[("CNI_ARGS", &args), ("CNI_PATH", &cni_path)],
+        )
+        .ok();
+    }
+    assert!(!pwned.exists(), "the NAD ran a shell");
+    for f in ["evil-state", "evil.log"] {
+        assert!(!node.dir.join(f).exists(), "{f} was created");
+    }
+
+    // allowedNetworkTypes: a NAD of another type is refused, the listed ones work.
+    let mut conf = conf;
+    conf["allowedNetworkTypes"] = json!(["bridge"]);
+    api.put_nad(
+        "apps",
+        "rec",
+        Some(&cfg(&node.recorder("rec", json!({})))),
+        json!({}),
+    );
+    api.put_nad("apps", "sec", Some(&cfg(&node.second_bridge())), json!({}));
+    put_pod(
+        &api,
+        "q",
+        "uid-q",
+        json!({"k8s.v1.cni.cncf.io/networks": "rec"}),
+    );
+    let id = ("apps", "q", "uid-q");
+    let msg = refused_before_anything(&node, &conf, &pod, "cq", id, 7);
+    assert!(msg.contains("allowedNetworkTypes"), "{msg}");
+    put_pod(
+        &api,
+        "q",
+        "uid-q",
+        json!({"k8s.v1.cni.cncf.io/networks": "sec"}),
+    );
+    cni_pod(&node, "ADD", &conf, &pod, "cq", id).ok();
+    assert_eq!(pod.links().len(), 2);
+    cni_pod(&node, "DEL", &conf, &pod, "cq", id).ok();
+    node.assert_no_leaks();
+}
+
+// 2. multimesh run as a delegate of multimesh (here from the node's own
+//    config) takes nothing from its config: not its delegates, binDir,
+//    cniDir (the outer one's, whose container lock the outer holds: it
+//    used to wait for it until the delegate timeout), kubeconfig or
+//    logFile. It answers at once and DEL finishes too.
+#[test]
+fn nested_multimesh_takes_nothing_and_never_waits() {
+    let node = Node::new("tb-nest");
+    let pod = node.pod("p");
+    let pwned = canary(&node, "pwned");
+    let log = canary(&node, "inner.log");
+    let inner = json!({"cniVersion": "1.0.0", "name": "inner", "type": "multimesh",
+        "binDir": "/bin", "cniDir": node.cni_dir().display().to_string(),
+        "logFile": log.display().to_string(), "kubeconfig": "/nonexistent/kubeconfig",
+        "delegates": [{"name": "x", "type": "sh", "x": format!("$(id > {})", pwned.display())}]});
+    let conf = node.meta(vec![node.cluster_bridge(), inner], json!({"enabled": false}));
+    let t = Instant::now();
+    node.cni("ADD", &conf, &pod.path, "cnest", "eth0").ok();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "nested ADD took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(pod.links(), ["eth0"], "the inner multimesh attached something");
+    node.cni("CHECK", &conf, &pod.path, "cnest", "eth0").ok();
+    let t = Instant::now();
+    node.cni("DEL", &conf, &pod.path, "cnest", "eth0").ok();
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(!pwned.exists(), "the inner multimesh ran its delegates");
+    assert!(!log.exists(), "the inner multimesh opened its logFile");
+    node.assert_no_leaks();
+}
+
+// 3. DEL and GC always finish. An attachment whose ADD failed gets a
+//    best-effort DEL and is dropped, even when that DEL fails too (macvlan
+//    on a master that does not exist answers "Link not found" to DEL as
+//    well); a delegate without a name reads back; GC goes on past
+//    attachments whose DEL fails and reports every failure.
+#[test]
+fn del_and_gc_always_finish() {
+    let node = Node::new("tb-del");
+    let pod = node.pod("p");
+    let mut mv = node.macvlan();
+    mv["master"] = json!("mmnosuch0");
+    let conf = node.meta(vec![node.cluster_bridge(), mv], legacy());
+    let msg = node.cni("ADD", &conf, &pod.path, "cmv", "eth0").err(999);
+    assert!(msg.contains("net1") && msg.contains("Link not found"), "{msg}");
+    assert!(pod.links().is_empty());
+    node.assert_no_leaks();
+    node.cni("DEL", &conf, &pod.path, "cmv", "eth0").ok();
+    node.cni("DEL", &conf, "", "cmv", "eth0").ok();
+    gc(&node, &conf, json!([])).ok();
+    pod.assert_no_capture("after the failed macvlan ADD");
+    node.assert_no_leaks();
+
+    // A delegate without a name.
+    let mut anon = node.recorder("x", json!({}));
+    anon.as_object_mut().unwrap().remove("name");
+    let conf = node.meta(vec![node.cluster_bridge(), anon], legacy());
+    node.cni("ADD", &conf, &pod.path, "canon", "eth0").ok();
+    node.cni("CHECK", &conf, &pod.path, "canon", "eth0").ok();
+    node.cni("DEL", &conf, &pod.path, "canon", "eth0").ok();
+    node.assert_no_leaks();
+
+    // GC past failures: two stale attachments whose DEL fails, one that works.
+    let bad = node.meta(
+        vec![node.recorder("bad", json!({"failOn": "DEL", "failCode": 11}))],
+        json!({"enabled": false}),
+    );
+    let good = node.meta(
+        vec![node.recorder("good", json!({}))],
+        json!({"enabled": false}),
+    );
+    for (cid, c) in [("g1", &bad), ("g2", &bad), ("g3", &good)] {
+        node.cni("ADD", c, &pod.path, cid, "eth0").ok();
+    }
+    let out = gc(&node, &bad, json!([]));
+    let msg = out.err(11);
+    assert!(msg.contains("2 steps failed"), "{msg}");
+    let details = out.json["details"].as_str().unwrap_or("");
+    assert!(details.contains("g2"), "details: {details}");
+    assert!(
+        !node.dir.join("leak").join("g3-eth0").exists(),
+        "GC stopped at the first failure"
+    );
+    assert!(node.cni_dir().join("g1").exists() && node.cni_dir().join("g2").exists());
+}
+
+/// GC with `valid` as cni.dev/valid-attachments.
+fn gc(node: &Node, conf: &Value, valid: Value) -> CniOut {
+    let mut c = conf.clone();
+    c["cniVersion"] = json!("1.1.0");
+    c["cni.dev/valid-attachments"] = valid;
+    node.cni_env("GC", &c, "", "", "", &[])
+}
+
+// 4. What the pod writes is checked before anything runs: cni-args of the
+//    wrong type or with an address host-local would refuse (on ADD and on
+//    every DEL after), JSON nested too deep, an annotation too large.
+#[test]
+fn pod_input_is_checked_before_anything_runs() {
+    let node = Node::new("tb-pod");
+    let api = ApiServer::start_in(&node.name);
+    let pod = node.pod("p");
+    api.put_nad("apps", "sec", Some(&cfg(&node.second_bridge())), json!({}));
+    let conf = k8s_conf(
+        &node,
+        &api.kubeconfig_token(),
+        vec![node.cluster_bridge()],
+        legacy(),
+    );
+    let id = ("apps", "w", "uid-w");
+    let mut deep = json!("x");
+    for _ in 0..124 {
+        deep = json!([deep]);
+    }
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "is not an IP address",
+            json!([{"name": "sec", "cni-args": {"ips": ["bogus"]}}]).to_string(),
+        ),
+        (
+            "is not a MAC address",
+            json!([{"name": "sec", "cni-args": {"mac": "nope"}}]).to_string(),
+        ),
+        (
+            "values must be",
+            json!([{"name": "sec", "cni-args": {"x": {"y": 1}}}]).to_string(),
+        ),
+        (
+            "nested deeper",
+            json!([{"name": "sec", "cni-args": {"deep": deep}}]).to_string(),
+        ),
+        ("bytes, more than", format!("sec{}", ", sec".repeat(20_000))),
+    ];
+    for (want, ann) in cases {
+        put_pod(&api, "w", "uid-w", json!({"k8s.v1.cni.cncf.io/networks": ann}));
+        api.clear_requests();
+        let msg = refused_before_anything(&node, &conf, &pod, "cw", id, 110);
+        assert!(msg.contains(want), "want {want:?}: {msg}");
+        let nad_gets = requests(&api)
+            .iter()
+            .filter(|(_, p)| p.contains("network-attachment-definitions"))
+            .count();
+        assert_eq!(nad_gets, 0, "{want}: a NAD was fetched");
+    }
+    // A valid cni-args address goes through.
+    put_pod(
+        &api,
+        "w",
+        "uid-w",
+        json!({"k8s.v1.cni.cncf.io/networks":
+            json!([{"name": "sec", "cni-args": {"ips": ["198.51.100.200"]}}]).to_string()}),
+    );
+    cni_pod(&node, "ADD", &conf, &pod, "cw", id).ok();
+    assert!(
+        pod.addrs("net1").iter().any(|a| a.starts_with("198.51.100.200/")),
+        "{:?}",
+        pod.addrs("net1")
+    );
+    cni_pod(&node, "DEL", &conf, &pod, "cw", id).ok();
+    node.assert_no_leaks();
+
+    // A NAD config nested too deep or too large: code 7, nothing ran.
+    let mut deep_cfg = node.second_bridge();
+    let mut d = json!(1);
+    for _ in 0..40 {
+        d = json!({"a": d});
+    }
+    deep_cfg["x"] = d;
+    api.put_nad("apps", "deep", Some(&cfg(&deep_cfg)), json!({}));
+    let mut big_cfg = node.second_bridge();
+    big_cfg["pad"] = json!("x".repeat(300 * 1024));
+    api.put_nad("apps", "big", Some(&cfg(&big_cfg)), json!({}));
+    for (net, want) in [("deep", "nested deeper"), ("big", "bytes, more than")] {
+        put_pod(&api, "w", "uid-w", json!({"k8s.v1.cni.cncf.io/networks": net}));
+        let msg = refused_before_anything(&node, &conf, &pod, "cw", id, 7);
+        assert!(msg.contains(want) && msg.contains(&format!("apps/{net}")), "{msg}");
+    }
+}
+
+// 5. A record that would not read back is never written: a delegate config
+//    (here the node's own) nested so deep that the record passes the JSON
+//    reader's limit is refused at ADD (102) before anything runs, instead
+//    of an ADD that works and a DEL that forgets its delegates.
+#[test]
+fn unreadable_record_is_refused_at_add() {
+    let node = Node::new("tb-rec");
+    let pod = node.pod("p");
+    // The config itself reads (depth 3 + n); the record nests 2 more.
+    let n = 124;
+    let mut d = json!(1);
+    for _ in 0..n {
+        d = json!([d]);
+    }
+    let mut rec = node.recorder("deep", json!({}));
+    rec["deep"] = d;
+    let conf = node.meta(vec![rec], json!({"enabled": false}));
+    let msg = node.cni("ADD", &conf, &pod.path, "cdeep", "eth0").err(102);
+    assert!(msg.contains("would not read back"), "{msg}");
+    assert!(node.calls().is_empty(), "a delegate ran");
+    node.assert_no_leaks();
+    node.cni("DEL", &conf, &pod.path, "cdeep", "eth0").ok();
+}
+
+// 6. namespaceIsolation covers the default-network annotation too: a pod
+//    cannot put its eth0 on another tenant's network. Its own namespace,
+//    globalNamespaces and multusNamespace (the admin's) stay allowed.
+#[test]
+fn namespace_isolation_covers_default_network() {
+    let node = Node::new("tb-iso");
+    let api = ApiServer::start_in(&node.name);
+    let pod = node.pod("p");
+    let mut secret = node.second_bridge();
+    secret["name"] = json!("secret");
+    api.put_nad("other", "secret", Some(&cfg(&secret)), json!({}));
+    api.put_nad("apps", "mine", Some(&cfg(&secret)), json!({}));
+    let mut conf = k8s_conf(
+        &node,
+        &api.kubeconfig_token(),
+        vec![node.cluster_bridge()],
+        legacy(),
+    );
+    conf["namespaceIsolation"] = json!(true);
+    let id = ("apps", "d", "uid-d");
+    put_pod(
+        &api,
+        "d",
+        "uid-d",
+        json!({"v1.multus-cni.io/default-network": "other/secret"}),
+    );
+    let msg = refused_before_anything(&node, &conf, &pod, "ci", id, 110);
+    assert!(
+        msg.contains("v1.multus-cni.io/default-network") && msg.contains("namespaceIsolation"),
+        "{msg}"
+    );
+    put_pod(
+        &api,
+        "d",
+        "uid-d",
+        json!({"v1.multus-cni.io/default-network": "apps/mine"}),
+    );
+    cni_pod(&node, "ADD", &conf, &pod, "ci", id).ok();
+    cni_pod(&node, "DEL", &conf, &pod, "ci", id).ok();
+    node.assert_no_leaks();
+}
+
+// 7. Networks per pod are bounded (maxNetworksPerPod, default 32) before
+//    any NetworkAttachmentDefinition is fetched.
+#[test]
+fn networks_per_pod_are_bounded() {
+    let node = Node::new("tb-many");
+    let api = ApiServer::start_in(&node.name);
+    let pod = node.pod("p");
+    api.put_nad(
+        "apps",
+        "r",
+        Some(&cfg(&node.recorder("r", json!({})))),
+        json!({}),
+    );
+    let mut conf = k8s_conf(
+        &node,
+        &api.kubeconfig_token(),
+        vec![node.cluster_bridge()],
+        legacy(),
+    );
+    let id = ("apps", "m", "uid-m");
+    let many: Vec<String> = (0..2000).map(|i| format!("r@n{i}")).collect();
+    put_pod(
+        &api,
+        "m",
+        "uid-m",
+        json!({"k8s.v1.cni.cncf.io/networks": many.join(",")}),
+    );
+    api.clear_requests();
+    let t = Instant::now();
+    let msg = refused_before_anything(&node, &conf, &pod, "cm", id, 110);
+    assert!(msg.contains("maxNetworksPerPod (32)"), "{msg}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(
+        requests(&api)
+            .iter()
+            .all(|(_, p)| !p.contains("network-attachment-definitions")),
+        "{:?}",
+        requests(&api)
+    );
+    // The admin's own bound: 3 in all (eth0 + 2).
+    conf["maxNetworksPerPod"] = json!(3);
+    put_pod(
+        &api,
+        "m",
+        "uid-m",
+        json!({"k8s.v1.cni.cncf.io/networks": "r@a1,r@a2,r@a3"}),
+    );
+    refused_before_anything(&node, &conf, &pod, "cm", id, 110);
+    put_pod(
+        &api,
+        "m",
+        "uid-m",
+        json!({"k8s.v1.cni.cncf.io/networks": "r@a1,r@a2"}),
+    );
+    cni_pod(&node, "ADD", &conf, &pod, "cm", id).ok();
+    cni_pod(&node, "DEL", &conf, &pod, "cm", id).ok();
+    node.assert_no_leaks();
+}
+
+// 8. Capture belongs to the netns: two containers asking for it in one
+//    netns both own it; the first DEL leaves it for the other, a failed
+//    ADD of a third does not remove it, the last DEL does.
+#[test]
+fn capture_belongs_to_every_owner_of_the_netns() {
+    let node = Node::new("tb-own");
+    let pod = node.pod("p");
+    let first = node.meta(vec![node.cluster_bridge()], legacy());
+    node.cni("ADD", &first, &pod.path, "own1", "eth0").ok();
+    let second = node.meta(vec![node.recorder("r2", json!({}))], legacy());
+    node.cni("ADD", &second, &pod.path, "own2", "eth1").ok();
+    node.cni("DEL", &second, &pod.path, "own2", "eth1").ok();
+    node.cni("CHECK", &first, &pod.path, "own1", "eth0").ok();
+    let failing = node.meta(
+        vec![node.recorder("r3", json!({"failOn": "ADD"}))],
+        legacy(),
+    );
+    node.cni("ADD", &failing, &pod.path, "own3", "eth2").err(11);
+    node.cni("CHECK", &first, &pod.path, "own1", "eth0").ok();
+    node.cni("DEL", &first, &pod.path, "own1", "eth0").ok();
+    pod.assert_no_capture("after the last owner's DEL");
+    node.assert_no_leaks();
+}
+
+// 9. Identifiers: a container ID longer than a file name works for ADD,
+//    CHECK and DEL alike (its state directory is named by its hash); one
+//    beyond the bound is refused by every command; interface names are
+//    checked once, the same way everywhere (no hidden record, no
+//    wildcard that means one thing to iptables and another to nftables).
+#[test]
+fn identifiers_are_bounded_and_consistent() {
+    let node = Node::new("tb-ids");
+    let pod = node.pod("p");
+    let conf = node.meta(vec![node.cluster_bridge()], legacy());
+    let long = "c".repeat(300);
+    node.cni("ADD", &conf, &pod.path, &long, "eth0").ok();
+    node.cni("CHECK", &conf, &pod.path, &long, "eth0").ok();
+    let dirs: Vec<String> = walk(&node.cni_dir())
+        .into_iter()
+        .filter(|d| d.contains("+sha256-"))
+        .collect();
+    assert!(!dirs.is_empty(), "{:?}", walk(&node.cni_dir()));
+    node.cni("DEL", &conf, &pod.path, &long, "eth0").ok();
+    pod.assert_no_capture("long container id");
+    node.assert_no_leaks();
+
+    let too_long = "c".repeat(multimesh::cni::MAX_CONTAINER_ID + 1);
+    for cmd in ["ADD", "DEL"] {
+        node.cni(cmd, &conf, &pod.path, &too_long, "eth0").err(4);
+    }
+    for ifname in [".eth0", "e+", "-x"] {
+        let msg = node.cni("ADD", &conf, &pod.path, "cif", ifname).err(4);
+        assert!(msg.contains("CNI_IFNAME"), "{msg}");
+    }
+    for ex in ["e+", "veth*"] {
+        let c = node.meta(
+            vec![node.cluster_bridge()],
+            json!({"backend": "nftables", "excludeInterfaces": [ex]}),
+        );
+        let msg = node.cni("ADD", &c, &pod.path, "cif", "eth0").err(7);
+        assert!(msg.contains("excludeInterfaces"), "{msg}");
+    }
+    assert!(pod.links().is_empty());
+    node.assert_no_leaks();
+}
