@@ -228,7 +228,22 @@ fn inspect(args: &[&str]) -> Result<String, String> {
     if !found {
         out.push_str("capture: none (no multimesh rules in this netns)\n");
     }
-    Ok(out)
+    Ok(escape_controls(&out))
+}
+
+/// What `inspect` prints comes from the pod (interface names, addresses,
+/// rule text): control characters other than newlines are shown escaped,
+/// so a crafted interface name cannot write escape sequences to a terminal.
+pub fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn summary<'a>(lines: impl Iterator<Item = &'a String>) -> String {

@@ -502,7 +502,8 @@ fn is_multimesh(v: &Value) -> bool {
 }
 
 /// A loadable CNI config: a conflist with plugins that all have a type, or
-/// a single conf with a type.
+/// a single conf with a type; every type a bare plugin name (the wrapped
+/// primary becomes multimesh's first delegate, which refuses a path).
 fn usable(v: &Value) -> Result<(), &'static str> {
     if !v.is_object() {
         return Err("not a JSON object");
@@ -512,12 +513,22 @@ fn usable(v: &Value) -> Result<(), &'static str> {
             .and_then(Value::as_str)
             .is_some_and(|t| !t.is_empty())
     };
+    let bare = |p: &Value| {
+        p.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| crate::delegate::validate_type(t).is_ok())
+    };
     match v.get("plugins") {
         Some(Value::Array(ps)) if ps.is_empty() => Err("empty plugins list"),
-        Some(Value::Array(ps)) if ps.iter().all(has_type) => Ok(()),
+        Some(Value::Array(ps)) if !ps.iter().all(has_type) => {
+            Err("plugins: every plugin needs a type")
+        }
+        Some(Value::Array(ps)) if ps.iter().all(bare) => Ok(()),
+        Some(Value::Array(_)) => Err("plugins: a type is a path, not a bare plugin name"),
         Some(_) => Err("plugins: every plugin needs a type"),
-        None if has_type(v) => Ok(()),
-        None => Err("no type and no plugins"),
+        None if !has_type(v) => Err("no type and no plugins"),
+        None if bare(v) => Ok(()),
+        None => Err("type is a path, not a bare plugin name"),
     }
 }
 
@@ -860,5 +871,9 @@ mod tests {
         assert!(usable(&json!({"plugins": []})).is_err());
         assert!(usable(&json!({"name": "x"})).is_err());
         assert!(usable(&json!({"plugins": [{"type": "bridge"}]})).is_ok());
+        for t in ["/bin/sh", "../bridge", "a/b"] {
+            assert!(usable(&json!({"type": t})).is_err(), "{t}");
+            assert!(usable(&json!({"plugins": [{"type": "bridge"}, {"type": t}]})).is_err());
+        }
     }
 }

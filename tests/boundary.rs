@@ -521,3 +521,15 @@ fn identifiers_are_bounded_and_consistent() {
     assert!(pod.links().is_empty());
     node.assert_no_leaks();
 }
+
+// 10. `inspect` prints what is in the pod netns (interface names come from
+//     the pod): control characters are escaped, never written raw.
+#[test]
+fn inspect_escapes_control_characters() {
+    let node = Node::new("tb-insp");
+    let pod = node.pod("p");
+    pod.exec_ok("ip link add $'x\\x1b[2Jy' type veth peer name mmpeer");
+    let o = sh_ok(&format!("{BIN} inspect --netns {}", pod.path));
+    assert!(!o.contains('\x1b'), "raw escape in: {o:?}");
+    assert!(o.contains("x\\u{1b}[2Jy"), "{o}");
+}

@@ -386,6 +386,27 @@ fn primary_selection_skips_own_and_unusable_files() {
     assert_eq!(r.conflist_json()["plugins"][0]["delegates"][0], other);
     let e = r.run_err(&["--primary-conf", "01-mine.conf"]);
     assert!(e.contains("multimesh config"), "{e}");
+
+    // A primary whose plugin type is a path is never wrapped: multimesh
+    // would refuse it as a delegate (and must never run /bin/sh).
+    for (name, v) in [
+        ("00-path.conf", json!({"cniVersion": "1.0.0", "name": "p", "type": "/bin/sh"})),
+        (
+            "00-path.conflist",
+            json!({"cniVersion": "1.0.0", "name": "p",
+                   "plugins": [{"type": "bridge"}, {"type": "../../bin/sh"}]}),
+        ),
+    ] {
+        r.write_primary(name, &v);
+        let o = r.run(&[]);
+        assert!(o.status.success(), "{o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(name) && err.contains("path"), "{err}");
+        assert_ne!(r.conflist_json()["plugins"][0]["delegates"][0], v);
+        let e = r.run_err(&["--primary-conf", name]);
+        assert!(e.contains("not a bare plugin name"), "{e}");
+        std::fs::remove_file(r.net_d().join(name)).unwrap();
+    }
 }
 
 #[test]
