@@ -295,7 +295,8 @@ fn add_capture(
     }
 }
 
-/// Run the planned delegates in order, recording each result. The last
+/// Run the planned delegates in order, recording each result in the
+/// record's journal (one appended line per step, `append_step`). The last
 /// result is saved with the next step's write (completion): one write fewer
 /// per ADD.
 fn run_delegates(
@@ -309,7 +310,7 @@ fn run_delegates(
         rec.attachments[i].result = Some(res);
         if let Some(next) = rec.attachments.get_mut(i + 1) {
             next.started = true;
-            lk.save(rec)?;
+            lk.append_step(rec, i)?;
         }
     }
     Ok(())

@@ -143,6 +143,62 @@ impl ContainerLock {
         self.dir.join(format!("{ifname}.json"))
     }
 
+    /// The record's step journal: one line per delegate that returned
+    /// since the record was last written whole (`append_step`).
+    fn journal_path(&self, ifname: &str) -> PathBuf {
+        self.dir.join(format!("{ifname}.steps"))
+    }
+
+    /// Record that attachment `i` of `rec` returned its result and the
+    /// next one starts, by appending one line to the record's journal
+    /// instead of rewriting the whole record: ADD's state writes stay
+    /// linear in the number of attachments. The line is one `write` (a
+    /// crash leaves it whole or, at worst, a torn last line that `load`
+    /// ignores: that step then reads as not returned).
+    pub fn append_step(&self, rec: &Record, i: usize) -> Result<()> {
+        let result = rec.attachments.get(i).and_then(|a| a.result.clone());
+        let mut line = serde_json::to_vec(&json!({"step": i, "result": result}))
+            .map_err(|e| CniError::new(code::STATE, format!("encode state: {e}")))?;
+        serde_json::from_slice::<Value>(&line).map_err(|e| {
+            CniError::new(
+                code::STATE,
+                format!("state step would not read back ({e}); refused"),
+            )
+        })?;
+        line.push(b'\n');
+        let p = self.journal_path(&rec.ifname);
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&p)
+            .and_then(|mut f| f.write_all(&line))
+            .map_err(|e| state_err("write", &p, e))
+    }
+
+    /// Apply the journal's steps to a record read from disk.
+    fn replay(&self, rec: &mut Record) {
+        let Ok(text) = fs::read_to_string(self.journal_path(&rec.ifname)) else {
+            return;
+        };
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                break; // a torn last line
+            };
+            let Some(i) = v.get("step").and_then(Value::as_u64) else {
+                break;
+            };
+            let i = i as usize;
+            if let Some(a) = rec.attachments.get_mut(i) {
+                a.result = v.get("result").filter(|r| !r.is_null()).cloned();
+                a.started = true;
+            }
+            if let Some(next) = rec.attachments.get_mut(i + 1) {
+                next.started = true;
+            }
+        }
+    }
+
     pub fn load(&self, ifname: &str) -> Result<Option<Record>> {
         let p = self.record_path(ifname);
         match fs::read(&p) {
@@ -150,7 +206,9 @@ impl ContainerLock {
                 let v: Value = serde_json::from_slice(&b).map_err(|e| {
                     CniError::new(code::STATE, format!("corrupt state {}: {e}", p.display()))
                 })?;
-                Record::from_json(&v).map(Some)
+                let mut rec = Record::from_json(&v)?;
+                self.replay(&mut rec);
+                Ok(Some(rec))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(state_err("read", &p, e)),
@@ -173,10 +231,15 @@ impl ContainerLock {
                     format!("state record would not read back ({e}); refused"),
                 )
             })?;
-        write_atomic(&self.record_path(&rec.ifname), &data)
+        write_atomic(&self.record_path(&rec.ifname), &data)?;
+        // The whole record holds every step now (a crash before this
+        // unlink replays steps it already has: the same values again).
+        let _ = fs::remove_file(self.journal_path(&rec.ifname));
+        Ok(())
     }
 
     pub fn delete(&self, ifname: &str) -> Result<()> {
+        let _ = fs::remove_file(self.journal_path(ifname));
         let p = self.record_path(ifname);
         match fs::remove_file(&p) {
             Ok(()) => Ok(()),
@@ -420,5 +483,92 @@ impl Record {
             return Err(bad("missing ifname or containerID"));
         }
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: usize) -> Record {
+        Record {
+            network: "n".into(),
+            cni_version: "1.0.0".into(),
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+            netns: String::new(),
+            cni_args: String::new(),
+            mode: Mode::Meta,
+            complete: false,
+            attachments: (0..n)
+                .map(|i| Attachment {
+                    ifname: format!("net{i}"),
+                    name: format!("a{i}"),
+                    conf: json!({"type": "x"}),
+                    runtime_config: None,
+                    result: None,
+                    started: i == 0,
+                })
+                .collect(),
+            capture: None,
+            netns_key: None,
+        }
+    }
+
+    #[test]
+    fn steps_replay_onto_the_record_and_a_torn_line_is_ignored() {
+        let root = std::env::temp_dir().join(format!("mm-state-{}", std::process::id()));
+        let lk = ContainerLock::acquire(&root, "c", true).unwrap().unwrap();
+        let mut r = record(3);
+        lk.save(&r).unwrap();
+        r.attachments[0].result = Some(json!({"ips": [1]}));
+        lk.append_step(&r, 0).unwrap();
+        let got = lk.load("eth0").unwrap().unwrap();
+        assert_eq!(got.attachments[0].result, Some(json!({"ips": [1]})));
+        assert!(got.attachments[1].started && !got.attachments[2].started);
+        // A torn write of the next step reads as not returned.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(lk.journal_path("eth0"))
+            .unwrap();
+        f.write_all(b"{\"step\": 1, \"resu").unwrap();
+        let got = lk.load("eth0").unwrap().unwrap();
+        assert!(got.attachments[1].result.is_none() && !got.attachments[2].started);
+        // A whole write folds the steps in and drops the journal.
+        lk.save(&got).unwrap();
+        assert!(!lk.journal_path("eth0").exists());
+        assert_eq!(lk.load("eth0").unwrap().unwrap(), got);
+        lk.delete("eth0").unwrap();
+        drop(lk);
+        assert!(!root.join("c").exists());
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn long_container_ids_get_hashed_directory_names() {
+        assert_eq!(dir_name("abc"), "abc");
+        let long = "a".repeat(MAX_PLAIN_DIR_NAME + 1);
+        let d = dir_name(&long);
+        assert!(d.starts_with("+sha256-") && d.len() == 8 + 64, "{d}");
+        assert_ne!(d, dir_name(&"a".repeat(MAX_PLAIN_DIR_NAME + 2)));
+        assert!(crate::cni::validate_container_id(&d).is_err());
+    }
+
+    #[test]
+    fn a_record_that_would_not_read_back_is_refused() {
+        let root = std::env::temp_dir().join(format!("mm-state-deep-{}", std::process::id()));
+        let lk = ContainerLock::acquire(&root, "c", true).unwrap().unwrap();
+        let mut r = record(1);
+        let mut d = json!(1);
+        for _ in 0..130 {
+            d = json!([d]);
+        }
+        r.attachments[0].conf = json!({"type": "x", "deep": d});
+        let e = lk.save(&r).unwrap_err();
+        assert_eq!(e.code, code::STATE);
+        assert!(e.msg.contains("would not read back"), "{}", e.msg);
+        assert!(lk.load("eth0").unwrap().is_none());
+        drop(lk);
+        let _ = fs::remove_dir_all(&root);
     }
 }

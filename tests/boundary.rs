@@ -87,7 +87,12 @@ fn nad_running_multimesh_is_refused() {
     for (i, net) in ["evil", "evil-list", "alias"].iter().enumerate() {
         let name = format!("p{i}");
         let uid = format!("uid-{i}");
-        put_pod(&api, &name, &uid, json!({"k8s.v1.cni.cncf.io/networks": net}));
+        put_pod(
+            &api,
+            &name,
+            &uid,
+            json!({"k8s.v1.cni.cncf.io/networks": net}),
+        );
         let args = pod_args("apps", &name, &uid, "cn");
         let out = node.cni_env(
             "ADD",
@@ -165,7 +170,10 @@ fn nested_multimesh_takes_nothing_and_never_waits() {
         "binDir": "/bin", "cniDir": node.cni_dir().display().to_string(),
         "logFile": log.display().to_string(), "kubeconfig": "/nonexistent/kubeconfig",
         "delegates": [{"name": "x", "type": "sh", "x": format!("$(id > {})", pwned.display())}]});
-    let conf = node.meta(vec![node.cluster_bridge(), inner], json!({"enabled": false}));
+    let conf = node.meta(
+        vec![node.cluster_bridge(), inner],
+        json!({"enabled": false}),
+    );
     let t = Instant::now();
     node.cni("ADD", &conf, &pod.path, "cnest", "eth0").ok();
     assert!(
@@ -173,7 +181,11 @@ fn nested_multimesh_takes_nothing_and_never_waits() {
         "nested ADD took {:?}",
         t.elapsed()
     );
-    assert_eq!(pod.links(), ["eth0"], "the inner multimesh attached something");
+    assert_eq!(
+        pod.links(),
+        ["eth0"],
+        "the inner multimesh attached something"
+    );
     node.cni("CHECK", &conf, &pod.path, "cnest", "eth0").ok();
     let t = Instant::now();
     node.cni("DEL", &conf, &pod.path, "cnest", "eth0").ok();
@@ -196,7 +208,10 @@ fn del_and_gc_always_finish() {
     mv["master"] = json!("mmnosuch0");
     let conf = node.meta(vec![node.cluster_bridge(), mv], legacy());
     let msg = node.cni("ADD", &conf, &pod.path, "cmv", "eth0").err(999);
-    assert!(msg.contains("net1") && msg.contains("Link not found"), "{msg}");
+    assert!(
+        msg.contains("net1") && msg.contains("Link not found"),
+        "{msg}"
+    );
     assert!(pod.links().is_empty());
     node.assert_no_leaks();
     node.cni("DEL", &conf, &pod.path, "cmv", "eth0").ok();
@@ -286,7 +301,12 @@ fn pod_input_is_checked_before_anything_runs() {
         ("bytes, more than", format!("sec{}", ", sec".repeat(20_000))),
     ];
     for (want, ann) in cases {
-        put_pod(&api, "w", "uid-w", json!({"k8s.v1.cni.cncf.io/networks": ann}));
+        put_pod(
+            &api,
+            "w",
+            "uid-w",
+            json!({"k8s.v1.cni.cncf.io/networks": ann}),
+        );
         api.clear_requests();
         let msg = refused_before_anything(&node, &conf, &pod, "cw", id, 110);
         assert!(msg.contains(want), "want {want:?}: {msg}");
@@ -306,7 +326,9 @@ fn pod_input_is_checked_before_anything_runs() {
     );
     cni_pod(&node, "ADD", &conf, &pod, "cw", id).ok();
     assert!(
-        pod.addrs("net1").iter().any(|a| a.starts_with("198.51.100.200/")),
+        pod.addrs("net1")
+            .iter()
+            .any(|a| a.starts_with("198.51.100.200/")),
         "{:?}",
         pod.addrs("net1")
     );
@@ -325,9 +347,17 @@ fn pod_input_is_checked_before_anything_runs() {
     big_cfg["pad"] = json!("x".repeat(300 * 1024));
     api.put_nad("apps", "big", Some(&cfg(&big_cfg)), json!({}));
     for (net, want) in [("deep", "nested deeper"), ("big", "bytes, more than")] {
-        put_pod(&api, "w", "uid-w", json!({"k8s.v1.cni.cncf.io/networks": net}));
+        put_pod(
+            &api,
+            "w",
+            "uid-w",
+            json!({"k8s.v1.cni.cncf.io/networks": net}),
+        );
         let msg = refused_before_anything(&node, &conf, &pod, "cw", id, 7);
-        assert!(msg.contains(want) && msg.contains(&format!("apps/{net}")), "{msg}");
+        assert!(
+            msg.contains(want) && msg.contains(&format!("apps/{net}")),
+            "{msg}"
+        );
     }
 }
 
@@ -532,4 +562,59 @@ fn inspect_escapes_control_characters() {
     let o = sh_ok(&format!("{BIN} inspect --netns {}", pod.path));
     assert!(!o.contains('\x1b'), "raw escape in: {o:?}");
     assert!(o.contains("x\\u{1b}[2Jy"), "{o}");
+}
+
+// 11. ADD's state writes are linear in the number of attachments: the
+//     record is written whole before the first delegate and at the end;
+//     each delegate in between appends one line to the record's journal.
+//     A crash midway (SIGKILL while the third delegate runs) leaves the
+//     first record and two steps, and DEL undoes all three.
+#[test]
+fn state_steps_are_appended_not_rewritten() {
+    let node = Node::new("tb-steps");
+    let pod = node.pod("p");
+    let slow = json!({"sleepMs": 20_000, "sleepOn": "ADD"});
+    let conf = node.meta(
+        vec![
+            node.recorder("s1", json!({})),
+            node.recorder("s2", json!({})),
+            node.recorder("s3", slow),
+        ],
+        json!({"enabled": false}),
+    );
+    let env = cni_env("ADD", &pod.path, "csteps", "eth0");
+    let mut child = spawn_in(&node.name, BIN, &env, &serde_json::to_vec(&conf).unwrap());
+    let dir = node.cni_dir().join("csteps");
+    let record = dir.join("eth0.json");
+    let t = Instant::now();
+    while node.calls().len() < 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the third ADD never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let first: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert!(
+        first["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["result"].is_null()),
+        "the record was rewritten: {first}"
+    );
+    let steps = std::fs::read_to_string(dir.join("eth0.steps")).unwrap();
+    assert_eq!(steps.lines().count(), 2, "{steps}");
+    // DEL reads record + steps: all three delegates were started.
+    node.cni("DEL", &conf, &pod.path, "csteps", "eth0").ok();
+    let dels: Vec<String> = node
+        .calls()
+        .iter()
+        .filter(|c| c["command"] == "DEL")
+        .map(|c| c["config"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(dels, ["s3", "s2", "s1"]);
+    node.assert_no_leaks();
 }

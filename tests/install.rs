@@ -390,7 +390,10 @@ fn primary_selection_skips_own_and_unusable_files() {
     // A primary whose plugin type is a path is never wrapped: multimesh
     // would refuse it as a delegate (and must never run /bin/sh).
     for (name, v) in [
-        ("00-path.conf", json!({"cniVersion": "1.0.0", "name": "p", "type": "/bin/sh"})),
+        (
+            "00-path.conf",
+            json!({"cniVersion": "1.0.0", "name": "p", "type": "/bin/sh"}),
+        ),
         (
             "00-path.conflist",
             json!({"cniVersion": "1.0.0", "name": "p",

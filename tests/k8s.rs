@@ -45,7 +45,6 @@ fn mac_of(pod: &Pod, ifname: &str) -> String {
         .to_string()
 }
 
-
 // 1. A meshed pod with two NADs (short form): interfaces, capture working
 //    on a secondary interface, network-status, the round-trip budget, and
 //    DEL with the API server gone.
