@@ -98,8 +98,9 @@ PY=/usr/bin/python3
 
 echo "== cargo build --release" >&2
 cargo build --release
-BIN=target/release/multimesh
-for b in "$BIN" target/release/mm-recorder target/release/mm-probe target/release/mm-passthrough; do
+REL=target/x86_64-unknown-linux-gnu/release
+BIN=$REL/multimesh
+for b in "$BIN" $REL/mm-recorder $REL/mm-probe $REL/mm-passthrough; do
   [ -x "$b" ] || { echo "missing $b after build" >&2; exit 1; }
 done
 BINSIZE=$(stat -c %s "$BIN")

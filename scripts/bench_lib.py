@@ -119,7 +119,7 @@ class Rss:
 class Bench:
     def __init__(self, a):
         self.a = a
-        self.rel = os.path.join(a.repo, "target", "release")
+        self.rel = os.path.join(a.repo, "target", "x86_64-unknown-linux-gnu", "release")
         self.mm = os.path.join(self.rel, "multimesh")
         self.passthrough = os.path.join(self.rel, "mm-passthrough")
         self.tmp = a.tmp

@@ -19,8 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
-MM=$REPO/target/release/multimesh
-PROBE=$REPO/target/release/mm-probe
+MM=$REPO/target/x86_64-unknown-linux-gnu/release/multimesh
+PROBE=$REPO/target/x86_64-unknown-linux-gnu/release/mm-probe
 
 [ "$(id -u)" = 0 ] || { echo "scripts/demo.sh must run as root (network namespaces, iptables)" >&2; exit 1; }
 

@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 tag=${1:-localhost/multimesh:$version}
 cargo build --release --locked --bin multimesh
-if command -v file >/dev/null && ! file -L target/release/multimesh | grep -q 'static'; then
-  echo "target/release/multimesh is not statically linked (.cargo/config.toml)" >&2
+if command -v file >/dev/null && ! file -L target/x86_64-unknown-linux-gnu/release/multimesh | grep -q 'static'; then
+  echo "target/x86_64-unknown-linux-gnu/release/multimesh is not statically linked (.cargo/config.toml)" >&2
   exit 1
 fi
 if command -v buildah >/dev/null; then

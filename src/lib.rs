@@ -7,6 +7,7 @@
 //! - [`state`]: atomic per-container state under cniDir
 //! - [`capture`]: the rule plan, its renderers and backends
 //! - [`netns`]: entering pod network namespaces safely
+//! - [`netlink`]: NETLINK_ROUTE requests (which interfaces a pod netns has)
 //! - [`k8s`]: Kubernetes mode (API client, pod annotations, network-status)
 //! - [`cli`]: the command line for people (`rules`, `inspect`, `install`)
 //! - [`install`]: node-side install (binary, kubeconfig, wrapping conflist)
@@ -21,5 +22,6 @@ pub mod error;
 pub mod install;
 pub mod k8s;
 pub mod log;
+pub mod netlink;
 pub mod netns;
 pub mod state;

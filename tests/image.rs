@@ -4,12 +4,17 @@
 //!
 //! The binary is this build's `multimesh` (static like the release one:
 //! `.cargo/config.toml` sets crt-static for every profile), placed where the
-//! Containerfile expects the release build. FROM scratch: no network needed.
+//! Containerfile expects the release build
+//! (target/x86_64-unknown-linux-gnu/release). FROM scratch: no network needed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_multimesh");
+/// Where `cargo build --release` puts the binary: `.cargo/config.toml` sets
+/// an explicit build target, so the output is under target/<triple>/.
+const RELEASE_DIR: &str = "target/x86_64-unknown-linux-gnu/release";
+const DEBUG_DIR: &str = "target/x86_64-unknown-linux-gnu/debug";
 
 struct Store {
     dir: PathBuf,
@@ -102,13 +107,24 @@ fn containerfile_builds_a_scratch_image_that_runs() {
     let mut store = Store::new();
     // The build context: what the repository has after a release build,
     // plus files .containerignore must keep out.
+    let containerfile = std::fs::read_to_string(repo.join("Containerfile")).unwrap();
+    assert!(
+        containerfile.contains(&format!("COPY {RELEASE_DIR}/multimesh ")),
+        "the Containerfile must COPY the release build from {RELEASE_DIR}"
+    );
     let ctx = store.dir.join("ctx");
+    std::fs::create_dir_all(ctx.join(RELEASE_DIR)).unwrap();
+    std::fs::create_dir_all(ctx.join(DEBUG_DIR)).unwrap();
     std::fs::create_dir_all(ctx.join("target/release")).unwrap();
-    std::fs::create_dir_all(ctx.join("target/debug")).unwrap();
-    std::fs::copy(BIN, ctx.join("target/release/multimesh")).unwrap();
+    std::fs::copy(BIN, ctx.join(RELEASE_DIR).join("multimesh")).unwrap();
     std::fs::copy(repo.join("Containerfile"), ctx.join("Containerfile")).unwrap();
     std::fs::copy(repo.join(".containerignore"), ctx.join(".containerignore")).unwrap();
-    std::fs::write(ctx.join("target/debug/big"), vec![0u8; 1 << 20]).unwrap();
+    std::fs::write(ctx.join(DEBUG_DIR).join("big"), vec![0u8; 1 << 20]).unwrap();
+    std::fs::write(
+        ctx.join("target/release/multimesh"),
+        "a stale pre-target build",
+    )
+    .unwrap();
     std::fs::write(ctx.join("notes.txt"), "not for the image").unwrap();
 
     let tag = "localhost/multimesh:test";
