@@ -419,6 +419,22 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
     if !conf.is_meta() {
         return add_chained(conf, env, &lk, &ns, &run, capture_cfg.as_ref());
     }
+    // Touch only our own: an interface this ADD would create that already
+    // exists in the pod netns (another container's, say) fails the ADD
+    // before any delegate runs — a rollback would DEL the other's.
+    let names: Vec<String> = planned.iter().map(|p| p.ifname.clone()).collect();
+    let present = crate::netlink::existing_links(&ns, &names)
+        .map_err(|e| e.context(format!("netns {}", env.netns)))?;
+    if !present.is_empty() {
+        return Err(CniError::new(
+            code::ALREADY_ATTACHED,
+            format!(
+                "interface {} already exists in netns {}; nothing was run",
+                present.join(", "),
+                env.netns
+            ),
+        ));
+    }
     let (result, results) = add_meta(conf, env, &lk, &ns, &run, &planned, capture_cfg.as_ref())?;
     if let Some(s) = session.as_mut() {
         // As Multus: a failed status write is logged, not fatal — the pod's
@@ -683,7 +699,7 @@ fn add_chained(
 }
 
 pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
-    let run = runner(conf, env);
+    let mut run = runner(conf, env);
     let lk = lock(conf, env, true)?
         .ok_or_else(|| CniError::new(code::STATE, "state directory vanished"))?;
     let loaded = match lk.load(&env.ifname) {
@@ -701,7 +717,13 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
         Some(r) => r,
         None => {
             // No state (never added, already deleted, or cniDir lost): do
-            // what the config says, as Multus does, so IPs are not leaked.
+            // what the config says, as Multus does, so IPs are not leaked —
+            // but without the netns: nothing says the interfaces there are
+            // this container's (an ADD refused because another container
+            // has eth0 leaves no record, and its DEL must not remove the
+            // other's eth0). IPAM releases by container ID; interfaces go
+            // with the netns.
+            run.netns.clear();
             let atts = if conf.is_meta() {
                 match plan_static(conf, &env.ifname) {
                     Ok(p) => {
@@ -746,12 +768,7 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
             r
         }
     };
-    let netns = if env.netns.is_empty() {
-        String::new()
-    } else {
-        env.netns.clone()
-    };
-    teardown(&mut rec, &lk, &run, &netns)
+    teardown(&mut rec, &lk, &run, &env.netns)
 }
 
 /// DEL without state: remove capture from `netns` unless an attachment

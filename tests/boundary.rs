@@ -618,3 +618,48 @@ fn state_steps_are_appended_not_rewritten() {
     assert_eq!(dels, ["s3", "s2", "s1"]);
     node.assert_no_leaks();
 }
+
+// 12. Touch only your own: a second container ADDed on the same netns with
+//     an interface name already there fails with 106 before any delegate
+//     runs, and the first container's eth0, address and capture stay.
+//     (Its rollback used to DEL the first one's eth0.)
+#[test]
+fn an_existing_interface_is_never_touched() {
+    let node = Node::new("tb-exist");
+    let pod = node.pod("p");
+    let conf = node.meta(vec![node.cluster_bridge()], legacy());
+    node.cni("ADD", &conf, &pod.path, "first", "eth0").ok();
+    let before = pod.addrs("eth0");
+    let rules = pod.exec_ok("iptables-legacy-save -t nat | grep -c MULTIMESH");
+    let second = node.meta(
+        vec![node.cluster_bridge(), node.recorder("r", json!({}))],
+        legacy(),
+    );
+    let msg = node
+        .cni("ADD", &second, &pod.path, "second", "eth0")
+        .err(106);
+    assert!(
+        msg.contains("eth0") && msg.contains("already exists"),
+        "{msg}"
+    );
+    assert!(node.calls().is_empty(), "a delegate ran");
+    // A different interface of the second container that clashes (net1).
+    pod.exec_ok("ip link add net1 type veth peer name mmpeer1");
+    let msg = node
+        .cni("ADD", &second, &pod.path, "second", "eth9")
+        .err(106);
+    assert!(msg.contains("net1"), "{msg}");
+    assert!(node.calls().is_empty(), "a delegate ran");
+    assert_eq!(pod.addrs("eth0"), before);
+    assert_eq!(
+        pod.exec_ok("iptables-legacy-save -t nat | grep -c MULTIMESH"),
+        rules
+    );
+    node.cni("CHECK", &conf, &pod.path, "first", "eth0").ok();
+    node.cni("DEL", &second, &pod.path, "second", "eth0").ok();
+    node.cni("CHECK", &conf, &pod.path, "first", "eth0").ok();
+    node.cni("DEL", &conf, &pod.path, "first", "eth0").ok();
+    pod.exec_ok("ip link del net1");
+    pod.assert_no_capture("after the last DEL");
+    node.assert_no_leaks();
+}

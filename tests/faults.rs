@@ -640,6 +640,11 @@ fn stale_and_corrupt_files_in_the_state_dir() {
     // Not a JSON object at all.
     std::fs::write(dir.join("eth0.json"), b"[1,2,3]").unwrap();
     node.cni("CHECK", &conf, &pod.path, "fst", "eth0").err(102);
+    // DEL of an unreadable record releases the IPs through the config's
+    // delegates but, knowing nothing, leaves the interfaces to the netns.
+    node.cni("DEL", &conf, &pod.path, "fst", "eth0").ok();
+    assert_eq!(pod.links().len(), 2);
+    pod.exec_ok("ip link del eth0 && ip link del net1");
     del_leaves_nothing(&node, &conf, &pod, "fst", "truncated record");
     node.cni("ADD", &conf, &pod.path, "fst", "eth0").ok();
     del_leaves_nothing(&node, &conf, &pod, "fst", "ADD after the truncated record");
