@@ -663,3 +663,217 @@ fn an_existing_interface_is_never_touched() {
     pod.assert_no_capture("after the last DEL");
     node.assert_no_leaks();
 }
+
+// 13. The boundary as a property: random NetworkAttachmentDefinitions
+//     (multimesh-only path fields pointing outside, nested multimesh, types
+//     that are paths or name a canary plugin outside binDir/CNI_PATH, deep
+//     and large JSON) and random pod annotations (odd selections, cni-args
+//     of any shape, other namespaces, too many networks) through ADD, then
+//     DEL. Whatever ADD answers: the canary never runs, nothing is created
+//     outside the node's own dirs, and DEL succeeds leaving no interface, IP,
+//     record or capture. `MM_FUZZ_SEED=N` replays another sequence;
+//     `MM_BOUNDARY_CASES=N` runs more.
+#[test]
+fn random_tenant_input_never_crosses_the_boundary() {
+    use common::rand::*;
+    let node = Node::new("tb-prop");
+    let api = ApiServer::start_in(&node.name);
+    let pod = node.pod("p");
+    let outside = node.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let ran = node.dir.join("canary-ran");
+    let canary = outside.join("canary");
+    std::fs::write(
+        &canary,
+        format!("#!/bin/sh\necho ran >> {}\necho '{{}}'\n", ran.display()),
+    )
+    .unwrap();
+    sh_ok(&format!("chmod 0755 {}", canary.display()));
+    let out_path = |rng: &mut Rng| -> String {
+        outside
+            .join(format!("p{}", rng.below(1000)))
+            .join(rng.pick(&["x", "x.log", "kubeconfig", "net.d"]))
+            .display()
+            .to_string()
+    };
+    let path_fields = [
+        "binDir",
+        "cniDir",
+        "confDir",
+        "logFile",
+        "kubeconfig",
+        "readinessindicatorfile",
+    ];
+    let types = [
+        "multimesh".to_string(),
+        "canary".to_string(),
+        canary.display().to_string(),
+        "../outside/canary".to_string(),
+        "bridge".to_string(),
+        "mm-recorder".to_string(),
+    ];
+    let mut conf = k8s_conf(
+        &node,
+        &api.kubeconfig_token(),
+        vec![node.cluster_bridge()],
+        legacy(),
+    );
+    let seed = std::env::var("MM_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x7472_7573_7421u64);
+    let cases: usize = std::env::var("MM_BOUNDARY_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let mut rng = Rng::new(seed);
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for case in 0..cases {
+        conf["namespaceIsolation"] = json!(rng.percent(50));
+        // Four NADs in the pod's namespace, one in another.
+        let mut names = Vec::new();
+        for (i, ns) in ["apps", "apps", "apps", "apps", "other"].iter().enumerate() {
+            let mut c = match rng.below(5) {
+                0 => node.second_bridge(),
+                1 => node.recorder(&format!("r{i}"), json!({})),
+                // Delegates that fail ADD (and maybe DEL too): rollback.
+                2 => {
+                    let fail = if rng.percent(50) {
+                        json!(["ADD", "DEL"])
+                    } else {
+                        json!("ADD")
+                    };
+                    node.recorder(&format!("f{i}"), json!({"failOn": fail}))
+                }
+                3 => {
+                    let mut mv = node.macvlan();
+                    mv["master"] = json!("mmnosuch0");
+                    mv
+                }
+                _ => json!({"cniVersion": "1.0.0",
+                            "plugins": [node.recorder(&format!("l{i}"), json!({}))]}),
+            };
+            let target = if c.get("plugins").is_some() {
+                &mut c["plugins"][0]
+            } else {
+                &mut c
+            };
+            if rng.percent(30) {
+                target["type"] = json!(rng.pick(&types));
+            }
+            if rng.percent(40) {
+                for _ in 0..1 + rng.below(3) {
+                    target[*rng.pick(&path_fields)] = json!(out_path(&mut rng));
+                }
+            }
+            if rng.percent(20) {
+                // A nested multimesh whose own delegate is the canary.
+                c = json!({"cniVersion": "1.0.0", "type": "multimesh",
+                    "binDir": outside.display().to_string(),
+                    "cniDir": node.cni_dir().display().to_string(),
+                    "logFile": out_path(&mut rng),
+                    "delegates": [{"name": "x", "type": "canary"}, c]});
+            }
+            match rng.below(10) {
+                0 => c["deep"] = nest(20 + rng.below(120), rng.percent(50)),
+                1 => c["big"] = json!("x".repeat(rng.pick(&[1000usize, 300_000]).to_owned())),
+                2 => c["odd"] = rand_value(&mut rng, 3),
+                _ => {}
+            }
+            let name = format!("n{i}");
+            api.put_nad(ns, &name, Some(&c.to_string()), json!({}));
+            names.push(format!("{ns}/{name}"));
+        }
+        // The pod's request.
+        let mut ann = serde_json::Map::new();
+        let n = match rng.below(10) {
+            0 => 40,
+            _ => 1 + rng.below(4),
+        };
+        let sels: Vec<Value> = (0..n)
+            .map(|k| {
+                let full = rng.pick(&names).clone();
+                let (ns, name) = full.split_once('/').unwrap();
+                let mut s = json!({"name": name, "namespace": ns});
+                if n > 4 || rng.percent(30) {
+                    s["interface"] = json!(format!("x{k}"));
+                }
+                if rng.percent(25) {
+                    s["cni-args"] = rand_value(&mut rng, 3);
+                }
+                if rng.percent(10) {
+                    s["ips"] = json!([rand_string(&mut rng)]);
+                }
+                if rng.percent(5) {
+                    s[rand_string(&mut rng)] = rand_value(&mut rng, 2);
+                }
+                s
+            })
+            .collect();
+        let networks = if rng.percent(20) {
+            sels.iter()
+                .map(|s| {
+                    format!(
+                        "{}/{}",
+                        s["namespace"].as_str().unwrap(),
+                        s["name"].as_str().unwrap()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        } else {
+            Value::Array(sels).to_string()
+        };
+        ann.insert("k8s.v1.cni.cncf.io/networks".into(), json!(networks));
+        if rng.percent(15) {
+            ann.insert(
+                "v1.multus-cni.io/default-network".into(),
+                json!(rng.pick(&names).clone()),
+            );
+        }
+        let uid = format!("uid-{case}");
+        put_pod(&api, "prop", &uid, Value::Object(ann.clone()));
+        let id = ("apps", "prop", uid.as_str());
+        let cid = format!("prop{case}");
+        let add = cni_pod(&node, "ADD", &conf, &pod, &cid, id);
+        assert!(
+            add.code == 0 || add.json["code"].is_u64(),
+            "seed {seed} case {case}: ADD answered no CNI JSON: {}\n{}",
+            add.stdout,
+            add.stderr
+        );
+        let outcome = if add.code == 0 {
+            "ok".to_string()
+        } else {
+            format!("code {}", add.json["code"])
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+        let del = cni_pod(&node, "DEL", &conf, &pod, &cid, id);
+        let ctx = format!(
+            "seed {seed} case {case} (ADD: {})\nannotations: {}",
+            add.stdout.trim(),
+            Value::Object(ann)
+                .to_string()
+                .chars()
+                .take(2000)
+                .collect::<String>()
+        );
+        assert_eq!(del.code, 0, "{ctx}\nDEL: {}\n{}", del.stdout, del.stderr);
+        assert!(!ran.exists(), "{ctx}: the canary ran");
+        assert_eq!(
+            walk(&outside),
+            [canary.display().to_string()],
+            "{ctx}: something was created outside"
+        );
+        assert!(pod.links().is_empty(), "{ctx}: {:?}", pod.links());
+        pod.assert_no_capture(&ctx);
+        let leaks = node.leaks();
+        assert!(leaks.is_empty(), "{ctx}: leaked {leaks:#?}");
+    }
+    eprintln!("seed {seed}: {cases} cases, outcomes {outcomes:?}");
+    assert!(
+        outcomes.contains_key("ok"),
+        "no case got through: {outcomes:?}"
+    );
+    assert!(outcomes.len() > 2, "too few kinds of answers: {outcomes:?}");
+}

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod k8s;
+pub mod rand;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_multimesh");
 pub const RECORDER: &str = env!("CARGO_BIN_EXE_mm-recorder");
