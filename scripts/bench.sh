@@ -20,6 +20,10 @@
 #   sudo BENCH_QUICK=1 scripts/bench.sh    # N=10, 2 rounds: a smoke run (~1 minute)
 #   sudo BENCH_N=40 BENCH_CONC=32,64 BENCH_CONC_ROUNDS=3 scripts/bench.sh
 #
+# BENCH_BASELINE=/path/to/an/older/multimesh adds that binary, with the same
+# configs, to the single-pod phase (rows "baseline build ...", and paired
+# differences "this build - baseline build"): before/after in one run.
+#
 # Other knobs: BENCH_K8S_N (default BENCH_N), BENCH_TIMEOUT (seconds for the
 # measuring part, default 900), BENCH_APISERVER (another copy of
 # fake_apiserver.py; default the one in tests/apiserver/).
@@ -120,7 +124,7 @@ echo "== measuring (N=$N, Kubernetes mode N=$K8S_N, concurrency $CONC x $ROUNDS 
 [ -f "$APISERVER" ] || echo "NOTE: $APISERVER not found: the Kubernetes-mode scenario is skipped" >&2
 CMDLINE="sudo"
 [ -n "${BENCH_QUICK:-}" ] && [ "${BENCH_QUICK}" != 0 ] && CMDLINE+=" BENCH_QUICK=1"
-for v in BENCH_N BENCH_K8S_N BENCH_CONC BENCH_CONC_ROUNDS; do
+for v in BENCH_N BENCH_K8S_N BENCH_CONC BENCH_CONC_ROUNDS BENCH_BASELINE; do
   [ -n "${!v:-}" ] && CMDLINE+=" $v=${!v}"
 done
 CMDLINE+=" scripts/bench.sh"
@@ -130,7 +134,8 @@ timeout -k 10 "$DEADLINE" ip netns exec "$NODE" "$PY" "$REPO/scripts/bench_lib.p
   --repo "$REPO" --tmp "$TMP" --tag "$TAG" --n "$N" --k8s-n "$K8S_N" --conc "$CONC" \
   --conc-rounds "$ROUNDS" --apiserver "$APISERVER" \
   --out "$TMP/bench.md" --json "$TMP/bench.json" --svg "$TMP/bench.svg" \
-  --command "$CMDLINE" --binsize "$BINSIZE" --linkage "$LINKAGE" &
+  --command "$CMDLINE" --binsize "$BINSIZE" --linkage "$LINKAGE" \
+  --baseline "${BENCH_BASELINE:-}" &
 DRIVER_PID=$!
 set +e
 wait "$DRIVER_PID"

@@ -122,6 +122,10 @@ class Bench:
         self.rel = os.path.join(a.repo, "target", "x86_64-unknown-linux-gnu", "release")
         self.mm = os.path.join(self.rel, "multimesh")
         self.passthrough = os.path.join(self.rel, "mm-passthrough")
+        # Another multimesh binary (an earlier build) measured in the same
+        # run with the same configs: variants old-nocap, old-ipt-legacy,
+        # old-nftables.
+        self.baseline = a.baseline or None
         self.tmp = a.tmp
         self.ipam = os.path.join(self.tmp, "ipam")
         self.cnidir = os.path.join(self.tmp, "cni")
@@ -238,6 +242,8 @@ class Bench:
             return BRIDGE, self.bridge_bytes, None
         if variant == "passthrough":
             return self.passthrough, self.bridge_bytes, {"MM_PASSTHROUGH": BRIDGE}
+        if variant.startswith("old-"):
+            return self.baseline, self.mm_bytes["mm-" + variant[4:]], None
         return self.mm, self.mm_bytes[variant], None
 
     def cycle(self, variant, netns, cid, rss=None):
@@ -275,7 +281,8 @@ class Bench:
     def sanity(self, variants):
         """One untimed ADD, verified, then DEL, verified, per variant (also warms caches)."""
         expect = {"bare": [], "passthrough": [], "mm-nocap": [], "mm-ipt-legacy": ["legacy"],
-                  "mm-ipt-nft": ["nft"], "mm-nftables": ["nftables"], "init-style": ["legacy"]}
+                  "mm-ipt-nft": ["nft"], "mm-nftables": ["nftables"], "init-style": ["legacy"],
+                  "old-nocap": [], "old-ipt-legacy": ["legacy"], "old-nftables": ["nftables"]}
         for v in variants:
             name, ns = self.new_pod()
             cid = f"sanity-{v}"
@@ -291,7 +298,7 @@ class Bench:
             if got != expect[v]:
                 raise BenchError(f"sanity {v}: capture rules after ADD {got}, expected {expect[v]}")
             self.cni(plugin, "DEL", conf, ns, cid, extra_env=extra)
-            if v.startswith("mm-"):
+            if v.startswith(("mm-", "old-")):
                 left = self.rules_present(ns)
                 if left:
                     raise BenchError(f"sanity {v}: rules left after DEL: {left}")
@@ -912,6 +919,7 @@ def main():
     ap.add_argument("--command", default="scripts/bench.sh")
     ap.add_argument("--binsize", default="?")
     ap.add_argument("--linkage", default="?")
+    ap.add_argument("--baseline", default="", help="another multimesh binary to compare in the same run")
     a = ap.parse_args()
     a.k8s_n = a.k8s_n or a.n
     conc_sizes = [int(x) for x in a.conc.split(",") if x.strip()]
@@ -923,6 +931,8 @@ def main():
 
     b = Bench(a)
     b.variants = ["bare", "passthrough", "mm-nocap", "mm-ipt-legacy", "mm-ipt-nft", "mm-nftables", "init-style"]
+    if b.baseline:
+        b.variants += ["old-nocap", "old-ipt-legacy", "old-nftables"]
     k8s = K8s(b, api_script) if os.path.isfile(api_script) else None
     lines = []
 
@@ -981,6 +991,9 @@ def main():
         "mm-ipt-nft": "multimesh + iptables-nft",
         "mm-nftables": "multimesh + nftables",
         "init-style": f"init-container style ({nrules} iptables-legacy)",
+        "old-nocap": "baseline build, capture off",
+        "old-ipt-legacy": "baseline build + iptables-legacy",
+        "old-nftables": "baseline build + nftables",
     }
     notes = {
         "bare": "the bridge plugin run directly",
@@ -990,8 +1003,12 @@ def main():
         "mm-ipt-nft": "ADD: 1 iptables-nft-restore, alongside the delegate; DEL: 1 netlink transaction removes the rules, alongside the delegate's DEL",
         "mm-nftables": "ADD: 1 netlink transaction by multimesh (no `nft` process), alongside the delegate; DEL: 1 netlink transaction removes the table, alongside the delegate's DEL",
         "init-style": f"bare bridge, then 1 iptables-legacy process per rule ({nrules}), as istio-init",
+        "old-nocap": f"{a.baseline}, same config as 'multimesh, capture off'",
+        "old-ipt-legacy": f"{a.baseline}, same config as 'multimesh + iptables-legacy'",
+        "old-nftables": f"{a.baseline}, same config as 'multimesh + nftables'",
     }
-    kind = lambda v: "base" if v == "bare" else ("other" if v in ("init-style", "passthrough") else "mm")
+    kind = lambda v: "base" if v == "bare" else (
+        "other" if v in ("init-style", "passthrough") or v.startswith("old-") else "mm")
     groups = []
     groups.append({"panel": "pod", "key": "single",
                    "title": f"One pod, eth0 only: ADD+DEL (N={a.n})",
@@ -1070,6 +1087,12 @@ def main():
         ("multimesh + iptables-nft - bare", "mm-ipt-nft", "bare"),
         ("multimesh + nftables - bare", "mm-nftables", "bare"),
     ]
+    if b.baseline:
+        comparisons += [
+            ("this build - baseline build, capture off", "mm-nocap", "old-nocap"),
+            ("this build - baseline build, iptables-legacy", "mm-ipt-legacy", "old-ipt-legacy"),
+            ("this build - baseline build, nftables", "mm-nftables", "old-nftables"),
+        ]
     paired_rows = [{"label": label, "variant": v, "base": base,
                     **{ph: paired(by_phase[ph][v], by_phase[ph][base]) for ph in by_phase}}
                    for label, v, base in comparisons]
