@@ -419,22 +419,6 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
     if !conf.is_meta() {
         return add_chained(conf, env, &lk, &ns, &run, capture_cfg.as_ref());
     }
-    // Touch only our own: an interface this ADD would create that already
-    // exists in the pod netns (another container's, say) fails the ADD
-    // before any delegate runs — a rollback would DEL the other's.
-    let names: Vec<String> = planned.iter().map(|p| p.ifname.clone()).collect();
-    let present = crate::netlink::existing_links(&ns, &names)
-        .map_err(|e| e.context(format!("netns {}", env.netns)))?;
-    if !present.is_empty() {
-        return Err(CniError::new(
-            code::ALREADY_ATTACHED,
-            format!(
-                "interface {} already exists in netns {}; nothing was run",
-                present.join(", "),
-                env.netns
-            ),
-        ));
-    }
     let (result, results) = add_meta(conf, env, &lk, &ns, &run, &planned, capture_cfg.as_ref())?;
     if let Some(s) = session.as_mut() {
         // As Multus: a failed status write is logged, not fatal — the pod's
@@ -554,6 +538,22 @@ fn add_meta(
                 ),
             ));
         }
+    }
+    // Touch only our own: an interface this ADD would create that already
+    // exists in the pod netns (another container's, say) fails the ADD
+    // before any delegate runs — a rollback would DEL the other's.
+    let names: Vec<String> = planned.iter().map(|p| p.ifname.clone()).collect();
+    let present = crate::netlink::existing_links(ns, &names)
+        .map_err(|e| e.context(format!("netns {}", env.netns)))?;
+    if !present.is_empty() {
+        return Err(CniError::new(
+            code::ALREADY_ATTACHED,
+            format!(
+                "interface {} already exists in netns {}; nothing was run",
+                present.join(", "),
+                env.netns
+            ),
+        ));
     }
     if let Some(a) = rec.attachments.first_mut() {
         a.started = true;
