@@ -539,22 +539,6 @@ fn add_meta(
             ));
         }
     }
-    // Touch only our own: an interface this ADD would create that already
-    // exists in the pod netns (another container's, say) fails the ADD
-    // before any delegate runs — a rollback would DEL the other's.
-    let names: Vec<String> = planned.iter().map(|p| p.ifname.clone()).collect();
-    let present = crate::netlink::existing_links(ns, &names)
-        .map_err(|e| e.context(format!("netns {}", env.netns)))?;
-    if !present.is_empty() {
-        return Err(CniError::new(
-            code::ALREADY_ATTACHED,
-            format!(
-                "interface {} already exists in netns {}; nothing was run",
-                present.join(", "),
-                env.netns
-            ),
-        ));
-    }
     if let Some(a) = rec.attachments.first_mut() {
         a.started = true;
     }
@@ -568,14 +552,6 @@ fn add_meta(
         Some(cfg) => Some(Programmed::resolve(cfg, false, lk.dir())?),
         None => None,
     };
-    // Capture belongs to the netns: the lock is held while this attachment
-    // becomes an owner and programs it, so a DEL of another owner cannot
-    // remove it in between. (Released before any rollback, which takes it
-    // again.)
-    let held = match &early {
-        Some(_) => Some(ns.lock()?),
-        None => None,
-    };
     let fail = |rec: &mut Record, e: CniError| -> CniError {
         crate::log::error(&format!("ADD failed, rolling back: {e}"));
         if let Err(re) = teardown(rec, lk, run, &env.netns) {
@@ -583,11 +559,45 @@ fn add_meta(
         }
         e
     };
-    let owned = match &early {
-        Some(p) => own_capture(p, &mut rec, lk, ns),
-        None => lk.save(&rec),
+    // Touch only our own: an interface this ADD would create that already
+    // exists in the pod netns (another container's, say) fails the ADD
+    // before any delegate runs — a rollback would DEL the other's. The
+    // netns is listed (over netlink, on its own thread) while the record
+    // is written. Capture belongs to the netns: its lock is held while
+    // this attachment becomes an owner and programs it, so a DEL of
+    // another owner cannot remove it in between (released before any
+    // rollback, which takes it again).
+    let names: Vec<String> = planned.iter().map(|p| p.ifname.clone()).collect();
+    let (present, held, owned) = std::thread::scope(|s| {
+        let listing = s.spawn(|| crate::netlink::existing_links(ns, &names));
+        let held = match &early {
+            Some(_) => ns.lock().map(Some),
+            None => Ok(None),
+        };
+        let owned = match (&held, &early) {
+            (Err(_), _) => Ok(()),
+            (Ok(_), Some(p)) => own_capture(p, &mut rec, lk, ns),
+            (Ok(_), None) => lk.save(&rec),
+        };
+        let present = listing
+            .join()
+            .unwrap_or_else(|_| Err(CniError::new(code::NETNS, "netlink thread failed")));
+        (present, held, owned)
+    });
+    let held = held?; // nothing was written
+    let refused = match present {
+        Ok(p) if p.is_empty() => owned.err(),
+        Ok(p) => Some(CniError::new(
+            code::ALREADY_ATTACHED,
+            format!(
+                "interface {} already exists in netns {}; nothing was run",
+                p.join(", "),
+                env.netns
+            ),
+        )),
+        Err(e) => Some(e.context(format!("netns {}", env.netns))),
     };
-    if let Err(e) = owned {
+    if let Some(e) = refused {
         // Nothing has run yet: undo only what is on disk (a record, an
         // owner marker), no delegate DEL, no capture removal.
         drop(held);

@@ -45,30 +45,6 @@ fn cni_path(node: &Node) -> String {
     format!("{}:{REF_PLUGINS}", scripts(node).display())
 }
 
-/// The recorder's calls as "COMMAND ifname".
-fn call_list(node: &Node) -> Vec<String> {
-    node.calls()
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {}",
-                c["command"].as_str().unwrap(),
-                c["ifname"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
-
-/// Is `pid` gone (or a zombie waiting for init)?
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s
-            .rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
-    }
-}
-
 /// Largest resident set (KiB) of any process this test process has reaped,
 /// their descendants included (getrusage RUSAGE_CHILDREN).
 fn children_max_rss_kib() -> i64 {
@@ -102,7 +78,7 @@ fn add_fails(
     // Rollback ran: nothing attached, nothing recorded.
     assert!(pod.links().is_empty(), "{:?}", pod.links());
     node.assert_no_leaks();
-    let calls = call_list(node);
+    let calls = node.call_list();
     let del = node.cni_env("DEL", conf, &pod.path, cid, "eth0", &env);
     assert_eq!(del.code, 0, "DEL: {}\n{}", del.stdout, del.stderr);
     node.assert_no_leaks();
@@ -220,10 +196,13 @@ fn hung_delegate_and_its_grandchild_are_killed_at_delegate_timeout() {
         .parse()
         .unwrap();
     let t = Instant::now();
-    while !gone(pid) && t.elapsed() < Duration::from_secs(5) {
+    while !process_gone(pid) && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(gone(pid), "the delegate's grandchild {pid} survived");
+    assert!(
+        process_gone(pid),
+        "the delegate's grandchild {pid} survived"
+    );
 }
 
 // The bounds are checked like every other field: code 7 naming it.

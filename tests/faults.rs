@@ -63,16 +63,6 @@ fn children(pid: u32) -> Vec<(u32, char, String)> {
     out
 }
 
-/// Is `pid` gone (or a zombie)?
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s
-            .rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
-    }
-}
-
 fn sigkill(pid: u32) {
     // SAFETY: kill(2) on a pid this test started (or its direct child).
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -201,20 +191,6 @@ fn run(
     Call::start(node, m, cmd, conf, &pod.path, cid, &[]).finish()
 }
 
-/// The recorder's calls as "COMMAND ifname".
-fn call_list(node: &Node) -> Vec<String> {
-    node.calls()
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {}",
-                c["command"].as_str().unwrap(),
-                c["ifname"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
-
 fn ipam_count(node: &Node) -> usize {
     node.leaks()
         .iter()
@@ -304,7 +280,7 @@ fn delegate_killed_mid_add() {
         node.assert_no_leaks();
         // The rollback DELeted the killed delegate too (it had started).
         assert_eq!(
-            call_list(&node),
+            node.call_list(),
             [format!("ADD {ifname}"), format!("DEL {ifname}")],
             "{what}"
         );
@@ -341,7 +317,7 @@ fn crash_mid_add(node: &Node, conf: &Value, pod: &Pod, cid: &str) -> Vec<String>
         out.stdout
     );
     wait_for("the orphaned delegate", Duration::from_secs(20), || {
-        gone(orphan).then_some(())
+        process_gone(orphan).then_some(())
     });
     let left = node.leaks();
     assert!(
@@ -371,7 +347,7 @@ fn multimesh_killed_mid_add_then_del() {
     assert_eq!(pod.links(), ["eth0"]);
     del_leaves_nothing(&node, &conf, &pod, "fkmm", "DEL after a killed ADD");
     assert_eq!(
-        call_list(&node),
+        node.call_list(),
         ["ADD net1", "DEL net1"],
         "the record said net1 had started: DEL must undo it"
     );
@@ -398,7 +374,7 @@ fn multimesh_killed_mid_add_then_add_again() {
         "eth0 and net2 once each: {:#?}",
         node.leaks()
     );
-    assert_eq!(call_list(&node), ["ADD net1", "DEL net1", "ADD net1"]);
+    assert_eq!(node.call_list(), ["ADD net1", "DEL net1", "ADD net1"]);
     node.cni("CHECK", &conf, &pod.path, "fkre", "eth0").ok();
     del_leaves_nothing(&node, &conf, &pod, "fkre", "DEL after the retried ADD");
 }
@@ -445,7 +421,7 @@ fn multimesh_killed_while_programming_capture() {
         wait_for(
             "the orphaned iptables-restore",
             Duration::from_secs(20),
-            || gone(t).then_some(()),
+            || process_gone(t).then_some(()),
         );
     }
     let rules = pod.exec_ok("iptables-legacy-save -t nat");
@@ -495,7 +471,7 @@ fn state_dir_read_only() {
     assert!(
         node.calls().is_empty(),
         "a delegate ran: {:?}",
-        call_list(&node)
+        node.call_list()
     );
     assert!(pod.links().is_empty());
     node.assert_no_leaks();
@@ -531,7 +507,7 @@ fn state_dir_read_only_during_add() {
         left.iter().all(|l| l.starts_with("state:")),
         "the rollback left more than the record it could not delete: {left:#?}"
     );
-    assert_eq!(call_list(&node), ["ADD net1", "DEL net1"]);
+    assert_eq!(node.call_list(), ["ADD net1", "DEL net1"]);
     // DEL on the still read-only dir: the delegates' DEL runs (idempotent),
     // removing the record cannot: a clear 102, nothing else left.
     run(&node, Some(&m), "DEL", &conf, &pod, "frox").err(102);
@@ -575,7 +551,7 @@ fn state_dir_full() {
     assert!(
         node.calls().is_empty(),
         "a delegate ran: {:?}",
-        call_list(&node)
+        node.call_list()
     );
     assert_eq!(m.files(node.cni_dir().as_path()), [format!("{cni}/filler")]);
     node.assert_no_leaks();
@@ -607,7 +583,7 @@ fn state_dir_full_during_add() {
     assert!(pod.links().is_empty(), "not rolled back: {:?}", pod.links());
     assert_eq!(m.files(node.cni_dir().as_path()), [format!("{cni}/filler")]);
     node.assert_no_leaks();
-    assert_eq!(call_list(&node), ["ADD net1", "DEL net1"]);
+    assert_eq!(node.call_list(), ["ADD net1", "DEL net1"]);
     run(&node, Some(&m), "DEL", &conf, &pod, "ffullx").ok();
     drop(m);
     del_leaves_nothing(&node, &conf, &pod, "ffullx", "cniDir full mid-ADD");

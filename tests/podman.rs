@@ -817,17 +817,7 @@ fn failed_add_is_reported_and_leaves_nothing() {
     );
     let _ = p.cmd(&["rm", "-f", "-t", "0", "bad"]);
     node.assert_no_leaks_within(Duration::from_secs(5));
-    let calls: Vec<String> = node
-        .calls()
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {}",
-                c["command"].as_str().unwrap(),
-                c["ifname"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let calls = node.call_list();
     // ADD failed, rolled back (DEL), and podman's teardown DEL came too.
     assert_eq!(calls[0], "ADD net1", "{calls:?}");
     assert!(calls[1..].iter().all(|c| c == "DEL net1"), "{calls:?}");

@@ -388,6 +388,20 @@ impl Node {
         assert!(l.is_empty(), "leaked: {l:#?}");
     }
 
+    /// The recorder's calls as "COMMAND ifname".
+    pub fn call_list(&self) -> Vec<String> {
+        self.calls()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    c["command"].as_str().unwrap_or(""),
+                    c["ifname"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
     /// Recorded plugin calls.
     pub fn calls(&self) -> Vec<Value> {
         std::fs::read_to_string(self.record_file())
@@ -616,4 +630,14 @@ pub fn run_concurrently(ns: &str, calls: &[CallSpec]) -> (Vec<CniOut>, Duration)
         .map(|c| finish(c, deadline.saturating_duration_since(Instant::now())))
         .collect();
     (outs, start.elapsed())
+}
+
+/// Is `pid` gone (or a zombie waiting for init)?
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+    }
 }
