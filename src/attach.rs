@@ -130,69 +130,26 @@ fn rc_of(a: &Attachment) -> Option<Map<String, Value>> {
 /// later DEL can finish the job.
 fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -> Result<()> {
     let mut errors: Vec<CniError> = Vec::new();
-    let ns = match rec.capture.is_some() && !netns.is_empty() {
-        true => NetNs::open(Path::new(netns)).unwrap_or_else(|e| {
-            errors.push(e);
-            None
-        }),
-        false => None,
-    };
-    let owners = NetnsOwners::new(lock.dir().parent().unwrap_or(Path::new("/")));
-    let mut guard = None;
-    let mut capture: Option<Programmed> = None;
     if let (None, Some(k)) = (&rec.capture, &rec.netns_key) {
         // Owned once, but nothing of it is in the netns (a refused step).
-        owners.remove(k, lock, &rec.ifname);
+        NetnsOwners::of(lock).remove(k, lock, &rec.ifname);
     }
-    if let Some(c) = rec.capture.clone() {
-        let key = rec
-            .netns_key
-            .clone()
-            .or_else(|| ns.as_ref().and_then(|n| n.key().ok()));
-        if let Some(n) = &ns {
-            match n.lock() {
-                Ok(g) => guard = Some(g),
-                Err(e) => errors.push(e),
-            }
-        }
-        if let Some(k) = &key {
-            owners.remove(k, lock, &rec.ifname);
-        }
-        let shared = ns.is_some()
-            && guard.is_some()
-            && key
-                .as_ref()
-                .is_some_and(|k| owners.others(k, lock, &rec.ifname));
-        if ns.is_none() || shared {
-            // Gone with the netns, or another attachment still owns it.
-            if shared {
-                crate::log::verbose("capture kept: another attachment of this netns owns it");
-            }
-            rec.capture = None;
-        } else if guard.is_some() {
-            match Programmed::from_json(&c) {
-                Ok(p) => capture = Some(p),
-                Err(e) => {
-                    // Written by another version, say: the rules go with the
-                    // netns; a DEL that can never succeed would be worse.
-                    crate::log::error(&format!("capture record unreadable, not removed: {e}"));
-                    rec.capture = None;
-                }
-            }
-        }
-    }
-    // Capture is removed on its own thread while the delegates' DELs run:
+    // Capture is released on its own thread while the delegates' DELs run:
     // neither depends on the other, and removing an nftables table waits
     // for an RCU grace period that need not hold the DELs up.
     let mut remaining = Vec::new();
-    let removed = std::thread::scope(|s| {
-        let h = match (&capture, &ns) {
-            (Some(c), Some(n)) => {
-                crate::log::debug("capture: removing");
-                Some(s.spawn(|| timed("removal", || capture::remove(c, n, lock.dir()))))
-            }
-            _ => None,
-        };
+    let share = rec
+        .capture
+        .clone()
+        .map(|c| (c, rec.netns_key.clone(), rec.ifname.clone()));
+    let released = std::thread::scope(|s| {
+        let h = share.as_ref().map(|(c, key, ifname)| {
+            s.spawn(move || {
+                timed("removal", || {
+                    release_capture(c, key.as_deref(), netns, lock, ifname)
+                })
+            })
+        });
         for a in rec.attachments.iter().rev() {
             if !a.started {
                 continue;
@@ -217,16 +174,12 @@ fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -
             })
         })
     });
-    match removed {
-        Some(Ok(())) => {
-            crate::log::debug("capture: removed");
-            rec.capture = None;
-        }
+    match released {
+        Some(Ok(())) => rec.capture = None,
         // Capture's error first, as when it was removed first.
         Some(Err(e)) => errors.insert(0, e),
         None => {}
     }
-    drop(guard);
     remaining.reverse();
     rec.attachments = remaining;
     match combine(errors) {
@@ -234,6 +187,54 @@ fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -
         Some(e) => {
             let _ = lock.save(rec);
             Err(e)
+        }
+    }
+}
+
+/// Give up this attachment's share of the capture in `netns` (recorded as
+/// `c`, owned under `key`): under the netns lock, drop its owner marker and
+/// remove the rules unless another attachment still owns them. Ok when the
+/// capture is gone, kept for another owner, or gone with the netns.
+fn release_capture(
+    c: &Value,
+    key: Option<&str>,
+    netns: &str,
+    lock: &ContainerLock,
+    ifname: &str,
+) -> Result<()> {
+    let owners = NetnsOwners::of(lock);
+    let ns = match netns.is_empty() {
+        true => None,
+        false => NetNs::open(Path::new(netns))?,
+    };
+    let Some(ns) = ns else {
+        // Gone with the netns (or DEL without one: nothing to reach).
+        if let Some(k) = key {
+            owners.remove(k, lock, ifname);
+        }
+        return Ok(());
+    };
+    let key = key.map(String::from).or_else(|| ns.key().ok());
+    let _held = ns.lock()?;
+    if let Some(k) = &key {
+        owners.remove(k, lock, ifname);
+        if owners.others(k, lock, ifname) {
+            crate::log::verbose("capture kept: another attachment of this netns owns it");
+            return Ok(());
+        }
+    }
+    match Programmed::from_json(c) {
+        Ok(p) => {
+            crate::log::debug("capture: removing");
+            capture::remove(&p, &ns, lock.dir())?;
+            crate::log::debug("capture: removed");
+            Ok(())
+        }
+        Err(e) => {
+            // Written by another version, say: the rules go with the netns;
+            // a DEL that can never succeed would be worse.
+            crate::log::error(&format!("capture record unreadable, not removed: {e}"));
+            Ok(())
         }
     }
 }
@@ -265,7 +266,7 @@ fn own_capture(p: &Programmed, rec: &mut Record, lk: &ContainerLock, ns: &NetNs)
     rec.capture = Some(p.to_json());
     rec.netns_key = Some(key.clone());
     lk.save(rec)?;
-    NetnsOwners::new(lk.dir().parent().unwrap_or(Path::new("/"))).add(&key, lk, &rec.ifname)
+    NetnsOwners::of(lk).add(&key, lk, &rec.ifname)
 }
 
 /// Programme capture for a record, as an owner of the netns's capture.
@@ -796,7 +797,7 @@ fn remove_unowned_capture(
         return Ok(()); // gone, and the rules with it
     };
     let _held = ns.lock()?;
-    let owners = NetnsOwners::new(lk.dir().parent().unwrap_or(Path::new("/")));
+    let owners = NetnsOwners::of(lk);
     let key = ns.key()?;
     owners.remove(&key, lk, ifname);
     if owners.others(&key, lk, ifname) {

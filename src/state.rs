@@ -319,6 +319,11 @@ impl NetnsOwners {
         }
     }
 
+    /// The owners under the cniDir that holds `lock`'s container.
+    pub fn of(lock: &ContainerLock) -> NetnsOwners {
+        Self::new(lock.dir.parent().unwrap_or(Path::new("/")))
+    }
+
     fn marker(&self, key: &str, lock: &ContainerLock, ifname: &str) -> (PathBuf, PathBuf) {
         let cdir = lock
             .dir
