@@ -470,15 +470,14 @@ class Bench:
 
     def run_concurrency(self, pods, rounds):
         variants = ["bare", "mm-ipt-legacy", "mm-nftables"]
+        if self.baseline:
+            variants += ["old-ipt-legacy", "old-nftables"]
         res = {v: {"add": [], "del": [], "fail": 0} for v in variants}
         for r in range(rounds):
             k = r % len(variants)
             for v in variants[k:] + variants[:k]:
                 nss = self.new_pods(pods)
-                if v == "bare":
-                    plugin, conf = BRIDGE, self.bridge_bytes
-                else:
-                    plugin, conf = self.mm, self.mm_bytes[v]
+                plugin, conf, _ = self.plugin_for(v)
 
                 def call(cmd, idx):
                     try:
@@ -975,7 +974,7 @@ def main():
             k8s_rss, k8s_rss_own = k8s.run_rss()
         conc = {}
         for size in conc_sizes:
-            progress(f"concurrency: {size} pods x {a.conc_rounds} rounds x 3 variants")
+            progress(f"concurrency: {size} pods x {a.conc_rounds} rounds")
             conc[size] = b.run_concurrency(size, a.conc_rounds)
         if k8s:
             k8s.stop()
@@ -1020,7 +1019,9 @@ def main():
                    "rows": [row(v, desc[v], times[v], times["bare"], kind(v), rss[v], notes[v])
                             for v in b.variants]})
     conc_desc = {"bare": "bare delegate", "mm-ipt-legacy": "multimesh + iptables-legacy",
-                 "mm-nftables": "multimesh + nftables"}
+                 "mm-nftables": "multimesh + nftables",
+                 "old-ipt-legacy": "baseline build + iptables-legacy",
+                 "old-nftables": "baseline build + nftables"}
     for size, res in conc.items():
         tot = {v: [x + y for x, y in zip(r["add"], r["del"])] for v, r in res.items()}
         rows = []
