@@ -1188,7 +1188,7 @@ def main():
     targets = {"mm-ipt-legacy": 3.0, "mm-ipt-nft": 3.0, "mm-nftables": 1.0}
     verdict = []
     for r in paired_rows:
-        if r["variant"] in targets:
+        if r["variant"] in targets and not r["base"].startswith("old-"):
             lim = targets[r["variant"]]
             m = r["ADD+DEL"][0]
             verdict.append(f"{r['label']}: {m:+.2f} ms per pod, {'within' if m <= lim else 'OVER'} "
