@@ -293,12 +293,13 @@ pub fn server_url(host: &str, port: &str) -> Result<String, String> {
     check_url(&format!("https://{h}:{port}"))
 }
 
-/// An API server URL we are willing to write into a kubeconfig.
+/// An API server URL we are willing to write into a kubeconfig: https only
+/// (the kubeconfig carries the service account's token; the plugin refuses
+/// plain http unless its config opts in, which install never does).
 fn check_url(u: &str) -> Result<String, String> {
     let rest = u
         .strip_prefix("https://")
-        .or_else(|| u.strip_prefix("http://"))
-        .ok_or_else(|| format!("API server {u:?}: must start with https:// (or http://)"))?;
+        .ok_or_else(|| format!("API server {u:?}: must start with https://"))?;
     if rest.is_empty()
         || !u
             .chars()
@@ -802,6 +803,11 @@ mod tests {
         assert_eq!(o.api_server.as_deref(), Some("https://k8s.example:6443"));
         assert!(parse_args(&["--api-server", "ftp://x"], env(None, None)).is_err());
         assert!(parse_args(&["--api-server", "https://x\"y"], env(None, None)).is_err());
+        assert!(parse_args(
+            &["--api-server", "http://198.51.100.1:8080"],
+            env(None, None)
+        )
+        .is_err());
     }
 
     #[test]
