@@ -886,6 +886,10 @@ pub fn gc(conf: &NetConf, env: &Env) -> Result<()> {
             }
         }
     }
+    // Owner markers whose record went some other way (a cniDir edited by
+    // hand, say) would keep a later netns with a reused inode from losing
+    // its capture: GC drops them.
+    NetnsOwners::new(&conf.cni_dir).prune();
     match combine(errors) {
         None => Ok(()),
         Some(e) => Err(e),

@@ -353,6 +353,17 @@ impl NetnsOwners {
         let _ = fs::remove_file(m);
     }
 
+    /// Remove every marker whose record is gone (GC).
+    pub fn prune(&self) {
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                if !e.path().exists() {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
     /// Does any attachment other than `lock`'s `ifname` own netns `key`?
     /// Stale markers (their record gone) are removed on the way.
     pub fn others(&self, key: &str, lock: &ContainerLock, ifname: &str) -> bool {

@@ -251,6 +251,16 @@ fn del_and_gc_always_finish() {
         "GC stopped at the first failure"
     );
     assert!(node.cni_dir().join("g1").exists() && node.cni_dir().join("g2").exists());
+    // GC also drops capture owner markers whose record is gone.
+    let owners = node.cni_dir().join("netns");
+    std::fs::create_dir_all(&owners).unwrap();
+    let dangling = owners.join("1-2.gone.eth0");
+    std::os::unix::fs::symlink("../gone/eth0.json", &dangling).unwrap();
+    let keep = json!([{"containerID": "g1", "ifname": "eth0"},
+                      {"containerID": "g2", "ifname": "eth0"}]);
+    gc(&node, &bad, keep).ok();
+    assert!(std::fs::symlink_metadata(&dangling).is_err(), "marker kept");
+    assert!(node.cni_dir().join("g1").exists() && node.cni_dir().join("g2").exists());
 }
 
 /// GC with `valid` as cni.dev/valid-attachments.
