@@ -302,7 +302,7 @@ pub fn container_dirs(cni_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Who asked for capture in each pod network namespace:
-/// `cniDir/netns/<netns key>.<container dir>.<ifname>`, a symlink to that
+/// `cniDir/netns/<netns key>:<container dir>:<ifname>`, a symlink to that
 /// attachment's record. The netns key is its nsfs device and inode
 /// (`NetNs::key`), so every path to one netns (a bind mount, /proc/PID/ns/net)
 /// finds the same owners. A marker whose record is gone does not count.
@@ -331,7 +331,7 @@ impl NetnsOwners {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         (
-            self.dir.join(format!("{key}.{cdir}.{ifname}")),
+            self.dir.join(format!("{key}:{cdir}:{ifname}")),
             Path::new("..").join(&cdir).join(format!("{ifname}.json")),
         )
     }
@@ -368,7 +368,7 @@ impl NetnsOwners {
     /// Stale markers (their record gone) are removed on the way.
     pub fn others(&self, key: &str, lock: &ContainerLock, ifname: &str) -> bool {
         let (mine, _) = self.marker(key, lock, ifname);
-        let prefix = format!("{key}.");
+        let prefix = format!("{key}:");
         let Ok(rd) = fs::read_dir(&self.dir) else {
             return false;
         };
