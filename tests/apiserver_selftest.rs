@@ -587,17 +587,22 @@ fn faults_conflicts_fail_delay_down() {
     get(&srv, P1).json(200);
 }
 
-#[test]
-fn keep_alive_and_connection_close() {
-    let srv = with_pod();
-    let u = format!("{}{P1}", srv.url);
-    let c = curl(&srv, &["-H", &bearer(&srv), &u, &u]);
+/// Two GETs of pod ns1/p1 in one curl call, both answered 200 with it.
+fn two_gets_of_p1(srv: &ApiServer, u: &str) {
+    let c = curl(srv, &["-H", &bearer(srv), u, u]);
     assert_eq!(c.exit, 0, "{}", c.stderr);
     assert_eq!(c.answers.len(), 2);
     assert!(c
         .answers
         .iter()
         .all(|(s, b)| *s == 200 && b.contains("\"uid-p1\"")));
+}
+
+#[test]
+fn keep_alive_and_connection_close() {
+    let srv = with_pod();
+    let u = format!("{}{P1}", srv.url);
+    two_gets_of_p1(&srv, &u);
     let req = srv.requests();
     assert_eq!(req.len(), 2);
     assert_eq!(
@@ -662,13 +667,7 @@ fn plain_http_option() {
         &[],
     ));
     let u = format!("{}{P1}", srv.url);
-    let c = curl(&srv, &["-H", &bearer(&srv), &u, &u]);
-    assert_eq!(c.exit, 0, "{}", c.stderr);
-    assert_eq!(c.answers.len(), 2);
-    assert!(c
-        .answers
-        .iter()
-        .all(|(s, b)| *s == 200 && b.contains("\"uid-p1\"")));
+    two_gets_of_p1(&srv, &u);
     let req = srv.requests();
     assert_eq!(req[0]["auth"], "token");
     assert_eq!(req[0]["conn"], req[1]["conn"], "kept alive");
