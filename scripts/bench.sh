@@ -16,9 +16,9 @@
 # docs/bench.json (raw samples; `python3 scripts/bench_chart.py
 # docs/bench.json docs/bench.svg` redraws the chart without measuring).
 #
-#   sudo scripts/bench.sh                  # N=100, 5 concurrency rounds (a few minutes)
-#   sudo BENCH_QUICK=1 scripts/bench.sh    # N=10, 2 rounds: a smoke run (~1 minute)
-#   sudo BENCH_N=40 BENCH_CONC=32,64 BENCH_CONC_ROUNDS=3 scripts/bench.sh
+#   scripts/bench.sh                  # N=100, 5 concurrency rounds (a few minutes)
+#   BENCH_QUICK=1 scripts/bench.sh    # N=10, 2 rounds: a smoke run (~1 minute)
+#   BENCH_N=40 BENCH_CONC=32,64 BENCH_CONC_ROUNDS=3 scripts/bench.sh
 #
 # BENCH_BASELINE=/path/to/an/older/multimesh adds that binary, with the same
 # configs, to the single-pod phase (rows "baseline build ...", and paired
@@ -122,7 +122,7 @@ ip netns exec "$NODE" ip link set lo up
 
 echo "== measuring (N=$N, Kubernetes mode N=$K8S_N, concurrency $CONC x $ROUNDS rounds, timeout ${DEADLINE}s)" >&2
 [ -f "$APISERVER" ] || echo "NOTE: $APISERVER not found: the Kubernetes-mode scenario is skipped" >&2
-CMDLINE="sudo"
+CMDLINE=""
 [ -n "${BENCH_QUICK:-}" ] && [ "${BENCH_QUICK}" != 0 ] && CMDLINE+=" BENCH_QUICK=1"
 for v in BENCH_N BENCH_K8S_N BENCH_CONC BENCH_CONC_ROUNDS BENCH_BASELINE; do
   [ -n "${!v:-}" ] && CMDLINE+=" $v=${!v}"
@@ -134,7 +134,7 @@ timeout -k 10 "$DEADLINE" ip netns exec "$NODE" "$PY" "$REPO/scripts/bench_lib.p
   --repo "$REPO" --tmp "$TMP" --tag "$TAG" --n "$N" --k8s-n "$K8S_N" --conc "$CONC" \
   --conc-rounds "$ROUNDS" --apiserver "$APISERVER" \
   --out "$TMP/bench.md" --json "$TMP/bench.json" --svg "$TMP/bench.svg" \
-  --command "$CMDLINE" --binsize "$BINSIZE" --linkage "$LINKAGE" \
+  --command "${CMDLINE# }" --binsize "$BINSIZE" --linkage "$LINKAGE" \
   --baseline "${BENCH_BASELINE:-}" &
 DRIVER_PID=$!
 set +e

@@ -6,7 +6,7 @@
 # multimesh reads them, attaches the networks the pods ask for, captures the
 # meshed one only, writes network-status back, and DELs without the server.
 #
-#   sudo scripts/demo.sh
+#   scripts/demo.sh
 #
 # Everything happens in namespaces this script creates and removes again:
 #   node netns  mmdemo-node-$$   (bridges mm0/mm1, veth mmv0 <-> mmv0p;
@@ -220,7 +220,9 @@ nothing_left() { # POD...
     info "$p: interfaces: $(in_pod "$p" ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')  capture rules: $rules"
     [ -z "$links" ] && [ "$rules" = 0 ] || left=1
   done
-  state=$(cd "$TMP/cni" && find . -mindepth 1 ! -name iptables-variant | sed 's|^\./||')
+  # The variant cache and the (empty) directory of netns capture owners
+  # stay; anything else, an owner marker included, is a leak.
+  state=$(cd "$TMP/cni" && find . -mindepth 1 ! -name iptables-variant ! -path ./netns | sed 's|^\./||')
   info "state under cniDir: $( [ -z "$state" ] && echo none || echo "$state") (cache: iptables-variant=$(cat "$TMP/cni/iptables-variant" 2>/dev/null || echo -))"
   [ -z "$state" ] || left=1
   allocs=$(find "$TMP/ipam" -type f | while read -r f; do
@@ -534,6 +536,40 @@ dry=$("$MM" rules --config "$K8S_CONF" --pod "$API/objects/pods/demo/plain.json"
 info "--pod \$TMP/api/objects/pods/demo/plain.json:"
 printf '%s\n' "$dry" | indent | indent
 case $dry in "# pod not captured"*) ok "demo/plain: no rules, as programmed" ;; *) die "dry run for demo/plain: $dry" ;; esac
+
+section "Kubernetes mode: the trust boundary (docs/security.md): what a tenant writes cannot reach the node"
+# A NAD a tenant could create: a nested multimesh told to run /bin/sh as
+# root (binDir /bin, a delegate of type "sh"), and a pod asking for it.
+"$PY" - "$API/objects" "$TMP/pwned" <<'PY' || die "writing the tenant's objects failed"
+import json, sys
+objs, pwned = sys.argv[1], sys.argv[2]
+evil = {"cniVersion": "1.0.0", "type": "multimesh", "binDir": "/bin",
+        "delegates": [{"name": "x", "type": "sh", "x": f"$(id > {pwned})"}]}
+json.dump({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+           "metadata": {"name": "evil", "namespace": "demo", "uid": "nad-demo-evil", "resourceVersion": "1"},
+           "spec": {"config": json.dumps(evil)}}, open(f"{objs}/nads/demo/evil.json", "w"))
+for name, ann in (("tenant", {"k8s.v1.cni.cncf.io/networks": "evil"}), ("squatter", {})):
+    json.dump({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": "demo", "uid": "uid-" + name, "resourceVersion": "1",
+                            "annotations": ann},
+               "spec": {"containers": [{"name": "app", "image": "registry.example/app:1.0"}], "nodeName": "node-1"},
+               "status": {"phase": "Pending"}}, open(f"{objs}/pods/demo/{name}.json", "w"))
+PY
+info "nad demo/evil: {\"type\":\"multimesh\",\"binDir\":\"/bin\",\"delegates\":[{\"type\":\"sh\",\"x\":\"\$(id > …/pwned)\"}]}"
+if out=$(cni_k8s ADD "$PLAIN" tenant uid-tenant 2>/dev/null); then die "the tenant's NAD was run: $out"; fi
+info "ADD demo/tenant (networks: evil) => $out"
+[ ! -e "$TMP/pwned" ] || die "a shell ran as root: $(cat "$TMP/pwned")"
+case $out in *'"code":7'*evil*) ok "refused with code 7 naming the NAD, before anything ran; no shell, no file" ;; *) die "unexpected answer: $out" ;; esac
+before=$(capture_rules "$WEB" | wc -l)
+if out=$(cni_k8s ADD "$WEB" squatter uid-squatter 2>/dev/null); then die "a second eth0 was attached in $WEB: $out"; fi
+info "ADD demo/squatter into $WEB's netns (eth0 is taken) => $out"
+case $out in *'"code":106'*) ;; *) die "unexpected answer: $out" ;; esac
+[ "$(capture_rules "$WEB" | wc -l)" = "$before" ] && in_pod "$WEB" ip link show eth0 >/dev/null ||
+  die "demo/web's eth0 or capture changed"
+cni_k8s DEL "$WEB" squatter uid-squatter >/dev/null 2>&1 || die "DEL demo/squatter failed"
+[ "$(capture_rules "$WEB" | wc -l)" = "$before" ] && in_pod "$WEB" ip link show eth0 >/dev/null ||
+  die "DEL of the refused container touched demo/web"
+ok "refused with 106 before any delegate ran; its DEL leaves demo/web's eth0 and its $before capture rules alone"
 
 section "Kubernetes mode: stop the API server, then CNI DEL both pods (DEL needs no API server)"
 pid=$API_PID

@@ -388,10 +388,10 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
     // NetworkAttachmentDefinition may not run multimesh (nor, when the
     // admin lists them, any type not in allowedNetworkTypes).
     for x in &planned {
-        run.resolve(&x.delegate)?;
         if x.nad {
             check_nad_types(conf, &run, x)?;
         }
+        run.resolve(&x.delegate)?;
     }
     let lk = lock(conf, env, true)?
         .ok_or_else(|| CniError::new(code::STATE, "state directory vanished"))?;
