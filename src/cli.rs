@@ -107,7 +107,7 @@ fn rules(args: &[&str]) -> Result<String, String> {
     let ipv6 = args.contains(&"--ipv6");
     let read_doc = |f: &str| -> Result<serde_json::Value, String> {
         let t = std::fs::read_to_string(f).map_err(|e| format!("read {f}: {e}"))?;
-        crate::k8s::yaml::parse(&t).map_err(|e| format!("{f}: {e}"))
+        crate::k8s::yaml_to_json(&t).map_err(|e| format!("{f}: {e}"))
     };
     let pod = match (opt(args, "--pod")?, opt(args, "--annotations")?) {
         (Some(_), Some(_)) => return Err("rules: give --pod or --annotations, not both".into()),

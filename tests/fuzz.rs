@@ -408,7 +408,7 @@ fn parsers_case(rng: &mut Rng, bases: &[Value], dir: &Path, input: &[u8]) {
 }
 
 fn k8s_case(rng: &mut Rng, bases: &[Value], text: &str, v: &Value) {
-    use multimesh::k8s::{kubeconfig, pod, yaml};
+    use multimesh::k8s::{self, kubeconfig, pod};
     let mut sels = vec![text.to_string(), v.to_string()];
     let mut list = serde_json::json!([{"name": "a", "namespace": "b", "interface": "net9",
         "ips": ["198.51.100.9/24"], "mac": "02:00:00:00:00:01", "default-route": ["198.51.100.1"],
@@ -487,7 +487,7 @@ fn k8s_case(rng: &mut Rng, bases: &[Value], text: &str, v: &Value) {
     let _ = pod::nad_capture(v);
     let _ = pod::status_entry("a/b", "net1", Some(v), rng.below(2) == 0);
     // Kubeconfig documents: random text, and mutated valid ones.
-    let _ = yaml::parse(text);
+    let _ = k8s::yaml_to_json(text);
     let mut kc = serde_json::json!({"clusters": [{"name": "c", "cluster": {"server": "https://198.51.100.1:6443",
         "certificate-authority-data": "aGVsbG8=", "insecure-skip-tls-verify": false}}],
         "users": [{"name": "u", "user": {"token": "t", "tokenFile": "f"}}],

@@ -10,7 +10,6 @@
 //! `client-key(-data)`. Exec and auth-provider plugins are refused: a CNI
 //! plugin must not run arbitrary programs named in a file.
 
-use super::yaml;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -62,16 +61,28 @@ impl std::fmt::Debug for ApiConfig {
 
 impl ApiConfig {
     /// The bearer token for the next request (file re-read every time).
+    /// The bearer token, surrounding whitespace trimmed (a YAML block
+    /// scalar or a token file ends with a newline); one with a control
+    /// character inside is refused — it would break the request header.
     pub fn bearer(&self) -> Result<Option<String>, String> {
+        let checked = |t: &str| -> Result<Option<String>, String> {
+            let t = t.trim();
+            if t.bytes().any(|b| b.is_ascii_control()) {
+                return Err("the token has a control character in it".into());
+            }
+            Ok((!t.is_empty()).then(|| t.to_string()))
+        };
         if let Some(f) = &self.token_file {
             let t = std::fs::read_to_string(f)
                 .map_err(|e| format!("cannot read token file {}: {e}", f.display()))?;
-            let t = t.trim().to_string();
-            if !t.is_empty() {
+            if let Some(t) = checked(&t)? {
                 return Ok(Some(t));
             }
         }
-        Ok(self.token.clone().filter(|t| !t.is_empty()))
+        match &self.token {
+            Some(t) => checked(t),
+            None => Ok(None),
+        }
     }
 
     /// `host:port` for the Host header (IPv6 bracketed).
@@ -139,31 +150,19 @@ fn parse_port(p: &str, url: &str) -> Result<u16, String> {
     }
 }
 
-/// Standard base64 (padding optional, whitespace ignored).
+/// Standard base64 as kubeconfigs carry it (the base64 crate; padding
+/// optional, whitespace ignored, the URL-safe alphabet accepted too).
 pub fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => break,
-            b' ' | b'\n' | b'\r' | b'\t' => continue,
-            _ => return Err("invalid base64".into()),
-        };
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
+    use base64::engine::{general_purpose, DecodePaddingMode, Engine, GeneralPurpose};
+    let config = general_purpose::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let compact: String = s.split_ascii_whitespace().collect();
+    let standard = GeneralPurpose::new(&base64::alphabet::STANDARD, config);
+    let url_safe = GeneralPurpose::new(&base64::alphabet::URL_SAFE, config);
+    standard
+        .decode(&compact)
+        .or_else(|_| url_safe.decode(&compact))
+        .map_err(|e| format!("invalid base64: {e}"))
 }
 
 fn read_file(base: &Path, p: &str, what: &str) -> Result<Vec<u8>, String> {
@@ -192,7 +191,8 @@ fn named<'a>(list: Option<&'a Value>, name: &str, key: &str) -> Option<&'a Value
 pub fn load(path: &Path) -> Result<ApiConfig, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
-    let v = yaml::parse(&text).map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+    let v =
+        super::yaml_to_json(&text).map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("/"));
     from_value(&v, base).map_err(|e| format!("kubeconfig {}: {e}", path.display()))
 }
@@ -482,5 +482,78 @@ mod tests {
             assert_eq!(c.token_file, Some(dir.join("token")));
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn load_text(name: &str, text: &str) -> Result<ApiConfig, String> {
+        let dir = std::env::temp_dir().join(format!("mm-kc-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("config");
+        std::fs::write(&f, text).unwrap();
+        let r = load(&f);
+        let _ = std::fs::remove_dir_all(&dir);
+        r
+    }
+
+    /// Kubeconfigs as kind, kubeadm, k3s and a cloud CLI write them (the
+    /// shapes, with test values): several clusters, contexts and users,
+    /// quoted and unquoted scalars, `preferences: {}`, block scalars,
+    /// anchors with merge keys, comments, a document marker.
+    #[test]
+    fn kubeconfigs_as_the_tools_write_them() {
+        let ca = "aGVsbG8="; // "hello"
+        let kind = format!(
+            "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: https://127.0.0.1:39091\n  name: kind-kind\n\
+             contexts:\n- context:\n    cluster: kind-kind\n    user: kind-kind\n  name: kind-kind\ncurrent-context: kind-kind\nkind: Config\n\
+             preferences: {{}}\nusers:\n- name: kind-kind\n  user:\n    client-certificate-data: {ca}\n    client-key-data: {ca}\n"
+        );
+        let c = load_text("kind", &kind).unwrap();
+        assert_eq!(c.authority(), "127.0.0.1:39091");
+        assert_eq!(c.ca_pem.as_deref(), Some(&b"hello"[..]));
+
+        let kubeadm = format!(
+            "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: https://198.51.100.10:6443\n  name: kubernetes\n\
+             contexts:\n- context:\n    cluster: kubernetes\n    user: kubernetes-admin\n  name: kubernetes-admin@kubernetes\n\
+             current-context: kubernetes-admin@kubernetes\nkind: Config\npreferences: {{}}\nusers:\n- name: kubernetes-admin\n  user:\n    \
+             client-certificate-data: {ca}\n    client-key-data: {ca}\n"
+        );
+        assert_eq!(load_text("kubeadm", &kubeadm).unwrap().port, 6443);
+
+        // k3s: "default" everywhere, a quoted current-context.
+        let k3s = format!(
+            "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: https://127.0.0.1:6443\n  name: default\n\
+             contexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: \"default\"\nkind: Config\n\
+             preferences: {{}}\nusers:\n- name: default\n  user:\n    token: 'k10abc::server:def'\n"
+        );
+        let c = load_text("k3s", &k3s).unwrap();
+        assert_eq!(c.bearer().unwrap().as_deref(), Some("k10abc::server:def"));
+
+        // A cloud CLI's file: several contexts, a block-scalar CA, comments,
+        // an anchor merged into a second cluster, a document marker.
+        let cloud = "---\n# written by a cloud CLI\napiVersion: v1\nkind: Config\nclusters:\n\
+             - name: prod\n  cluster: &base\n    server: https://203.0.113.5\n    tls-server-name: api.prod.example\n\
+             \x20   certificate-authority-data: >-\n      aGVs\n      bG8=\n\
+             - name: staging\n  cluster:\n    <<: *base\n    server: https://203.0.113.6:8443\n\
+             contexts:\n- name: prod\n  context: {cluster: prod, user: ci}\n- name: staging\n  context: {cluster: staging, user: ci}\n\
+             current-context: staging\nusers:\n- name: ci\n  user:\n    token: |\n      t0ken\n";
+        let c = load_text("cloud", cloud).unwrap();
+        assert_eq!(c.authority(), "203.0.113.6:8443");
+        assert_eq!(
+            c.ca_pem.as_deref(),
+            Some(&b"hello"[..]),
+            "merged from the anchor"
+        );
+        assert_eq!(c.bearer().unwrap().as_deref(), Some("t0ken"));
+
+        // JSON is YAML too; broken YAML names where.
+        let json = serde_json::json!({"apiVersion": "v1", "clusters": [{"name": "j",
+            "cluster": {"server": "https://198.51.100.1"}}], "users": [{"name": "u", "user": {"token": "x"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "j", "user": "u"}}], "current-context": "c"});
+        assert_eq!(load_text("json", &json.to_string()).unwrap().port, 443);
+        let bad = "apiVersion: v1\nclusters:\n- name: b\n  cluster: {server: https://198.51.100.1}\n\
+             users:\n- name: u\n  user: {token: \"a\\r\\nX-Evil: 1\"}\ncontexts:\n- name: c\n  context: {cluster: b, user: u}\n\
+             current-context: c\n";
+        assert!(load_text("crlf", bad).unwrap().bearer().is_err());
+        let e = load_text("broken", "clusters: [\n  - a: b\n").unwrap_err();
+        assert!(e.contains("line"), "{e}");
     }
 }

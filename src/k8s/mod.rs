@@ -12,7 +12,6 @@ pub mod client;
 pub mod kubeconfig;
 pub mod plan;
 pub mod pod;
-pub mod yaml;
 
 use crate::config::NetConf;
 use crate::error::{code, CniError, Result};
@@ -20,6 +19,15 @@ use client::{ApiError, Client};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
+
+/// A YAML (or JSON) document as a JSON value: kubeconfigs and the pod files
+/// of `multimesh rules --pod`. serde_norway (libyaml) parses; anchors,
+/// aliases and `<<` merge keys are resolved; mapping keys must be strings.
+pub fn yaml_to_json(text: &str) -> std::result::Result<Value, String> {
+    let mut v: serde_norway::Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+    v.apply_merge().map_err(|e| e.to_string())?;
+    serde_json::to_value(v).map_err(|e| e.to_string())
+}
 
 /// The pod named by CNI_ARGS.
 #[derive(Debug, Clone, PartialEq, Eq)]
