@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "scripts/test.sh must run as root (network namespaces, iptables)" >&2; exit 1; }
 scripts/deps.sh
+# Gates: formatting and lints are part of the suite.
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
 cargo build --locked --all-targets
 # Leftovers from an interrupted earlier run would only confuse the leak checks.
 ip netns list 2>/dev/null | awk '/^mmn-/{print $1}' | xargs -r -n1 ip netns del 2>/dev/null || true
