@@ -428,11 +428,19 @@ extern "C" fn on_terminate(_: libc::c_int) {
 /// container the default action of SIGTERM would be ignored, so it is
 /// caught. A failed pass is reported and retried; what is installed stays.
 fn watch(o: &Options, every: Duration) {
-    // SAFETY: the handler only stores to an atomic (async-signal-safe).
-    unsafe {
-        let h = on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::signal(libc::SIGTERM, h);
-        libc::signal(libc::SIGINT, h);
+    {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        let act = SigAction::new(
+            SigHandler::Handler(on_terminate),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        for sig in [Signal::SIGTERM, Signal::SIGINT] {
+            // SAFETY: installing a handler is unsafe in nix because the
+            // handler runs asynchronously; `on_terminate` only stores to an
+            // atomic, which is async-signal-safe.
+            let _ = unsafe { sigaction(sig, &act) };
+        }
     }
     let quick = Options {
         wait_for_primary: Duration::ZERO,

@@ -4,6 +4,8 @@
 //! forked child before exec, so the parent is never affected.
 
 use crate::error::{code, CniError, Result};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sched::{setns, CloneFlags};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -43,11 +45,12 @@ impl NetNs {
     }
 
     fn verify(&self) -> Result<()> {
-        // NS_GET_NSTYPE = _IO(0xb7, 0x3)
-        const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
-        // SAFETY: ioctl on an fd we own, no pointers involved.
-        let r = unsafe { libc::ioctl(self.file.as_raw_fd(), NS_GET_NSTYPE as _) };
-        if r == libc::CLONE_NEWNET {
+        // NS_GET_NSTYPE = _IO(0xb7, 0x3): the namespace type of an nsfs fd.
+        nix::ioctl_none!(ns_get_nstype, 0xb7, 0x3);
+        // SAFETY: an argument-less ioctl on an fd this NetNs owns; on a
+        // file that is not a namespace the kernel answers an error.
+        let kind = unsafe { ns_get_nstype(self.file.as_raw_fd()) };
+        if kind == Ok(libc::CLONE_NEWNET) {
             Ok(())
         } else {
             Err(CniError::new(
@@ -74,32 +77,33 @@ impl NetNs {
     /// (`flock` on the namespace file itself: every path to it is the same
     /// inode, and no file is created for it). Held while capture ownership
     /// changes hands; released when the guard is dropped.
-    pub fn lock(&self) -> Result<NetNsLock<'_>> {
-        // SAFETY: flock on an fd this NetNs owns for the guard's lifetime.
-        if unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(CniError::new(
+    pub fn lock(&self) -> Result<NetNsLock> {
+        let fail = |e: String| {
+            CniError::new(
                 code::NETNS,
-                format!(
-                    "lock netns {}: {}",
-                    self.path.display(),
-                    std::io::Error::last_os_error()
-                ),
-            ));
-        }
-        Ok(NetNsLock { ns: self })
+                format!("lock netns {}: {e}", self.path.display()),
+            )
+        };
+        // A duplicate shares the open file description, which is what the
+        // lock belongs to; dropping the guard unlocks it.
+        let dup = self.file.try_clone().map_err(|e| fail(e.to_string()))?;
+        Flock::lock(dup, FlockArg::LockExclusive)
+            .map(NetNsLock)
+            .map_err(|(_, e)| fail(e.to_string()))
     }
 
     /// Build a Command that runs inside this netns.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
         let fd = self.file.as_raw_fd();
-        // SAFETY: setns is async-signal-safe; runs in the child after fork.
+        // SAFETY (pre_exec): the closure runs in the forked child before
+        // exec and only calls setns(2), which is async-signal-safe; `fd`
+        // stays open in the child (the parent keeps this NetNs alive until
+        // the spawn returns).
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
+                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                setns(fd, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
             });
         }
         cmd
@@ -113,11 +117,9 @@ impl NetNs {
             .try_clone()
             .map_err(|e| CniError::new(code::NETNS, format!("dup netns fd: {e}")))?;
         let h = std::thread::spawn(move || {
-            // SAFETY: setns on this thread only (threads are tasks on Linux).
-            if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(f())
+            // setns changes only this thread (threads are tasks on Linux).
+            setns(&fd, CloneFlags::CLONE_NEWNET)?;
+            Ok::<T, nix::Error>(f())
         });
         match h.join() {
             Ok(Ok(v)) => Ok(v),
@@ -127,17 +129,8 @@ impl NetNs {
     }
 }
 
-/// A held `NetNs::lock`.
-pub struct NetNsLock<'a> {
-    ns: &'a NetNs,
-}
-
-impl Drop for NetNsLock<'_> {
-    fn drop(&mut self) {
-        // SAFETY: flock on the fd the borrowed NetNs still owns.
-        unsafe { libc::flock(self.ns.file.as_raw_fd(), libc::LOCK_UN) };
-    }
-}
+/// A held `NetNs::lock` (unlocked when dropped).
+pub struct NetNsLock(#[allow(dead_code)] Flock<File>);
 
 /// Output of a tool run with a deadline.
 /// What a child run by `run_limited` may do before its process group is
@@ -264,7 +257,11 @@ pub fn run_tool(cmd: Command, stdin: &[u8], timeout: Duration) -> std::io::Resul
 /// has exited, only what is already buffered is read, and the grandchild is
 /// left alone.
 pub fn run_limited(mut cmd: Command, stdin: &[u8], limits: Limits) -> std::io::Result<ToolOutput> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -278,11 +275,11 @@ pub fn run_limited(mut cmd: Command, stdin: &[u8], limits: Limits) -> std::io::R
     // The child leads its own group, and stays unreaped until `child.wait()`
     // below: until then the group id cannot name anyone else's group.
     let kill_group = || {
-        // SAFETY: kill(2) with a negative pid signals the process group
-        // `pid` (= the child's pid, see above); no memory is involved.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     };
-    // SAFETY: pidfd_open on our own unreaped child.
+    // SAFETY: pidfd_open(2) has no wrapper in nix or std (stable); a raw
+    // syscall with two integer arguments on our own unreaped child. The
+    // result is checked and owned just below.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
     if raw < 0 {
         let e = std::io::Error::last_os_error();
@@ -295,17 +292,17 @@ pub fn run_limited(mut cmd: Command, stdin: &[u8], limits: Limits) -> std::io::R
     let mut input = child.stdin.take();
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
-    let raw_fds = [
-        input.as_ref().map(|x| x.as_raw_fd()),
-        out.as_ref().map(|x| x.as_raw_fd()),
-        err.as_ref().map(|x| x.as_raw_fd()),
+    let fds: [Option<std::os::fd::BorrowedFd>; 3] = [
+        input.as_ref().map(|x| x.as_fd()),
+        out.as_ref().map(|x| x.as_fd()),
+        err.as_ref().map(|x| x.as_fd()),
     ];
-    for f in raw_fds.into_iter().flatten() {
-        // SAFETY: fcntl on pipe fds we own.
-        unsafe {
-            let fl = libc::fcntl(f, libc::F_GETFL);
-            libc::fcntl(f, libc::F_SETFL, fl | libc::O_NONBLOCK);
-        }
+    for f in fds.into_iter().flatten() {
+        let fl = fcntl(f, FcntlArg::F_GETFL).unwrap_or(0);
+        let _ = fcntl(
+            f,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(fl) | OFlag::O_NONBLOCK),
+        );
     }
     let mut written = 0;
     if stdin.is_empty() {
@@ -350,39 +347,36 @@ pub fn run_limited(mut cmd: Command, stdin: &[u8], limits: Limits) -> std::io::R
             stopped = Some(Stop::Timeout(limits.timeout));
             break;
         }
-        let mut fds = vec![libc::pollfd {
-            fd: pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        let mut watch = |fd: i32, events: i16| {
-            fds.push(libc::pollfd {
-                fd,
-                events,
-                revents: 0,
-            })
-        };
+        let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
         if let Some(w) = input.as_ref() {
-            watch(w.as_raw_fd(), libc::POLLOUT);
+            fds.push(PollFd::new(w.as_fd(), PollFlags::POLLOUT));
         }
         if let Some(r) = out.as_ref() {
-            watch(r.as_raw_fd(), libc::POLLIN);
+            fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
         }
         if let Some(r) = err.as_ref() {
-            watch(r.as_raw_fd(), libc::POLLIN);
+            fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
         }
         let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: fds is a valid array of pollfd.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Err(nix::Error::EINTR) => {}
+            Err(e) => {
+                drop(fds);
                 kill_group();
                 let _ = child.wait();
-                return Err(e);
+                return Err(e.into());
             }
-        } else if fds[0].revents & libc::POLLIN != 0 {
-            exited = true;
+            Ok(_) => {
+                if fds[0]
+                    .revents()
+                    .is_some_and(|r| r.contains(PollFlags::POLLIN))
+                {
+                    exited = true;
+                }
+            }
         }
     }
     // Close our ends first: a child blocked writing to a full pipe is dead
@@ -581,17 +575,14 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         let pid = pid_in(&f);
         assert!(!gone(pid), "the grandchild was killed");
-        // SAFETY: kill(2) on the sleep this test started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 
     #[test]
     fn own_process_group_together_with_the_netns_pre_exec() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: setns needs root");
-            return;
-        }
         let ns = NetNs::open(Path::new("/proc/self/ns/net"))
             .unwrap()
             .unwrap();
@@ -602,7 +593,6 @@ mod tests {
         let v: Vec<&str> = out.stdout.lines().collect();
         assert_eq!(v.len(), 2, "{}", out.stdout);
         assert_eq!(v[0], v[1], "the child does not lead its own group");
-        // SAFETY: getpgrp has no preconditions.
-        assert_ne!(v[1], unsafe { libc::getpgrp() }.to_string());
+        assert_ne!(v[1], nix::unistd::getpgrp().to_string());
     }
 }

@@ -13,10 +13,10 @@
 //! the last of the attachments (of any container) that asked for it.
 
 use crate::error::{code, CniError, Result};
+use nix::fcntl::{Flock, FlockArg};
 use serde_json::{json, Value};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -86,7 +86,7 @@ fn record_ifname(name: &str) -> Option<&str> {
 /// releases the lock and removes the directory when it holds no record.
 pub struct ContainerLock {
     dir: PathBuf,
-    _fd: File,
+    _lock: Flock<File>,
 }
 
 impl ContainerLock {
@@ -112,10 +112,8 @@ impl ContainerLock {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(state_err("open", &dir, e)),
             };
-            // SAFETY: flock on an fd we own.
-            if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(state_err("lock", &dir, std::io::Error::last_os_error()));
-            }
+            let fd = Flock::lock(fd, FlockArg::LockExclusive)
+                .map_err(|(_, e)| state_err("lock", &dir, e.into()))?;
             // The holder before us may have removed the directory: retry on
             // the new one (or report it gone).
             let same = match (fs::metadata(&dir), fd.metadata()) {
@@ -123,7 +121,7 @@ impl ContainerLock {
                 _ => false,
             };
             if same {
-                return Ok(Some(ContainerLock { dir, _fd: fd }));
+                return Ok(Some(ContainerLock { dir, _lock: fd }));
             }
             if !create {
                 return Ok(None);

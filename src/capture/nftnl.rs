@@ -16,13 +16,11 @@ use super::plan::{Chain, Family, Match, Plan, Rule, Target};
 use super::Cidr;
 use crate::error::{code, CniError, Result};
 use crate::netns::NetNs;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use netlink_sys::{Socket, SocketAddr};
 use std::sync::Mutex;
 
 // linux/netlink.h, linux/netfilter/nfnetlink.h, linux/netfilter/nf_tables.h
 const NETLINK_NETFILTER: i32 = 12;
-const SOL_NETLINK: i32 = 270;
-const NETLINK_CAP_ACK: i32 = 10;
 const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -98,7 +96,7 @@ const IPPROTO_TCP: u8 = 6;
 const IFNAMSIZ: usize = 16;
 
 /// Sockets whose close is left to process exit (see the module doc).
-static LINGER: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
+static LINGER: Mutex<Vec<Socket>> = Mutex::new(Vec::new());
 
 /// Netlink attribute writer over a byte buffer.
 struct Buf(Vec<u8>);
@@ -468,24 +466,14 @@ fn err(msg: String) -> CniError {
     CniError::new(code::CAPTURE_APPLY, msg)
 }
 
-/// A NETLINK_NETFILTER socket created inside `ns` (on a short-lived
-/// thread that entered it; the socket stays bound to that netns).
-fn socket_in(ns: &NetNs) -> Result<OwnedFd> {
+/// A NETLINK_NETFILTER socket (netlink-sys) created inside `ns` (on a
+/// short-lived thread that entered it; the socket stays bound to that
+/// netns).
+fn socket_in(ns: &NetNs) -> Result<Socket> {
     ns.run(|| {
-        // SAFETY: plain socket(2); the fd is owned below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_NETFILTER,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        sockopts(fd);
-        // SAFETY: a fresh fd we own.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        let sock = Socket::new(NETLINK_NETFILTER as isize)?;
+        sockopts(&sock)?;
+        Ok::<Socket, std::io::Error>(sock)
     })?
     .map_err(|e| err(format!("nftables: netlink socket: {e}")))
 }
@@ -500,90 +488,55 @@ fn transact(ns: &NetNs, batch: (Vec<u8>, Vec<String>)) -> Result<()> {
 }
 
 /// Closed at exit, not now: see the module doc.
-fn linger(sock: OwnedFd) {
+fn linger(sock: Socket) {
     if let Ok(mut l) = LINGER.lock() {
         l.push(sock);
     }
 }
 
 /// Small acks (no echo of our messages) and a bounded wait for replies.
-fn sockopts(fd: i32) {
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt with a valid int option.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            SOL_NETLINK,
-            NETLINK_CAP_ACK,
-            &one as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let tv = libc::timeval {
-            tv_sec: super::TOOL_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
-    }
-}
-
-/// Send `buf` to the kernel.
-fn send(fd: i32, buf: &[u8]) -> Result<()> {
-    // SAFETY: zeroed sockaddr_nl addressed to the kernel (pid 0).
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: buf outlives the call; addr is a valid sockaddr_nl.
-    let n = unsafe {
-        libc::sendto(
-            fd,
-            buf.as_ptr() as *const libc::c_void,
-            buf.len(),
-            0,
-            &addr as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if n < 0 || n as usize != buf.len() {
-        return Err(err(format!(
-            "nftables: netlink send: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
+fn sockopts(sock: &Socket) -> std::io::Result<()> {
+    use nix::sys::{socket, time::TimeVal};
+    sock.set_cap_ack(true)?;
+    let tv = TimeVal::new(super::TOOL_TIMEOUT.as_secs() as i64, 0);
+    socket::setsockopt(sock, socket::sockopt::ReceiveTimeout, &tv)?;
     Ok(())
 }
 
+/// Send `buf` to the kernel.
+fn send(sock: &Socket, buf: &[u8]) -> Result<()> {
+    match sock.send_to(buf, &SocketAddr::new(0, 0), 0) {
+        Ok(n) if n == buf.len() => Ok(()),
+        Ok(n) => Err(err(format!(
+            "nftables: netlink send: {n} of {} bytes sent",
+            buf.len()
+        ))),
+        Err(e) => Err(err(format!("nftables: netlink send: {e}"))),
+    }
+}
+
 /// Receive one datagram of replies.
-fn recv(fd: i32, rbuf: &mut [u8]) -> Result<usize> {
+fn recv(sock: &Socket, rbuf: &mut [u8]) -> Result<usize> {
     loop {
-        // SAFETY: rbuf is valid for its length.
-        let r = unsafe { libc::recv(fd, rbuf.as_mut_ptr() as *mut libc::c_void, rbuf.len(), 0) };
-        if r >= 0 {
-            return Ok(r as usize);
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err(format!("nftables: netlink receive: {e}")));
+        match sock.recv(&mut &mut rbuf[..], 0) {
+            Ok(n) => return Ok(n.min(rbuf.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(err(format!("nftables: netlink receive: {e}"))),
         }
     }
 }
 
 /// Send one batch on `sock` and read its acknowledgements.
-fn send_batch(sock: &OwnedFd, batch: (Vec<u8>, Vec<String>)) -> Result<()> {
+fn send_batch(sock: &Socket, batch: (Vec<u8>, Vec<String>)) -> Result<()> {
     let (buf, what) = batch;
-    let fd = sock.as_raw_fd();
-    send(fd, &buf)?;
+    send(sock, &buf)?;
     // Acks are queued while the kernel processes the batch, i.e. before
     // sendto returns; every message asked for one (seq 1..=len).
     let mut acked = 0usize;
     let mut failure: Option<String> = None;
     let mut rbuf = vec![0u8; 65536];
     while acked < what.len() && failure.is_none() {
-        let r = recv(fd, &mut rbuf)?;
+        let r = recv(sock, &mut rbuf)?;
         let mut data = &rbuf[..r];
         while data.len() >= 16 {
             let len = u32::from_ne_bytes(data[0..4].try_into().unwrap_or_default()) as usize;
@@ -675,7 +628,7 @@ fn rule_jump(rule: &[u8]) -> Option<String> {
 }
 
 /// Dump chains or rules of `family`; the attribute lists of the replies.
-fn dump(fd: i32, ty: u16, family: u8, table: Option<&str>) -> Result<Vec<Vec<u8>>> {
+fn dump(sock: &Socket, ty: u16, family: u8, table: Option<&str>) -> Result<Vec<Vec<u8>>> {
     let mut b = Batch {
         buf: Buf(Vec::new()),
         seq: 1,
@@ -691,11 +644,11 @@ fn dump(fd: i32, ty: u16, family: u8, table: Option<&str>) -> Result<Vec<Vec<u8>
             }
         },
     );
-    send(fd, &b.buf.0)?;
+    send(sock, &b.buf.0)?;
     let mut out = Vec::new();
     let mut rbuf = vec![0u8; 65536];
     loop {
-        let r = recv(fd, &mut rbuf)?;
+        let r = recv(sock, &mut rbuf)?;
         let mut data = &rbuf[..r];
         while data.len() >= 16 {
             let len = u32::from_ne_bytes(data[0..4].try_into().unwrap_or_default()) as usize;
@@ -748,16 +701,15 @@ pub fn remove_xt(ns: &NetNs, prefix: &str, families: &[Family]) -> Result<()> {
     r
 }
 
-fn remove_xt_on(sock: &OwnedFd, prefix: &str, family: u8) -> Result<()> {
-    let fd = sock.as_raw_fd();
-    let chains: Vec<String> = dump(fd, NFT_MSG_GETCHAIN, family, None)?
+fn remove_xt_on(sock: &Socket, prefix: &str, family: u8) -> Result<()> {
+    let chains: Vec<String> = dump(sock, NFT_MSG_GETCHAIN, family, None)?
         .iter()
         .filter(|c| attr_str(c, NFTA_CHAIN_TABLE).as_deref() == Some(XT_TABLE))
         .filter_map(|c| attr_str(c, NFTA_CHAIN_NAME))
         .filter(|n| n.starts_with(prefix))
         .collect();
     let mut jumps: Vec<(String, [u8; 8])> = Vec::new();
-    for r in dump(fd, NFT_MSG_GETRULE, family, Some(XT_TABLE))? {
+    for r in dump(sock, NFT_MSG_GETRULE, family, Some(XT_TABLE))? {
         let Some(chain) = attr_str(&r, NFTA_RULE_CHAIN) else {
             continue;
         };
