@@ -42,7 +42,10 @@ pub mod code {
     pub const POD_REQUEST: u32 = 110;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A CNI error: the spec's `code`, `msg` and `details`. Displayed as
+/// `[code] msg (details)`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("[{code}] {msg}{}", if details.is_empty() { String::new() } else { format!(" ({details})") })]
 pub struct CniError {
     pub code: u32,
     pub msg: String,
@@ -124,18 +127,6 @@ pub fn combine(errors: Vec<CniError>) -> Option<CniError> {
         code: first.code,
     })
 }
-
-impl fmt::Display for CniError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{}] {}", self.code, self.msg)?;
-        if !self.details.is_empty() {
-            write!(f, " ({})", self.details)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for CniError {}
 
 #[cfg(test)]
 mod tests {

@@ -22,17 +22,20 @@ pub const MAX_HEADER: usize = 64 * 1024;
 #[doc(hidden)]
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
     /// Could not connect, TLS failed, timed out, connection dropped.
+    #[error("API server unreachable: {0}")]
     Unreachable(String),
     /// The server answered with an error status (its Status message kept).
+    #[error("API server answered {code} {reason}: {message}")]
     Status {
         code: u16,
         reason: String,
         message: String,
     },
     /// Not a usable answer (garbage, not JSON, too large).
+    #[error("bad answer from the API server: {0}")]
     Invalid(String),
 }
 
@@ -48,20 +51,6 @@ impl ApiError {
         match self {
             ApiError::Status { code, .. } => Some(*code),
             _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ApiError::Unreachable(m) => write!(f, "API server unreachable: {m}"),
-            ApiError::Status {
-                code,
-                reason,
-                message,
-            } => write!(f, "API server answered {code} {reason}: {message}"),
-            ApiError::Invalid(m) => write!(f, "bad answer from the API server: {m}"),
         }
     }
 }
