@@ -33,39 +33,26 @@ impl Cidr {
 
 impl FromStr for Cidr {
     type Err = String;
+    /// An address or an address/prefix (ipnetwork), host bits masked off.
+    /// Stricter than ipnetwork alone: the prefix is 1–3 ASCII digits (it
+    /// takes `+8` too), so nothing but a number follows the `/`.
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("{s:?} is not an IP address or CIDR");
-        let (a, l) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a.parse().map_err(|_| bad())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len = match l {
-            None => max,
-            Some(l) if !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) => {
-                l.parse::<u8>().map_err(|_| bad())?
+        if let Some((_, l)) = s.split_once('/') {
+            if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
             }
-            Some(_) => return Err(bad()),
-        };
-        if len > max {
-            return Err(format!("{s:?}: prefix length {len} is over {max}"));
         }
-        let addr = match addr {
-            IpAddr::V4(v) => {
-                let m = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                IpAddr::V4((u32::from(v) & m).into())
+        let net = ipnetwork::IpNetwork::from_str(s).map_err(|e| match e {
+            ipnetwork::IpNetworkError::InvalidPrefix => {
+                format!("{s:?}: prefix length out of range")
             }
-            IpAddr::V6(v) => {
-                let m = if len == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - len)
-                };
-                IpAddr::V6((u128::from(v) & m).into())
-            }
-        };
-        Ok(Cidr { addr, len })
+            _ => bad(),
+        })?;
+        Ok(Cidr {
+            addr: net.network(),
+            len: net.prefix(),
+        })
     }
 }
 
@@ -300,6 +287,11 @@ mod tests {
             "1.2.3.4/+1",
             "x/8",
             "1.2.3.4/8 -j ACCEPT",
+            "1.2.3.4/ 8",
+            "1.2.3.4/0008",
+            "01.2.3.4/8",
+            "[::1]/8",
+            "::ffff:1.2.3.4/200",
         ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad:?} should be refused");
         }

@@ -150,6 +150,21 @@ fn check_ifname(i: &str) -> Result<()> {
     cni::validate_ifname(i).map_err(|e| bad(format!("{NETWORKS}: {e}")))
 }
 
+/// An IP address, or an address/prefix with a prefix of 1–3 ASCII digits
+/// in range for its family (ipnetwork; the host part may be set, as IPAM
+/// requests an address, not a network).
+fn is_address(s: &str) -> bool {
+    match s.split_once('/') {
+        None => s.parse::<IpAddr>().is_ok(),
+        Some((_, l)) => {
+            !l.is_empty()
+                && l.len() <= 3
+                && l.bytes().all(|b| b.is_ascii_digit())
+                && s.parse::<ipnetwork::IpNetwork>().is_ok()
+        }
+    }
+}
+
 fn is_mac(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
     parts.len() == 6
@@ -268,16 +283,12 @@ fn parse_json_selection(v: &Value) -> Result<Selection> {
     let ips = strs("ips")?;
     for ip in &ips {
         // An address with its prefix, as the static IPAM expects.
-        let (a, l) = ip
-            .split_once('/')
-            .ok_or_else(|| bad(format!("{NETWORKS}: ips: {ip:?} needs a prefix length")))?;
-        let ok = a.parse::<IpAddr>().is_ok()
-            && !l.is_empty()
-            && l.len() <= 3
-            && l.bytes().all(|b| b.is_ascii_digit())
-            && l.parse::<u8>()
-                .is_ok_and(|n| n <= if a.contains(':') { 128 } else { 32 });
-        if !ok {
+        if !ip.contains('/') {
+            return Err(bad(format!(
+                "{NETWORKS}: ips: {ip:?} needs a prefix length"
+            )));
+        }
+        if !is_address(ip) {
             return Err(bad(format!(
                 "{NETWORKS}: ips: {ip:?} is not an address/prefix"
             )));
@@ -389,12 +400,7 @@ fn check_cni_args(m: &Map<String, Value>) -> Result<()> {
             v => vec![v],
         };
         for ip in list {
-            let ok = ip.as_str().is_some_and(|s| {
-                let (a, l) = s.split_once('/').unwrap_or((s, ""));
-                a.parse::<IpAddr>().is_ok()
-                    && (l.is_empty() || l.parse::<u8>().is_ok_and(|n| n <= 128))
-            });
-            if !ok {
+            if !ip.as_str().is_some_and(is_address) {
                 return Err(bad(format!(
                     "{NETWORKS}: cni-args ips: {ip} is not an IP address"
                 )));
