@@ -75,19 +75,92 @@ fn report(r: Result<String, String>) -> i32 {
     }
 }
 
-fn opt<'a>(args: &[&'a str], name: &str) -> Result<Option<&'a str>, String> {
-    match args.iter().position(|x| *x == name) {
-        None => Ok(None),
-        Some(i) => args
-            .get(i + 1)
-            .copied()
-            .map(Some)
-            .ok_or_else(|| format!("{name} needs a value")),
+const RULES_HELP: &str = "\
+Usage: multimesh rules --config FILE [--ipv6] [--backend iptables|nftables]
+                      [--pod POD.json|yaml | --annotations FILE]
+Print the capture rules multimesh would program for a network config (FILE,
+or - for stdin), without touching the system. --pod applies a pod's mesh
+annotations and decides, as Kubernetes mode does, whether it is captured at
+all; --annotations applies an annotation map (JSON or YAML) as if the pod
+were meshed.
+";
+
+const INSPECT_HELP: &str = "\
+Usage: multimesh inspect --netns PATH
+Show what multimesh programmed in a pod network namespace: interfaces,
+backend, ports and rules.
+";
+
+/// A subcommand's flags, parsed strictly (lexopt): an unknown flag, a stray
+/// argument, a missing or repeated value is an error. None: `--help`.
+struct Flags {
+    values: Vec<(&'static str, String)>,
+    switches: Vec<&'static str>,
+}
+
+impl Flags {
+    fn parse(
+        args: &[&str],
+        with_value: &[&'static str],
+        switches: &[&'static str],
+    ) -> Result<Option<Flags>, String> {
+        use lexopt::Arg;
+        let mut p = lexopt::Parser::from_args(args.iter().copied());
+        let mut f = Flags {
+            values: Vec::new(),
+            switches: Vec::new(),
+        };
+        while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+            match arg {
+                Arg::Long("help") | Arg::Short('h') => return Ok(None),
+                Arg::Long(n) => {
+                    if let Some(&name) = with_value.iter().find(|x| **x == n) {
+                        let v = p
+                            .value()
+                            .map_err(|e| e.to_string())?
+                            .into_string()
+                            .map_err(|v| format!("--{name}: {v:?} is not UTF-8"))?;
+                        if f.value(name).is_some() {
+                            return Err(format!("--{name} given twice"));
+                        }
+                        f.values.push((name, v));
+                    } else if let Some(&name) = switches.iter().find(|x| **x == n) {
+                        f.switches.push(name);
+                    } else {
+                        return Err(format!("unknown option --{n}"));
+                    }
+                }
+                other => return Err(other.unexpected().to_string()),
+            }
+        }
+        Ok(Some(f))
+    }
+
+    fn value(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn switch(&self, name: &str) -> bool {
+        self.switches.contains(&name)
     }
 }
 
 fn rules(args: &[&str]) -> Result<String, String> {
-    let file = opt(args, "--config")?.ok_or("rules: --config FILE is required")?;
+    let Some(f) = Flags::parse(
+        args,
+        &["config", "backend", "pod", "annotations"],
+        &["ipv6"],
+    )
+    .map_err(|e| format!("rules: {e}"))?
+    else {
+        return Ok(RULES_HELP.to_string());
+    };
+    let file = f
+        .value("config")
+        .ok_or("rules: --config FILE is required")?;
     let mut bytes = Vec::new();
     if file == "-" {
         std::io::stdin()
@@ -98,18 +171,18 @@ fn rules(args: &[&str]) -> Result<String, String> {
     }
     let conf = NetConf::parse(&bytes).map_err(|e| e.to_string())?;
     let mut cfg = conf.capture.clone();
-    match opt(args, "--backend")? {
+    match f.value("backend") {
         Some("iptables") => cfg.backend = Backend::Iptables,
         Some("nftables") => cfg.backend = Backend::Nftables,
         Some(b) => return Err(format!("unknown backend {b:?}")),
         None => {}
     }
-    let ipv6 = args.contains(&"--ipv6");
+    let ipv6 = f.switch("ipv6");
     let read_doc = |f: &str| -> Result<serde_json::Value, String> {
         let t = std::fs::read_to_string(f).map_err(|e| format!("read {f}: {e}"))?;
         crate::k8s::yaml_to_json(&t).map_err(|e| format!("{f}: {e}"))
     };
-    let pod = match (opt(args, "--pod")?, opt(args, "--annotations")?) {
+    let pod = match (f.value("pod"), f.value("annotations")) {
         (Some(_), Some(_)) => return Err("rules: give --pod or --annotations, not both".into()),
         (Some(f), None) => Some(read_doc(f)?),
         (None, Some(f)) => {
@@ -168,7 +241,12 @@ pub fn render(cfg: &capture::CaptureConfig, ipv6: bool) -> String {
 }
 
 fn inspect(args: &[&str]) -> Result<String, String> {
-    let path = opt(args, "--netns")?.ok_or("inspect: --netns PATH is required")?;
+    let Some(f) = Flags::parse(args, &["netns"], &[]).map_err(|e| format!("inspect: {e}"))? else {
+        return Ok(INSPECT_HELP.to_string());
+    };
+    let path = f
+        .value("netns")
+        .ok_or("inspect: --netns PATH is required")?;
     let ns = NetNs::open(Path::new(path))
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{path}: no such network namespace"))?;

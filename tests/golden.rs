@@ -187,6 +187,54 @@ fn rules_command_matches_render() {
     }
 }
 
+/// The command line is strict: an unknown flag, a stray argument, a
+/// missing or repeated value is an error (exit 1, nothing on stdout);
+/// every subcommand answers `--help`.
+#[test]
+fn command_line_is_strict() {
+    let conf = golden_dir().join("custom_ports.json");
+    let conf = conf.to_str().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_multimesh"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for (args, want) in [
+        (
+            vec!["rules", "--config", conf, "--bogus"],
+            "unknown option --bogus",
+        ),
+        (vec!["rules", "--config", conf, "stray"], "stray"),
+        (vec!["rules", "--config"], "missing argument"),
+        (
+            vec!["rules", "--config", conf, "--config", conf],
+            "given twice",
+        ),
+        (vec!["rules", "--config", conf, "-x"], "-x"),
+        (vec!["inspect", "--netns"], "missing argument"),
+        (
+            vec!["inspect", "--netns", "/proc/self/ns/net", "--all"],
+            "unknown option --all",
+        ),
+    ] {
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(o.stdout.is_empty(), "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    for sub in ["rules", "inspect"] {
+        let o = run(&[sub, "--help"]);
+        assert!(o.status.success(), "{sub} --help");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).starts_with(&format!("Usage: multimesh {sub}")),
+            "{sub}"
+        );
+    }
+}
+
 /// Capture is TCP only: nothing ever matches UDP or ICMP, and every
 /// redirect is restricted to TCP.
 #[test]
