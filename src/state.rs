@@ -14,6 +14,7 @@
 
 use crate::error::{code, CniError, Result};
 use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -201,10 +202,9 @@ impl ContainerLock {
         let p = self.record_path(ifname);
         match fs::read(&p) {
             Ok(b) => {
-                let v: Value = serde_json::from_slice(&b).map_err(|e| {
-                    CniError::new(code::STATE, format!("corrupt state {}: {e}", p.display()))
+                let mut rec = Record::from_slice(&b).map_err(|e| {
+                    CniError::new(code::STATE, format!("{}: {}", p.display(), e.msg))
                 })?;
-                let mut rec = Record::from_json(&v)?;
                 self.replay(&mut rec);
                 Ok(Some(rec))
             }
@@ -218,17 +218,15 @@ impl ContainerLock {
     /// would make DEL forget what to undo, so it is refused here, before
     /// it replaces the last good one.
     pub fn save(&self, rec: &Record) -> Result<()> {
-        let data = serde_json::to_vec(&rec.to_json())
+        let data = rec
+            .to_bytes()
             .map_err(|e| CniError::new(code::STATE, format!("encode state: {e}")))?;
-        serde_json::from_slice::<Value>(&data)
-            .map_err(|e| e.to_string())
-            .and_then(|v| Record::from_json(&v).map_err(|e| e.msg))
-            .map_err(|e| {
-                CniError::new(
-                    code::STATE,
-                    format!("state record would not read back ({e}); refused"),
-                )
-            })?;
+        Record::from_slice(&data).map_err(|e| e.msg).map_err(|e| {
+            CniError::new(
+                code::STATE,
+                format!("state record would not read back ({e}); refused"),
+            )
+        })?;
         write_atomic(&self.record_path(&rec.ifname), &data)?;
         // The whole record holds every step now (a crash before this
         // unlink replays steps it already has: the same values again).
@@ -386,115 +384,103 @@ impl NetnsOwners {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
-    Meta,
     Chained,
+    /// Also what an unknown mode reads as.
+    #[serde(other)]
+    Meta,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One delegate attachment (a conf or a conflist) of a meta-plugin record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Attachment {
+    #[serde(default)]
     pub ifname: String,
     /// The delegate's network name.
+    #[serde(default)]
     pub name: String,
     /// The resolved delegate: a single plugin conf or a conflist object.
     pub conf: Value,
     /// runtimeConfig handed to it (filtered per plugin by capabilities).
+    #[serde(default)]
     pub runtime_config: Option<Value>,
     /// Its result once ADD succeeded.
+    #[serde(default)]
     pub result: Option<Value>,
     /// The delegate's ADD was started (DEL must undo it even without result).
+    #[serde(default = "yes")]
     pub started: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// One runtime attachment's state: `cniDir/<container dir>/<ifname>.json`
+/// (serde; field names as written since version 1 of the format).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Record {
+    #[serde(default)]
     pub network: String,
+    #[serde(default)]
     pub cni_version: String,
+    #[serde(rename = "containerID")]
     pub container_id: String,
     pub ifname: String,
+    #[serde(default)]
     pub netns: String,
+    #[serde(default)]
     pub cni_args: String,
+    #[serde(default = "meta")]
     pub mode: Mode,
     /// ADD finished. A record that is not complete is a crashed or running ADD.
+    #[serde(default)]
     pub complete: bool,
+    #[serde(default)]
     pub attachments: Vec<Attachment>,
     /// What capture programmed (or is about to), for DEL/CHECK.
+    #[serde(default)]
     pub capture: Option<Value>,
     /// The pod netns's key (`NetNs::key`) under which this attachment owns
     /// capture (`NetnsOwners`).
+    #[serde(default)]
     pub netns_key: Option<String>,
 }
 
+fn meta() -> Mode {
+    Mode::Meta
+}
+
+/// The record as written: the format version first.
+#[derive(Serialize)]
+struct Versioned<'a> {
+    version: u32,
+    #[serde(flatten)]
+    record: &'a Record,
+}
+
 impl Record {
-    pub fn to_json(&self) -> Value {
-        let atts: Vec<Value> = self
-            .attachments
-            .iter()
-            .map(|a| {
-                json!({"ifname": a.ifname, "name": a.name, "conf": a.conf,
-                       "runtimeConfig": a.runtime_config, "result": a.result, "started": a.started})
-            })
-            .collect();
-        json!({
-            "version": 1,
-            "network": self.network,
-            "cniVersion": self.cni_version,
-            "containerID": self.container_id,
-            "ifname": self.ifname,
-            "netns": self.netns,
-            "cniArgs": self.cni_args,
-            "mode": match self.mode { Mode::Meta => "meta", Mode::Chained => "chained" },
-            "complete": self.complete,
-            "attachments": atts,
-            "capture": self.capture,
-            "netnsKey": self.netns_key,
+    /// The bytes written to disk.
+    pub fn to_bytes(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&Versioned {
+            version: 1,
+            record: self,
         })
     }
 
-    pub fn from_json(v: &Value) -> Result<Record> {
-        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let bad = |m: &str| CniError::new(code::STATE, format!("corrupt state: {m}"));
-        let mut attachments = Vec::new();
-        for a in v
-            .get("attachments")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let g = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            attachments.push(Attachment {
-                ifname: g("ifname"),
-                name: g("name"),
-                conf: a
-                    .get("conf")
-                    .cloned()
-                    .ok_or_else(|| bad("attachment without conf"))?,
-                runtime_config: a.get("runtimeConfig").filter(|x| !x.is_null()).cloned(),
-                result: a.get("result").filter(|x| !x.is_null()).cloned(),
-                started: a.get("started").and_then(Value::as_bool).unwrap_or(true),
-            });
-        }
-        let r = Record {
-            network: s("network"),
-            cni_version: s("cniVersion"),
-            container_id: s("containerID"),
-            ifname: s("ifname"),
-            netns: s("netns"),
-            cni_args: s("cniArgs"),
-            mode: if s("mode") == "chained" {
-                Mode::Chained
-            } else {
-                Mode::Meta
-            },
-            complete: v.get("complete").and_then(Value::as_bool).unwrap_or(false),
-            attachments,
-            capture: v.get("capture").filter(|x| !x.is_null()).cloned(),
-            netns_key: v.get("netnsKey").and_then(Value::as_str).map(String::from),
-        };
+    /// Read a record (from disk, or what `to_bytes` wrote).
+    pub fn from_slice(b: &[u8]) -> Result<Record> {
+        let r: Record = serde_json::from_slice(b)
+            .map_err(|e| CniError::new(code::STATE, format!("corrupt state: {e}")))?;
         if r.ifname.is_empty() || r.container_id.is_empty() {
-            return Err(bad("missing ifname or containerID"));
+            return Err(CniError::new(
+                code::STATE,
+                "corrupt state: missing ifname or containerID",
+            ));
         }
         Ok(r)
     }
