@@ -109,9 +109,7 @@ fn main() {
             .remove_pod(&id())
             .unwrap_or_else(|e| die("RemovePodSandbox", e)),
         Some("remove-all") => {
-            let ids = cri
-                .list_pods()
-                .unwrap_or_else(|e| die("ListPodSandbox", e));
+            let ids = cri.list_pods().unwrap_or_else(|e| die("ListPodSandbox", e));
             for sid in ids {
                 cri.stop_pod(&sid)
                     .unwrap_or_else(|e| die("StopPodSandbox", e));

@@ -79,18 +79,19 @@ EOF
   echo "$dir/containerd.sock"
 }
 
-# PIDs of processes that belong to DIR's containerd: its shims (their
-# command line names DIR) and the sandboxes in its cgroup parent.
+# PIDs of processes that belong to DIR's containerd: containerd itself and
+# its shims (their command lines name DIR's config or socket) and the
+# sandboxes in its cgroup parent.
 procs() {
-  local dir=$1 cg p
-  cg=$(cat "$dir/cgroup-parent" 2>/dev/null || echo /nonexistent-cgroup)
-  for p in /proc/[0-9]*; do
-    [ "${p#/proc/}" = "$$" ] && continue
-    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$dir/" ||
-       grep -qE ":$cg(/|\$)" "$p/cgroup" 2>/dev/null; then
-      echo "${p#/proc/}"
+  local dir=$1 cg
+  cg=$(cat "$dir/cgroup-parent" 2>/dev/null || true)
+  {
+    pgrep -f -- "--config $dir/config.toml" || true
+    pgrep -f -- "-address $dir/containerd.sock" || true
+    if [ -n "$cg" ]; then
+      find /sys/fs/cgroup/*"$cg" -name cgroup.procs -exec cat {} + 2>/dev/null || true
     fi
-  done
+  } | sort -un
 }
 
 down() {
