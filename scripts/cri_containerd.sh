@@ -119,6 +119,10 @@ down() {
   fi
   for _ in $(seq 1 50); do [ -z "$(procs "$dir")" ] && break; sleep 0.1; done
   for p in $(procs "$dir"); do kill -KILL "$p" 2>/dev/null || true; done
+  sleep 0.2
+  local left
+  left=$(procs "$dir")
+  [ -z "$left" ] || { echo "processes of $dir still running: $left" >&2; return 1; }
   awk -v d="$dir/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null || true; done
   local cg

@@ -620,7 +620,7 @@ ok "TCP from the node to the sandbox's 8080 landed on the sidecar port 15006"
 [ ! -e "$CRI_NETNS" ] || die "containerd left $CRI_NETNS"
 [ -z "$(find "$TMP/cni" -mindepth 1 -maxdepth 1 -name "$CRI_ID*")" ] || die "multimesh state left for the sandbox"
 ok "StopPodSandbox (CNI DEL) + RemovePodSandbox: netns, interfaces and multimesh state gone"
-scripts/cri_containerd.sh down "$CD_DIR" "$CRI"
+scripts/cri_containerd.sh down "$CD_DIR" "$CRI" || die "containerd or its shims did not stop"
 ok "containerd stopped, no shim or sandbox process left"
 
 section "Kubernetes mode: stop the API server, then CNI DEL both pods (DEL needs no API server)"
