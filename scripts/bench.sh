@@ -9,6 +9,10 @@
 #     started in the node netns), vs the same three attachments by the bare
 #     delegates (and bare + the same rules); API requests per ADD and DEL;
 #   - 32 and 64 pods ADDed at once, then DELed at once;
+#   - kubelet's path: RunPodSandbox + StopPodSandbox through containerd 1.6's
+#     CRI (a CRI client, examples/cri.rs, built with the dev-dependencies)
+#     with the bare bridge vs multimesh + capture as the conflist, two
+#     private containerds in the node netns (scripts/cri_containerd.sh);
 #   - rule programming alone (one restore / nft -f vs the per-rule loop);
 #   - peak RSS; binary size and linkage.
 # Prints a markdown report whose first table has every scenario, and writes
@@ -24,7 +28,7 @@
 # configs, to the single-pod phase (rows "baseline build ...", and paired
 # differences "this build - baseline build"): before/after in one run.
 #
-# Other knobs: BENCH_K8S_N (default BENCH_N), BENCH_TIMEOUT (seconds for the
+# Other knobs: BENCH_K8S_N (default BENCH_N), BENCH_CRI_N (default BENCH_N), BENCH_TIMEOUT (seconds for the
 # measuring part, default 900), BENCH_APISERVER (another copy of
 # fake_apiserver.py; default the one in tests/apiserver/).
 #
@@ -43,12 +47,13 @@ else
   N=${BENCH_N:-100}; ROUNDS=${BENCH_CONC_ROUNDS:-5}
 fi
 K8S_N=${BENCH_K8S_N:-$N}
+CRI_N=${BENCH_CRI_N:-$N}
 CONC=${BENCH_CONC:-32,64}
 DEADLINE=${BENCH_TIMEOUT:-900}   # seconds for the measuring part
 APISERVER=${BENCH_APISERVER:-$REPO/tests/apiserver/fake_apiserver.py}
 
 [ "$(id -u)" = 0 ] || { echo "scripts/bench.sh must run as root (network namespaces, iptables)" >&2; exit 1; }
-for v in N K8S_N ROUNDS; do
+for v in N K8S_N CRI_N ROUNDS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_$v must be a positive integer" >&2; exit 1; }
 done
 [[ $CONC =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || { echo "BENCH_CONC must be pod counts like 32,64" >&2; exit 1; }
@@ -56,6 +61,7 @@ done
 NODE="mmbench-node-$$"
 TAG="$$"
 TMP=""
+CRI_CLIENT=$REPO/target/x86_64-unknown-linux-gnu/debug/examples/cri
 DRIVER_PID=""
 
 cleanup() {
@@ -65,6 +71,13 @@ cleanup() {
     kill -TERM "$DRIVER_PID" 2>/dev/null || true
     for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$DRIVER_PID" 2>/dev/null || break; sleep 0.5; done
     kill -KILL "$DRIVER_PID" 2>/dev/null || true
+  fi
+  # The CRI rows' containerds (if the driver could not stop them): their
+  # sandboxes stopped through CRI (DEL), then containerd and its shims.
+  if [ -n "$TMP" ]; then
+    for d in "$TMP"/cri-*/; do
+      [ -d "$d" ] && scripts/cri_containerd.sh down "$d" "$CRI_CLIENT" || true
+    done
   fi
   # Anything still running in the node netns is ours (the test API server
   # if the driver was killed).
@@ -107,6 +120,10 @@ BIN=$REL/multimesh
 for b in "$BIN" $REL/mm-recorder $REL/mm-probe $REL/mm-passthrough; do
   [ -x "$b" ] || { echo "missing $b after build" >&2; exit 1; }
 done
+# The CRI client (a dev build: its speed is one gRPC call per step, the same
+# for both variants; the plugins measured are the release builds).
+echo "== cargo build --example cri" >&2
+cargo build --example cri
 BINSIZE=$(stat -c %s "$BIN")
 if file -b "$BIN" | grep -q 'static'; then
   LINKAGE="statically linked ($(file -b "$BIN" | grep -o 'static-pie linked\|statically linked' | head -1))"
@@ -120,11 +137,11 @@ TMP=$(mktemp -d /tmp/mmbench.XXXXXX)
 ip netns add "$NODE"
 ip netns exec "$NODE" ip link set lo up
 
-echo "== measuring (N=$N, Kubernetes mode N=$K8S_N, concurrency $CONC x $ROUNDS rounds, timeout ${DEADLINE}s)" >&2
+echo "== measuring (N=$N, Kubernetes mode N=$K8S_N, CRI N=$CRI_N, concurrency $CONC x $ROUNDS rounds, timeout ${DEADLINE}s)" >&2
 [ -f "$APISERVER" ] || echo "NOTE: $APISERVER not found: the Kubernetes-mode scenario is skipped" >&2
 CMDLINE=""
 [ -n "${BENCH_QUICK:-}" ] && [ "${BENCH_QUICK}" != 0 ] && CMDLINE+=" BENCH_QUICK=1"
-for v in BENCH_N BENCH_K8S_N BENCH_CONC BENCH_CONC_ROUNDS BENCH_BASELINE; do
+for v in BENCH_N BENCH_K8S_N BENCH_CRI_N BENCH_CONC BENCH_CONC_ROUNDS BENCH_BASELINE; do
   [ -n "${!v:-}" ] && CMDLINE+=" $v=${!v}"
 done
 CMDLINE+=" scripts/bench.sh"
@@ -135,7 +152,8 @@ timeout -k 10 "$DEADLINE" ip netns exec "$NODE" "$PY" "$REPO/scripts/bench_lib.p
   --conc-rounds "$ROUNDS" --apiserver "$APISERVER" \
   --out "$TMP/bench.md" --json "$TMP/bench.json" --svg "$TMP/bench.svg" \
   --command "${CMDLINE# }" --binsize "$BINSIZE" --linkage "$LINKAGE" \
-  --baseline "${BENCH_BASELINE:-}" &
+  --baseline "${BENCH_BASELINE:-}" \
+  --cri-client "$CRI_CLIENT" --cri-n "$CRI_N" --host-mnt "/proc/$$/ns/mnt" --node-netns "/run/netns/$NODE" &
 DRIVER_PID=$!
 set +e
 wait "$DRIVER_PID"

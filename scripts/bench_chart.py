@@ -124,6 +124,7 @@ def draw(res, path):
     groups = res["groups"]
     per_pod = [(g["title"], g["rows"]) for g in groups if g["panel"] == "pod"]
     conc = [(g["title"], g["rows"]) for g in groups if g["panel"] == "conc"]
+    cri = [(g["title"], g["rows"]) for g in groups if g["panel"] == "cri"]
     out = []
     y = 10
     out.append(text(20, y + 18, f"multimesh benchmark, {meta['date']}", size=17, weight="bold"))
@@ -150,6 +151,9 @@ def draw(res, path):
     if conc:
         y = panel(out, y, "Concurrency: all pods ADDed at once, then all DELed at once",
                   "milliseconds wall time, ADD-all + DEL-all", conc)
+    if cri:
+        y = panel(out, y, "Kubelet's path: containerd's CRI runs the pod's network",
+                  "milliseconds per RunPodSandbox + StopPodSandbox", cri)
     height = y - PANEL_GAP + 20
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0f}" '
            f'viewBox="0 0 {WIDTH} {height:.0f}" font-family="{FONT}">',

@@ -861,6 +861,99 @@ class K8s:
         self.links = []
 
 
+
+class Cri:
+    """Kubelet's path: a CRI client (examples/cri.rs) asks containerd 1.6
+    (its CRI plugin, runc) for RunPodSandbox then StopPodSandbox (then
+    RemovePodSandbox, untimed in the row); containerd runs the CNI conflist
+    through libcni. Two private containerds (scripts/cri_containerd.sh) run
+    in the node netns side by side, one per variant, alternating every
+    iteration (order rotated):
+      cri-bare  conflist [bridge]                          (the bare delegate)
+      cri-mm    conflist [multimesh: bridge + capture iptables-legacy]
+    The bridge is the bench's own (mmb0, 198.51.100.0/24, the same IPAM).
+    containerd must run in the host mount namespace (runc needs the host's
+    /sys/fs/cgroup, which `ip netns exec` hides under a fresh sysfs), so it
+    is started through `nsenter --mount=HOST_MNT` (bench.sh's own)."""
+
+    VARIANTS = ["cri-bare", "cri-mm"]
+
+    def __init__(self, bench, client, host_mnt, netns):
+        self.b = bench
+        self.client = client
+        self.host_mnt = host_mnt
+        self.netns = netns
+        self.script = os.path.join(bench.a.repo, "scripts", "cri_containerd.sh")
+        self.dirs = {v: os.path.join(bench.tmp, v) for v in self.VARIANTS}
+        self.sock = {}
+        self.cg = {}
+        self.seq = 0
+
+    def host(self, argv):
+        return [NSENTER, f"--mount={self.host_mnt}", "--"] + argv
+
+    def start(self):
+        b = self.b
+        lists = {
+            "cri-bare": {"cniVersion": "1.0.0", "name": "cri", "plugins": [b.bridge_conf]},
+            "cri-mm": {"cniVersion": "1.0.0", "name": "cri", "plugins": [
+                {"type": "multimesh", "cniDir": b.cnidir, "binDir": REF,
+                 "delegates": [b.bridge_conf],
+                 "capture": {"backend": "iptables", "iptablesVariant": "legacy"}}]},
+        }
+        for v in self.VARIANTS:
+            conf = os.path.join(b.tmp, f"{v}.conflist")
+            with open(conf, "w") as f:
+                json.dump(lists[v], f)
+            env = dict(BASE_ENV)
+            p = run(self.host(["bash", self.script, "up", self.dirs[v], self.netns, conf, b.mm]),
+                    timeout=180, env=env)
+            self.sock[v] = p.stdout.decode().strip().splitlines()[-1]
+            with open(os.path.join(self.dirs[v], "cgroup-parent")) as f:
+                self.cg[v] = f.read().strip()
+
+    def call(self, v, argv, timeout=120):
+        return run([self.client, "--socket", self.sock[v]] + argv, timeout=timeout)
+
+    def pod_args(self, v):
+        self.seq += 1
+        return ["--namespace", "bench", "--name", f"{v}-{self.seq}", "--uid", str(uuid.uuid4()),
+                "--cgroup-parent", self.cg[v]]
+
+    def sanity(self):
+        for v in self.VARIANTS:
+            st = json.loads(self.call(v, ["run-pod"] + self.pod_args(v)).stdout)
+            ns = st["netns"]
+            addr = self.b.in_pod(ns, [IP, "-o", "-4", "addr", "show", "dev", "eth0"])
+            if st["ip"] == "" or st["ip"] + "/" not in addr:
+                raise BenchError(f"cri sanity {v}: CRI IP {st['ip']!r}, eth0: {addr}")
+            got = self.b.rules_present(ns)
+            want = ["legacy"] if v == "cri-mm" else []
+            if got != want:
+                raise BenchError(f"cri sanity {v}: capture {got}, expected {want}")
+            self.call(v, ["stop-pod", st["id"]])
+            self.call(v, ["remove-pod", st["id"]])
+            if os.path.exists(ns):
+                raise BenchError(f"cri sanity {v}: {ns} left after StopPodSandbox")
+
+    def run(self, n):
+        out = {v: {"run": [], "stop": [], "remove": []} for v in self.VARIANTS}
+        for i in range(n):
+            order = self.VARIANTS[i % 2:] + self.VARIANTS[:i % 2]
+            for v in order:
+                r = json.loads(self.call(v, ["cycle"] + self.pod_args(v)).stdout)
+                out[v]["run"].append(r["run_s"])
+                out[v]["stop"].append(r["stop_s"])
+                out[v]["remove"].append(r["remove_s"])
+        return out
+
+    def stop(self):
+        for v in self.VARIANTS:
+            if os.path.isdir(self.dirs[v]):
+                run(self.host(["bash", self.script, "down", self.dirs[v], self.client]),
+                    timeout=240, check=False)
+
+
 def tool_cni(name):
     p = os.path.join(REF, name)
     if not os.access(p, os.X_OK):
@@ -924,8 +1017,13 @@ def main():
     ap.add_argument("--binsize", default="?")
     ap.add_argument("--linkage", default="?")
     ap.add_argument("--baseline", default="", help="another multimesh binary to compare in the same run")
+    ap.add_argument("--cri-client", default="", help="examples/cri.rs binary: runs the containerd CRI rows")
+    ap.add_argument("--cri-n", type=int, default=0, help="default: --n")
+    ap.add_argument("--host-mnt", default="", help="a mount namespace with the host's /sys/fs/cgroup")
+    ap.add_argument("--node-netns", default="", help="the node netns path (containerd runs in it)")
     a = ap.parse_args()
     a.k8s_n = a.k8s_n or a.n
+    a.cri_n = a.cri_n or a.n
     conc_sizes = [int(x) for x in a.conc.split(",") if x.strip()]
     api_script = a.apiserver or os.path.join(a.repo, "tests", "apiserver", "fake_apiserver.py")
 
@@ -938,6 +1036,13 @@ def main():
     if b.baseline:
         b.variants += ["old-nocap", "old-ipt-legacy", "old-nftables"]
     k8s = K8s(b, api_script) if os.path.isfile(api_script) else None
+    cri = None
+    cri_why = "not run: no CRI client (bench.sh builds examples/cri.rs)"
+    if a.cri_client and os.access(a.cri_client, os.X_OK) and a.host_mnt and a.node_netns:
+        if os.access("/usr/bin/containerd", os.X_OK):
+            cri = Cri(b, a.cri_client, a.host_mnt, a.node_netns)
+        else:
+            cri_why = "not run: containerd not installed (scripts/deps.sh installs it)"
     lines = []
 
     def say(s=""):
@@ -949,6 +1054,7 @@ def main():
 
     started = time.perf_counter()
     k8s_times = k8s_counts = k8s_rss = k8s_rss_own = None
+    cri_times = None
     try:
         progress("sanity pass (one verified ADD+DEL per variant)")
         b.sanity(b.variants)
@@ -964,6 +1070,13 @@ def main():
         if k8s:
             progress(f"Kubernetes mode: {a.k8s_n} iterations x {len(K8s.VARIANTS)} variants, round-robin")
             k8s_times, k8s_counts = k8s.run(a.k8s_n)
+        if cri:
+            progress("containerd CRI: two private containerds in the node netns, sanity pass")
+            cri.start()
+            cri.sanity()
+            progress(f"containerd CRI: {a.cri_n} iterations x {len(Cri.VARIANTS)} variants, alternating")
+            cri_times = cri.run(a.cri_n)
+            cri.stop()
         progress(f"rule programming alone: {a.n} iterations x 4")
         steps = b.run_rule_steps(a.n)
         progress(f"multimesh dispatch cost: {a.n} iterations x 2")
@@ -982,6 +1095,8 @@ def main():
     finally:
         if k8s:
             k8s.stop()
+        if cri:
+            cri.stop()
         b.cleanup()
     took = time.perf_counter() - started
 
@@ -1079,6 +1194,34 @@ def main():
                               "ratio": None, "rss_mib": None, "kind": "mm", "note": why,
                               "missing": why} for v in K8s.VARIANTS]
     groups.append(k8s_group)
+    cri_desc = {"cri-bare": "containerd CRI, bare delegate (bridge)",
+                "cri-mm": "containerd CRI, multimesh + iptables-legacy"}
+    cri_group = {"panel": "cri", "key": "cri",
+                 "title": f"Kubelet's path: containerd 1.6 CRI, RunPodSandbox + StopPodSandbox "
+                          f"(N={a.cri_n})", "rows": []}
+    cri_paired = None
+    if cri_times:
+        tot = {v: [x + y for x, y in zip(cri_times[v]["run"], cri_times[v]["stop"])]
+               for v in Cri.VARIANTS}
+        for v in Cri.VARIANTS:
+            t = cri_times[v]
+            note = (f"RunPodSandbox {ms(statistics.median(t['run'])):.1f} + StopPodSandbox "
+                    f"{ms(statistics.median(t['stop'])):.1f} ms (medians); RemovePodSandbox "
+                    f"{ms(statistics.median(t['remove'])):.1f} ms, not in the row")
+            rw = row(v, cri_desc[v], tot[v], tot["cri-bare"],
+                     "base" if v == "cri-bare" else "mm", None, note)
+            rw["run_ms"] = [round(ms(x), 2) for x in t["run"]]
+            rw["stop_ms"] = [round(ms(x), 2) for x in t["stop"]]
+            rw["remove_ms"] = [round(ms(x), 2) for x in t["remove"]]
+            cri_group["rows"].append(rw)
+        cri_paired = {ph: paired(*(
+            [cri_times[v][ph] for v in ("cri-mm", "cri-bare")] if ph != "total"
+            else [tot["cri-mm"], tot["cri-bare"]])) for ph in ("run", "stop", "total")}
+    else:
+        cri_group["rows"] = [{"key": v, "label": cri_desc[v], "median": None, "p90": None,
+                              "ratio": None, "rss_mib": None, "kind": "mm", "note": cri_why,
+                              "missing": cri_why} for v in Cri.VARIANTS]
+    groups.append(cri_group)
 
     # What each step adds: paired per-iteration differences (ADD, DEL, cycle).
     by_phase = {"ADD": t_add, "DEL": t_del, "ADD+DEL": times}
@@ -1106,7 +1249,8 @@ def main():
     uname = os.uname()
     date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     results = {
-        "meta": {"date": date, "command": a.command, "n": a.n, "k8s_n": a.k8s_n,
+        "cri_paired": cri_paired,
+        "meta": {"date": date, "command": a.command, "n": a.n, "k8s_n": a.k8s_n, "cri_n": a.cri_n,
                  "conc_sizes": conc_sizes, "conc_rounds": a.conc_rounds,
                  "cpus": os.cpu_count(), "kernel": uname.release, "binsize": a.binsize,
                  "linkage": a.linkage, "seconds": round(took, 1)},
@@ -1172,6 +1316,17 @@ def main():
             f"{v} {r['median'] - k8s_group['rows'][0]['median']:+.1f} ms"
             for v, r in zip(K8s.VARIANTS[1:], k8s_group["rows"][1:])))
     say()
+    if cri_paired:
+        say("Kubelet's path (containerd CRI), multimesh + capture - bare delegate, paired "
+            "per iteration (median [bootstrap 95%], ms): RunPodSandbox "
+            + ", StopPodSandbox ".join(f"{cri_paired[ph][0]:+.2f} [{cri_paired[ph][1]:+.2f}, "
+                                       f"{cri_paired[ph][2]:+.2f}]" for ph in ("run", "stop"))
+            + f", both {cri_paired['total'][0]:+.2f} [{cri_paired['total'][1]:+.2f}, "
+              f"{cri_paired['total'][2]:+.2f}]. Each call is one gRPC round trip of the "
+              "client (`examples/cri.rs`) to containerd, which creates the sandbox "
+              "(runc, the busybox pause image) and runs the conflist through libcni; the "
+              "two containerds alternate every iteration.")
+        say()
     say("## What each step adds (paired differences)")
     say()
     say("Median of the per-iteration differences (iteration i of both variants ran in the "

@@ -5,6 +5,8 @@
 # openssl-made CA) serves two pods and two NetworkAttachmentDefinitions;
 # multimesh reads them, attaches the networks the pods ask for, captures the
 # meshed one only, writes network-status back, and DELs without the server.
+# Then kubelet's path: containerd's CRI runs a pod's network through
+# multimesh (RunPodSandbox / StopPodSandbox from a CRI client).
 #
 #   scripts/demo.sh
 #
@@ -21,6 +23,7 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 MM=$REPO/target/x86_64-unknown-linux-gnu/release/multimesh
 PROBE=$REPO/target/x86_64-unknown-linux-gnu/release/mm-probe
+CRI=$REPO/target/x86_64-unknown-linux-gnu/debug/examples/cri   # the CRI client (dev build)
 
 [ "$(id -u)" = 0 ] || { echo "scripts/demo.sh must run as root (network namespaces, iptables)" >&2; exit 1; }
 
@@ -45,6 +48,7 @@ cleanup() {
   trap - EXIT INT TERM
   for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${BG_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "$TMP" ] && [ -d "$TMP/containerd" ]; then scripts/cri_containerd.sh down "$TMP/containerd" "$CRI" || true; fi
   stop_api
   for p in "${PODS[@]}" "${K8S_PODS[@]}"; do ip netns del "$p" 2>/dev/null || true; done
   ip netns del "$NODE" 2>/dev/null || true
@@ -94,6 +98,7 @@ section "Build and dependencies"
 scripts/deps.sh
 build_out=$(cargo build --release 2>&1) || { printf '%s\n' "$build_out" >&2; die "cargo build --release failed"; }
 printf '%s\n' "$build_out" | tail -n 1 | indent
+build_out=$(cargo build --example cri 2>&1) || { printf '%s\n' "$build_out" >&2; die "cargo build --example cri failed"; }
 info "$("$MM" --version)  ($(stat -c %s "$MM") bytes, $(file -b "$MM" | grep -o 'static-pie linked\|statically linked\|dynamically linked' | head -1))"
 
 section "Node and pod network namespaces"
@@ -570,6 +575,53 @@ cni_k8s DEL "$WEB" squatter uid-squatter >/dev/null 2>&1 || die "DEL demo/squatt
 [ "$(capture_rules "$WEB" | wc -l)" = "$before" ] && in_pod "$WEB" ip link show eth0 >/dev/null ||
   die "DEL of the refused container touched demo/web"
 ok "refused with 106 before any delegate ran; its DEL leaves demo/web's eth0 and its $before capture rules alone"
+
+section "Kubelet's path: containerd 1.6 (CRI plugin, runc) runs pod demo/cri's network through multimesh"
+# What kubelet does for a pod: RunPodSandbox over CRI. containerd creates the
+# sandbox (the busybox "pause" image, built with buildah, no registry) and
+# runs its CNI conflist through libcni with Kubernetes' CNI_ARGS; the
+# conflist's plugin is the Kubernetes-mode config above. A private
+# containerd (own root, state, socket, CNI dirs under $TMP) runs in the node
+# netns; examples/cri.rs is the CRI client (crictl is not packaged offline).
+UID_CRI=$(cat /proc/sys/kernel/random/uuid)
+pod_json cri "$UID_CRI" yes >"$API/objects/pods/demo/cri.json"
+"$PY" - "$K8S_CONF" >"$TMP/cri.conflist" <<'PY' || die "writing the conflist failed"
+import json, sys
+plugin = json.load(open(sys.argv[1]))
+for k in ("name", "cniVersion"):
+    plugin.pop(k, None)
+print(json.dumps({"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [plugin]}))
+PY
+CD_DIR=$TMP/containerd
+sock=$(scripts/cri_containerd.sh up "$CD_DIR" "/run/netns/$NODE" "$TMP/cri.conflist" "$MM" 2>&1 | tail -1) ||
+  die "containerd did not start: $sock"
+info "containerd $("$CRI" --socket "$sock" version) on \$TMP/containerd/containerd.sock"
+cri_pod=$("$CRI" --socket "$sock" run-pod --namespace demo --name cri --uid "$UID_CRI" \
+  --cgroup-parent "$(cat "$CD_DIR/cgroup-parent")" \
+  --annotation "sidecar.istio.io/status={}" --annotation "k8s.v1.cni.cncf.io/networks=storage,fast@data0" 2>&1) ||
+  die "RunPodSandbox failed: $cri_pod"
+read -r CRI_ID CRI_IP CRI_NETNS < <("$PY" -c 'import json,sys; s=json.load(sys.stdin); print(s["id"], s["ip"], s["netns"])' <<<"$cri_pod")
+CRI_NS=$(basename "$CRI_NETNS")
+ok "RunPodSandbox: sandbox ${CRI_ID:0:12}, CRI reports IP $CRI_IP, netns $CRI_NETNS"
+in_pod "$CRI_NS" ip -brief addr | indent
+[ "$(addr_of "$CRI_NS" eth0)" = "$CRI_IP" ] || die "CRI's sandbox IP is not eth0's"
+links=$(in_pod "$CRI_NS" ls /sys/class/net | sort | paste -sd' ' -)
+[ "$links" = "data0 eth0 lo net1" ] || die "demo/cri: interfaces $links, expected data0 eth0 lo net1"
+"$PY" -c "$STATUS_PY" "$API/objects/pods/demo/cri.json" short \
+  "cluster eth0 $CRI_IP" "demo/storage net1 $(addr_of "$CRI_NS" net1)" "demo/fast data0 $(addr_of "$CRI_NS" data0)" | indent | indent ||
+  die "demo/cri: network-status does not match"
+ok "CRI's IP = multimesh's eth0 = network-status on the pod; net1 and data0 attached from the NADs"
+listen "$CRI_NS" "$TMP/lcri.out" --port 15006 --count 1
+probe "demo/cri eth0" "$CRI_IP" 8080 "served_by=15006 orig=$CRI_IP:8080" ||
+  die "capture in the containerd sandbox did not redirect to 15006"
+ok "TCP from the node to the sandbox's 8080 landed on the sidecar port 15006"
+"$CRI" --socket "$sock" stop-pod "$CRI_ID" || die "StopPodSandbox failed"
+"$CRI" --socket "$sock" remove-pod "$CRI_ID" || die "RemovePodSandbox failed"
+[ ! -e "$CRI_NETNS" ] || die "containerd left $CRI_NETNS"
+[ -z "$(find "$TMP/cni" -mindepth 1 -maxdepth 1 -name "$CRI_ID*")" ] || die "multimesh state left for the sandbox"
+ok "StopPodSandbox (CNI DEL) + RemovePodSandbox: netns, interfaces and multimesh state gone"
+scripts/cri_containerd.sh down "$CD_DIR" "$CRI" || die "containerd or its shims did not stop"
+ok "containerd stopped, no shim or sandbox process left"
 
 section "Kubernetes mode: stop the API server, then CNI DEL both pods (DEL needs no API server)"
 pid=$API_PID

@@ -2,7 +2,7 @@
 # Install what multimesh's build, tests, demo and benchmarks need (Debian).
 # Idempotent: skips apt when everything is already there.
 set -euo pipefail
-pkgs=(iptables nftables containernetworking-plugins iproute2 iputils-ping util-linux procps python3 python3-venv buildah openssl curl podman runc busybox-static)
+pkgs=(iptables nftables containernetworking-plugins iproute2 iputils-ping util-linux procps python3 python3-venv buildah openssl curl podman runc busybox-static containerd protobuf-compiler)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -14,6 +14,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod containerd;
+pub mod cri;
 pub mod k8s;
 pub mod rand;
 
