@@ -477,41 +477,13 @@ fn network_status(planned: &[Planned], results: &[Option<Value>]) -> Vec<Value> 
 }
 
 /// Move the default route of each requested gateway's family to its
-/// interface (Multus's `default-route`).
+/// interface (Multus's `default-route`), over netlink in the pod netns.
 fn set_default_routes(ns: &NetNs, planned: &[Planned]) -> Result<()> {
-    let ip = capture::find_tool("ip")
-        .ok_or_else(|| CniError::new(code::NETNS, "default-route: the ip tool is not installed"))?;
-    let run = |args: &[&str]| -> Result<crate::netns::ToolOutput> {
-        crate::netns::run_tool(
-            {
-                let mut c = ns.command(&ip);
-                c.args(args);
-                c
-            },
-            b"",
-            capture::TOOL_TIMEOUT,
-        )
-        .map_err(|e| CniError::new(code::NETNS, format!("default-route: ip: {e}")))
-    };
-    for p in planned.iter().filter(|p| !p.default_route.is_empty()) {
-        for gw in &p.default_route {
-            let (fam, any) = if gw.is_ipv4() {
-                ("-4", "0.0.0.0/0")
-            } else {
-                ("-6", "::/0")
-            };
-            let _ = run(&[fam, "route", "flush", "exact", any])?;
-            let g = gw.to_string();
-            let out = run(&[fam, "route", "add", "default", "via", &g, "dev", &p.ifname])?;
-            if !out.ok() {
-                return Err(CniError::new(
-                    code::POD_REQUEST,
-                    format!("default-route {g} via {}: {}", p.ifname, out.failure()),
-                ));
-            }
-        }
-    }
-    Ok(())
+    let routes: Vec<(String, std::net::IpAddr)> = planned
+        .iter()
+        .flat_map(|p| p.default_route.iter().map(|gw| (p.ifname.clone(), *gw)))
+        .collect();
+    crate::netlink::set_default_routes(ns, routes)?.map_err(|e| CniError::new(code::POD_REQUEST, e))
 }
 
 #[allow(clippy::type_complexity)]

@@ -11,14 +11,19 @@
 use crate::error::{code, CniError, Result};
 use crate::netns::NetNs;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR,
-    NLM_F_MULTIPART, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_MULTIPART, NLM_F_REQUEST,
 };
 use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, SocketAddr};
 use std::fmt;
 use std::io;
+use std::net::IpAddr;
 
 /// Receive buffer. The kernel sizes a dump's datagrams by the largest
 /// buffer the socket has read with, capped at 32 KiB (unless one message is
@@ -202,6 +207,109 @@ impl Socket {
             }
         }
     }
+}
+
+impl Socket {
+    /// Every route of `family` in this socket's netns (RTM_GETROUTE dump).
+    pub fn dump_routes(
+        &mut self,
+        family: AddressFamily,
+    ) -> std::result::Result<Vec<RouteMessage>, Error> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = family;
+            match self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP) {
+                Ok(replies) => {
+                    return Ok(replies
+                        .into_iter()
+                        .filter_map(|m| match m {
+                            RouteNetlinkMessage::NewRoute(r) => Some(r),
+                            _ => None,
+                        })
+                        .collect())
+                }
+                Err(Error::DumpInterrupted) if attempt < DUMP_ATTEMPTS => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Replace the default route of `gw`'s family in the main table by one
+    /// via `gw` on the link `oif` (what `ip route flush exact 0.0.0.0/0`
+    /// then `ip route add default via GW dev IF` do).
+    pub fn set_default_route(&mut self, oif: u32, gw: IpAddr) -> std::result::Result<(), Error> {
+        let family = match gw {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        let table = |r: &RouteMessage| {
+            r.attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(r.header.table.into())
+        };
+        for r in self.dump_routes(family)? {
+            if r.header.destination_prefix_length == 0
+                && r.header.kind == RouteType::Unicast
+                && table(&r) == u32::from(RouteHeader::RT_TABLE_MAIN)
+            {
+                self.request(RouteNetlinkMessage::DelRoute(r), NLM_F_ACK)?;
+            }
+        }
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+        msg.attributes.push(RouteAttribute::Oif(oif));
+        self.request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+}
+
+/// In netns `ns`, give each `(ifname, gateway)` the default route of the
+/// gateway's family (`default-route` of the networks annotation). Ok(Err)
+/// carries the kernel's refusal of one of them (the pod's request, code
+/// 110 to the caller); Err is the netns itself failing (105).
+pub fn set_default_routes(
+    ns: &NetNs,
+    routes: Vec<(String, IpAddr)>,
+) -> Result<std::result::Result<(), String>> {
+    let done = ns.run(
+        move || -> std::result::Result<std::result::Result<(), String>, Error> {
+            let mut sock = Socket::open()?;
+            let links = sock.dump_links()?;
+            for (ifname, gw) in routes {
+                let Some(oif) = links
+                    .iter()
+                    .find(|l| link_name(l) == Some(ifname.as_str()))
+                    .map(|l| l.header.index)
+                else {
+                    return Ok(Err(format!("default-route {gw}: no interface {ifname}")));
+                };
+                match sock.set_default_route(oif, gw) {
+                    Ok(()) => {}
+                    Err(Error::Kernel(e)) => {
+                        return Ok(Err(format!("default-route {gw} via {ifname}: {e}")))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(Ok(()))
+        },
+    )?;
+    done.map_err(|e| CniError::new(code::NETNS, format!("default-route: {e}")))
 }
 
 fn finish(

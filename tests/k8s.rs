@@ -223,6 +223,27 @@ fn json_selection_ips_mac_default_route_cni_args() {
     cni_pod(&node, "DEL", &conf, &pod, "cj", id).ok();
     assert!(pod.links().is_empty());
     node.assert_no_leaks();
+
+    // A gateway the kernel refuses (not on data1's subnet): 110 naming it,
+    // everything rolled back.
+    let nets = json!([{"name": "mvs", "interface": "data1", "ips": ["203.0.113.77/25"],
+                       "default-route": ["198.51.100.250"]}]);
+    api.put_pod(&ApiServer::pod_json(
+        "apps",
+        "j",
+        "uid-j",
+        json!({"k8s.v1.cni.cncf.io/networks": nets.to_string()}),
+        &["app"],
+        &[],
+    ));
+    let msg = cni_pod(&node, "ADD", &conf, &pod, "cj2", id).err(110);
+    assert!(
+        msg.contains("default-route 198.51.100.250 via data1"),
+        "{msg}"
+    );
+    assert!(pod.links().is_empty(), "{:?}", pod.links());
+    node.assert_no_leaks();
+    cni_pod(&node, "DEL", &conf, &pod, "cj2", id).ok();
 }
 
 // 3. default-network, defaultNetworks, a NAD with an empty config found in
