@@ -251,24 +251,16 @@ fn inspect(args: &[&str]) -> Result<String, String> {
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{path}: no such network namespace"))?;
     let mut out = format!("netns: {path}\n");
-    let ifaces = ns
-        .run(|| std::fs::read_to_string("/proc/thread-self/net/dev").unwrap_or_default())
-        .map_err(|e| e.to_string())?;
-    let names: Vec<&str> = ifaces
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
+    let ifaces = crate::netlink::interfaces(&ns).map_err(|e| e.to_string())?;
+    let names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
     out.push_str(&format!("interfaces: {}\n", names.join(" ")));
-    if let Some(ip) = capture::find_tool("ip") {
-        let mut c = ns.command(ip);
-        c.args(["-brief", "address"]);
-        if let Ok(o) = run_tool(c, b"", capture::TOOL_TIMEOUT) {
-            for l in o.stdout.lines() {
-                out.push_str(&format!("  {l}\n"));
-            }
-        }
+    for i in &ifaces {
+        out.push_str(&format!(
+            "  {:<16} {:<4} {}\n",
+            i.name,
+            if i.up { "UP" } else { "DOWN" },
+            i.addresses.join(" ")
+        ));
     }
     let mut found = false;
     for variant in [Variant::Legacy, Variant::Nft] {

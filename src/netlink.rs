@@ -14,7 +14,8 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
     NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_MULTIPART, NLM_F_REQUEST,
 };
-use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -276,6 +277,74 @@ impl Socket {
         )?;
         Ok(())
     }
+}
+
+impl Socket {
+    /// Every address in this socket's netns (RTM_GETADDR dump, both
+    /// families).
+    pub fn dump_addresses(&mut self) -> std::result::Result<Vec<AddressMessage>, Error> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let msg = AddressMessage::default();
+            match self.request(RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP) {
+                Ok(replies) => {
+                    return Ok(replies
+                        .into_iter()
+                        .filter_map(|m| match m {
+                            RouteNetlinkMessage::NewAddress(a) => Some(a),
+                            _ => None,
+                        })
+                        .collect())
+                }
+                Err(Error::DumpInterrupted) if attempt < DUMP_ATTEMPTS => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// One interface of a netns, as `inspect` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interface {
+    pub name: String,
+    pub up: bool,
+    /// `address/prefix`, the kernel's order.
+    pub addresses: Vec<String>,
+}
+
+/// The interfaces of `ns` with their state and addresses (one link dump,
+/// one address dump). Errors are code 105 (NETNS).
+pub fn interfaces(ns: &NetNs) -> Result<Vec<Interface>> {
+    let found = ns.run(|| -> std::result::Result<Vec<Interface>, Error> {
+        let mut sock = Socket::open()?;
+        let links = sock.dump_links()?;
+        let addrs = sock.dump_addresses()?;
+        Ok(links
+            .iter()
+            .map(|l| Interface {
+                name: link_name(l).unwrap_or("?").to_string(),
+                up: l.header.flags.contains(LinkFlags::Up),
+                addresses: addrs
+                    .iter()
+                    .filter(|a| a.header.index == l.header.index)
+                    .filter_map(|a| {
+                        let ip = a.attributes.iter().find_map(|x| match x {
+                            AddressAttribute::Address(ip) => Some(*ip),
+                            _ => None,
+                        })?;
+                        Some(format!("{ip}/{}", a.header.prefix_len))
+                    })
+                    .collect(),
+            })
+            .collect())
+    })?;
+    found.map_err(|e| {
+        CniError::new(
+            code::NETNS,
+            format!("cannot list the interfaces in the pod netns: {e}"),
+        )
+    })
 }
 
 /// In netns `ns`, give each `(ifname, gateway)` the default route of the

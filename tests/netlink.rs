@@ -200,3 +200,43 @@ fn existing_links_timing() {
     );
     assert!(t[100] < Duration::from_millis(20), "median {:?}", t[100]);
 }
+
+/// `interfaces` (what `inspect` prints): every link with its state and its
+/// addresses of both families, as `ip -o addr` shows them.
+#[test]
+fn interfaces_carry_state_and_addresses() {
+    let node = Node::new("nladdr");
+    let pod = node.pod("p");
+    pod.exec_ok(
+        "ip link add eth0 type veth peer name vpeer0 && ip link set eth0 up && \
+         ip addr add 198.51.100.10/25 dev eth0 && ip addr add 2001:db8:1::10/64 dev eth0 nodad && \
+         ip addr add 198.51.100.11/25 dev eth0",
+    );
+    let ifs = multimesh::netlink::interfaces(&open(&pod.path)).unwrap();
+    let eth0 = ifs.iter().find(|i| i.name == "eth0").expect("eth0");
+    assert!(eth0.up);
+    let mut want: Vec<String> = pod
+        .exec_ok("ip -o addr show dev eth0 | awk '{print $4}'")
+        .lines()
+        .map(String::from)
+        .collect();
+    want.sort();
+    let mut got = eth0.addresses.clone();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(got.contains(&"198.51.100.11/25".to_string()), "{got:?}");
+    let peer = ifs.iter().find(|i| i.name == "vpeer0").expect("vpeer0");
+    assert!(!peer.up && peer.addresses.is_empty(), "{peer:?}");
+    let lo = ifs.iter().find(|i| i.name == "lo").expect("lo");
+    assert!(lo.addresses.contains(&"127.0.0.1/8".to_string()), "{lo:?}");
+    // inspect prints them.
+    let out = sh_ok(&format!("{BIN} inspect --netns {}", pod.path));
+    assert!(
+        out.contains("interfaces: lo eth0 vpeer0") || out.contains("interfaces: lo vpeer0 eth0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("198.51.100.10/25 ") || out.contains("198.51.100.10/25\n"),
+        "{out}"
+    );
+}
