@@ -10,28 +10,15 @@
 
 use crate::capture::{self, CaptureConfig, Programmed};
 use crate::cni::{self, Env};
-use crate::config::{self, NetConf};
+use crate::config::NetConf;
 use crate::delegate::{Delegate, Runner};
 use crate::error::{code, combine, CniError, Result};
 use crate::k8s;
 use crate::netns::NetNs;
+use crate::networks::{self, Network};
 use crate::state::{self, Attachment, ContainerLock, Mode, NetnsOwners, Record};
 use serde_json::{Map, Value};
 use std::path::Path;
-
-/// A delegate to attach on an interface.
-pub struct Planned {
-    pub ifname: String,
-    pub delegate: Delegate,
-    pub runtime_config: Option<Map<String, Value>>,
-    /// The name network-status reports (a NAD's `ns/name`, a conf's name).
-    pub status_name: String,
-    /// Gateways requested by the pod (`default-route`): this interface
-    /// takes the default route of their families.
-    pub default_route: Vec<std::net::IpAddr>,
-    /// From a NetworkAttachmentDefinition: tenant input (docs/security.md).
-    pub nad: bool,
-}
 
 fn runner(conf: &NetConf, env: &Env) -> Runner {
     Runner {
@@ -45,54 +32,7 @@ fn runner(conf: &NetConf, env: &Env) -> Runner {
     }
 }
 
-/// The static attachment list: the cluster network (first delegate or
-/// `clusterNetwork`) on CNI_IFNAME, then `defaultNetworks` and any further
-/// delegates as net1, net2, ...
-pub fn plan_static(conf: &NetConf, ifname: &str) -> Result<Vec<Planned>> {
-    let mut raw: Vec<Value> = Vec::new();
-    let rest: &[Value] = match &conf.cluster_network {
-        Some(cn) => {
-            raw.push(config::load_network(&conf.conf_dir, cn)?);
-            &conf.delegates
-        }
-        None if !conf.delegates.is_empty() => {
-            raw.push(conf.delegates[0].clone());
-            &conf.delegates[1..]
-        }
-        None => &[],
-    };
-    for dn in &conf.default_networks {
-        raw.push(config::load_network(&conf.conf_dir, dn)?);
-    }
-    raw.extend(rest.iter().cloned());
-    let mut out = Vec::new();
-    for (i, v) in raw.iter().enumerate() {
-        let d = Delegate::from_value(v, &conf.cni_version)
-            .map_err(|e| e.context(format!("delegate {i}")))?;
-        let ifname = if i == 0 {
-            ifname.to_string()
-        } else {
-            format!("net{i}")
-        };
-        out.push(Planned {
-            nad: false,
-            ifname,
-            status_name: d.name.clone(),
-            default_route: Vec::new(),
-            delegate: d,
-            // As Multus: the runtime's runtimeConfig (portMappings, ...)
-            // belongs to the cluster network.
-            runtime_config: if i == 0 {
-                conf.runtime_config.clone()
-            } else {
-                None
-            },
-        });
-    }
-    Ok(out)
-}
-
-fn attachments_of(planned: &[Planned]) -> Vec<Attachment> {
+fn attachments_of(planned: &[Network]) -> Vec<Attachment> {
     planned
         .iter()
         .map(|p| Attachment {
@@ -302,7 +242,7 @@ fn add_capture(
 /// per ADD.
 fn run_delegates(
     run: &Runner,
-    planned: &[Planned],
+    planned: &[Network],
     rec: &mut Record,
     lk: &ContainerLock,
 ) -> Result<()> {
@@ -374,10 +314,10 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
     let static_capture = || conf.capture.enabled.then(|| conf.capture.clone());
     let (planned, capture_cfg) = match (conf.is_meta(), session.as_mut()) {
         (true, Some(s)) => {
-            let kp = k8s::plan::plan(conf, &env.ifname, s)?;
-            (kp.planned, kp.capture)
+            let pn = networks::pod::for_pod(conf, &env.ifname, s)?;
+            (pn.networks, pn.capture)
         }
-        (true, None) => (plan_static(conf, &env.ifname)?, static_capture()),
+        (true, None) => (networks::from_config(conf, &env.ifname)?, static_capture()),
         (false, Some(s)) => (
             Vec::new(),
             k8s::pod::capture_for_pod(&conf.capture, &s.pod)?,
@@ -434,7 +374,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
     Ok(result)
 }
 
-fn check_nad_types(conf: &NetConf, run: &Runner, x: &Planned) -> Result<()> {
+fn check_nad_types(conf: &NetConf, run: &Runner, x: &Network) -> Result<()> {
     let nad = &x.status_name;
     if run.runs_multimesh(&x.delegate) {
         return Err(CniError::config(format!(
@@ -456,7 +396,7 @@ fn check_nad_types(conf: &NetConf, run: &Runner, x: &Planned) -> Result<()> {
 
 /// Multus's network-status: one entry per attachment; `default` on the
 /// cluster network, or on the network the pod gave the default route.
-fn network_status(planned: &[Planned], results: &[Option<Value>]) -> Vec<Value> {
+fn network_status(planned: &[Network], results: &[Option<Value>]) -> Vec<Value> {
     let any_gw = planned.iter().any(|p| !p.default_route.is_empty());
     planned
         .iter()
@@ -478,7 +418,7 @@ fn network_status(planned: &[Planned], results: &[Option<Value>]) -> Vec<Value> 
 
 /// Move the default route of each requested gateway's family to its
 /// interface (Multus's `default-route`), over netlink in the pod netns.
-fn set_default_routes(ns: &NetNs, planned: &[Planned]) -> Result<()> {
+fn set_default_routes(ns: &NetNs, planned: &[Network]) -> Result<()> {
     let routes: Vec<(String, std::net::IpAddr)> = planned
         .iter()
         .flat_map(|p| p.default_route.iter().map(|gw| (p.ifname.clone(), *gw)))
@@ -493,7 +433,7 @@ fn add_meta(
     lk: &ContainerLock,
     ns: &NetNs,
     run: &Runner,
-    planned: &[Planned],
+    planned: &[Network],
     capture_cfg: Option<&CaptureConfig>,
 ) -> Result<(Value, Vec<Option<Value>>)> {
     let mut rec = new_record(conf, env, Mode::Meta, attachments_of(planned));
@@ -708,7 +648,7 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
             // with the netns.
             run.netns.clear();
             let atts = if conf.is_meta() {
-                match plan_static(conf, &env.ifname) {
+                match networks::from_config(conf, &env.ifname) {
                     Ok(p) => {
                         let mut a = attachments_of(&p);
                         a.iter_mut().for_each(|x| x.started = true);
@@ -874,7 +814,7 @@ pub fn status(conf: &NetConf, env: &Env) -> Result<()> {
     readiness(conf, code::NOT_AVAILABLE)?;
     if conf.is_meta() {
         let run = runner(conf, env);
-        let planned = match plan_static(conf, "eth0") {
+        let planned = match networks::from_config(conf, "eth0") {
             Ok(p) => p,
             // Kubernetes mode: the cluster network may be a NAD, which
             // STATUS (no pod, no API call) cannot resolve; check the rest.
@@ -892,61 +832,4 @@ pub fn status(conf: &NetConf, env: &Env) -> Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn conf(v: Value) -> NetConf {
-        NetConf::parse(&serde_json::to_vec(&v).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn ifnames_by_position() {
-        let c = conf(json!({"cniVersion": "1.0.0", "name": "m", "delegates": [
-            {"name": "a", "type": "bridge"}, {"name": "b", "type": "macvlan"}, {"name": "c", "type": "ptp"}]}));
-        let p = plan_static(&c, "eth0").unwrap();
-        let names: Vec<_> = p
-            .iter()
-            .map(|x| (x.ifname.as_str(), x.delegate.name.as_str()))
-            .collect();
-        assert_eq!(names, [("eth0", "a"), ("net1", "b"), ("net2", "c")]);
-        // A delegate without cniVersion inherits the config's.
-        assert_eq!(p[1].delegate.version, "1.0.0");
-        let p = plan_static(&c, "pod0").unwrap();
-        assert_eq!(p[0].ifname, "pod0");
-    }
-
-    #[test]
-    fn cluster_network_then_default_networks_then_delegates() {
-        let dir = std::env::temp_dir().join(format!("mm-plan-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("00-k.conf"),
-            r#"{"cniVersion":"0.4.0","name":"kube","type":"bridge"}"#,
-        )
-        .unwrap();
-        std::fs::write(dir.join("50-s.conflist"), r#"{"cniVersion":"1.0.0","name":"storage","plugins":[{"type":"macvlan"},{"type":"tuning"}]}"#).unwrap();
-        let c = conf(json!({"cniVersion": "1.0.0", "name": "m", "confDir": dir,
-            "clusterNetwork": "kube", "defaultNetworks": ["50-s"],
-            "delegates": [{"name": "extra", "type": "ptp"}],
-            "runtimeConfig": {"portMappings": []}}));
-        let p = plan_static(&c, "eth0").unwrap();
-        let names: Vec<_> = p
-            .iter()
-            .map(|x| (x.ifname.as_str(), x.delegate.name.as_str()))
-            .collect();
-        assert_eq!(
-            names,
-            [("eth0", "kube"), ("net1", "storage"), ("net2", "extra")]
-        );
-        assert_eq!(p[0].delegate.version, "0.4.0");
-        assert_eq!(p[1].delegate.plugins.len(), 2);
-        // Only the cluster network gets the runtime's runtimeConfig.
-        assert!(p[0].runtime_config.is_some());
-        assert!(p[1].runtime_config.is_none() && p[2].runtime_config.is_none());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }

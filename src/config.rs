@@ -164,8 +164,8 @@ impl NetConf {
             log_file: str_field("logFile")?,
             log_level,
             log_to_stderr: bool_field("logToStderr", true)?,
-            delegate_timeout: seconds_field(&raw, "delegateTimeout", DEFAULT_DELEGATE_TIMEOUT)?,
-            add_timeout: seconds_field(&raw, "addTimeout", DEFAULT_ADD_TIMEOUT)?,
+            delegate_timeout: seconds_field(&raw, "delegateTimeout", crate::delegate::DELEGATE_TIMEOUT)?,
+            add_timeout: seconds_field(&raw, "addTimeout", crate::delegate::ADD_TIMEOUT)?,
             capture: CaptureConfig::from_json(raw.get("capture"))?,
             runtime_config,
             prev_result,
@@ -205,18 +205,17 @@ impl NetConf {
     }
 }
 
-/// `delegateTimeout` when not given (the fixed timeout multimesh had before
-/// it was configurable).
-pub const DEFAULT_DELEGATE_TIMEOUT: u64 = 120;
-/// `addTimeout` when not given: two slow delegates' worth.
-pub const DEFAULT_ADD_TIMEOUT: u64 = 240;
 /// Largest `delegateTimeout` / `addTimeout` (an hour).
 pub const MAX_TIMEOUT: u64 = 3600;
 
 /// A whole number of seconds from 1 to `MAX_TIMEOUT`; `default` when absent.
-fn seconds_field(raw: &Map<String, Value>, k: &str, default: u64) -> Result<std::time::Duration> {
+fn seconds_field(
+    raw: &Map<String, Value>,
+    k: &str,
+    default: std::time::Duration,
+) -> Result<std::time::Duration> {
     let secs = match raw.get(k) {
-        None | Some(Value::Null) => default,
+        None | Some(Value::Null) => default.as_secs(),
         Some(Value::Number(n)) => n
             .as_u64()
             .filter(|s| (1..=MAX_TIMEOUT).contains(s))

@@ -17,10 +17,13 @@ pub const NESTED_ENV: &str = "MULTIMESH_DELEGATE";
 
 /// Longest a single delegate call may run before its process group is
 /// killed, unless the config says otherwise (`delegateTimeout`).
-pub const DELEGATE_TIMEOUT: Duration = Duration::from_secs(crate::config::DEFAULT_DELEGATE_TIMEOUT);
+pub const DELEGATE_TIMEOUT: Duration = Duration::from_secs(120);
+// (`delegateTimeout` when not given: the fixed timeout multimesh had
+// before it was configurable.)
 /// Budget for all delegate ADDs of one ADD, unless the config says
 /// otherwise (`addTimeout`).
-pub const ADD_TIMEOUT: Duration = Duration::from_secs(crate::config::DEFAULT_ADD_TIMEOUT);
+pub const ADD_TIMEOUT: Duration = Duration::from_secs(240);
+// (`addTimeout` when not given: two slow delegates' worth.)
 
 /// How long delegates may run: every call at most `delegate_timeout`, and
 /// the ADD calls of one invocation together at most `add_timeout`, counted

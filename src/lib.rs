@@ -24,4 +24,5 @@ pub mod k8s;
 pub mod log;
 pub mod netlink;
 pub mod netns;
+pub mod networks;
 pub mod state;

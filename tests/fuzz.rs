@@ -285,10 +285,10 @@ fn parsers_case(rng: &mut Rng, bases: &[Value], dir: &Path, input: &[u8]) {
         Ok(c) => {
             check_capture(&c.capture, rng);
             if c.is_meta() {
-                if let Err(e) = multimesh::attach::plan_static(&c, "eth0") {
+                if let Err(e) = multimesh::networks::from_config(&c, "eth0") {
                     assert!(
                         [1, 7].contains(&e.code),
-                        "plan_static code {}: {}",
+                        "networks::from_config code {}: {}",
                         e.code,
                         e.msg
                     );

@@ -485,7 +485,7 @@ pub fn apply(p: &Programmed, ns: &NetNs, state_dir: &Path) -> std::result::Resul
         }
         // One nft transaction: all or nothing.
         Backend::Nftables => {
-            nft::apply(&plan, ns).map_err(|error| ApplyError { error, clean: true })
+            nftnl::apply(&plan, ns).map_err(|error| ApplyError { error, clean: true })
         }
     }
 }
@@ -510,7 +510,7 @@ pub fn add_ipv6(
                 })?;
             iptables::apply_rest(&plan, variant, ns, state_dir, &[Family::V4])
         }
-        Backend::Nftables => nft::apply(&plan, ns).map_err(|error| ApplyError {
+        Backend::Nftables => nftnl::apply(&plan, ns).map_err(|error| ApplyError {
             error,
             clean: false,
         }),
@@ -524,7 +524,7 @@ pub fn remove(p: &Programmed, ns: &NetNs, state_dir: &Path) -> Result<()> {
             let variant = iptables::resolve_variant(p.variant, state_dir)?;
             iptables::remove(&p.plan(), variant, ns, state_dir)
         }
-        Backend::Nftables => nft::remove(ns),
+        Backend::Nftables => nftnl::remove(ns),
     }
 }
 

@@ -196,17 +196,6 @@ fn run(ns: &NetNs, args: &[&str], stdin: &str) -> Result<crate::netns::ToolOutpu
         .map_err(|e| CniError::new(code::CAPTURE_APPLY, format!("run nft: {e}")))
 }
 
-/// Program the table: the transaction `render_apply` describes, sent over
-/// netlink by multimesh itself (`nftnl`), not by an `nft` process.
-pub fn apply(plan: &Plan, ns: &NetNs) -> Result<()> {
-    super::nftnl::apply(plan, ns)
-}
-
-/// Remove the table (one transaction, over netlink).
-pub fn remove(ns: &NetNs) -> Result<()> {
-    super::nftnl::remove(ns)
-}
-
 /// The table as listed, or None when it does not exist.
 pub fn list(ns: &NetNs) -> Result<Option<String>> {
     let out = run(ns, &["-n", "list", "table", "inet", TABLE], "")?;

@@ -10,7 +10,6 @@
 
 pub mod client;
 pub mod kubeconfig;
-pub mod plan;
 pub mod pod;
 
 use crate::config::NetConf;

@@ -4,18 +4,19 @@
 //! networks the pod's annotation asks for, named `net<position>` unless
 //! the request names an interface.
 
-use super::pod::{self, bad, Selection};
-use super::Session;
-use crate::attach::Planned;
+use super::Network;
 use crate::capture::CaptureConfig;
 use crate::config::{self, NetConf};
 use crate::delegate::Delegate;
 use crate::error::{code, CniError, Result};
+use crate::k8s::pod::{self, bad, Selection};
+use crate::k8s::Session;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 
-pub struct K8sPlan {
-    pub planned: Vec<Planned>,
+/// A pod's networks and whether (and how) it is captured.
+pub struct PodNetworks {
+    pub networks: Vec<Network>,
     /// None: the pod is not meshed (or capture is off).
     pub capture: Option<CaptureConfig>,
 }
@@ -189,7 +190,7 @@ fn requested(
     })
 }
 
-pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
+pub fn for_pod(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<PodNetworks> {
     let pod_ns = s.pod_ref.namespace.clone();
     let mut items: Vec<Item> = Vec::new();
     // The pod's requests are parsed and counted before any NAD is fetched:
@@ -324,7 +325,7 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
     }
 
     // Delegates and interface names.
-    let mut planned: Vec<Planned> = Vec::new();
+    let mut planned: Vec<Network> = Vec::new();
     let mut excluded: Vec<String> = Vec::new();
     for (i, it) in items.into_iter().enumerate() {
         let d = Delegate::from_value(&it.conf, &conf.cni_version)
@@ -352,7 +353,7 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
             .as_ref()
             .map(|s| s.default_route.clone())
             .unwrap_or_default();
-        planned.push(Planned {
+        planned.push(Network {
             nad: it.nad,
             ifname: name,
             delegate: d,
@@ -373,5 +374,8 @@ pub fn plan(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<K8sPlan> {
         }
         None => None,
     };
-    Ok(K8sPlan { planned, capture })
+    Ok(PodNetworks {
+        networks: planned,
+        capture,
+    })
 }
