@@ -1,8 +1,9 @@
 //! Attachments: ADD, DEL, CHECK, GC and STATUS for both ways of running.
 //!
-//! Meta-plugin: run the cluster network, `defaultNetworks` and (later) the
-//! pod's requested networks as delegates, then program capture. Chained:
-//! program capture only and pass prevResult through.
+//! Meta-plugin: run the networks `networks` lists (the cluster network,
+//! `defaultNetworks`, the pod's requests) as delegates while capture is
+//! programmed alongside on its own thread. Chained: program capture only
+//! and pass prevResult through.
 //!
 //! Failure handling: state is written before the first delegate runs and
 //! after each one returns, so whatever ADD did can always be undone — by

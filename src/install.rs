@@ -19,7 +19,7 @@ use crate::capture::CaptureConfig;
 use crate::config::NetConf;
 use serde_json::{json, Map, Value};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -747,39 +747,8 @@ pub fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, St
             return Ok(false);
         }
     }
-    let dir = path
-        .parent()
-        .ok_or_else(|| format!("{}: no parent directory", path.display()))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| format!("{}: no file name", path.display()))?
-        .to_string_lossy();
-    // Hidden and ending in .tmp: never taken for a CNI config or a plugin.
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let ctx = |what: &str, e: std::io::Error| format!("{what} {}: {e}", tmp.display());
-    let _ = std::fs::remove_file(&tmp);
-    let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| ctx("cannot create", e))?;
-        f.write_all(bytes).map_err(|e| ctx("cannot write", e))?;
-        // Explicitly: the umask must not decide the mode.
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(|e| ctx("cannot chmod", e))?;
-        f.sync_all().map_err(|e| ctx("cannot sync", e))?;
-        std::fs::rename(&tmp, path)
-            .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    crate::state::replace_file(path, bytes, mode, true)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(true)
 }
 

@@ -25,29 +25,50 @@ fn state_err(what: &str, path: &Path, e: std::io::Error) -> CniError {
     CniError::new(code::STATE, format!("{what} {}: {e}", path.display()))
 }
 
-/// Write `data` to `path` atomically with mode 0600.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+/// Replace `path` with `data` atomically: a hidden temp file next to it
+/// (`.<name>.<pid>.tmp`, never taken for a record, a CNI config or a
+/// plugin), exactly `mode` (not the umask's), renamed into place. With
+/// `durable`, the file and then its directory are fsync'ed (install's
+/// files); state records are not (a crash of the process keeps the page
+/// cache, a node crash takes the pod netns with it). The one atomic writer
+/// of the project: state and install both use it.
+pub fn replace_file(path: &Path, data: &[u8], mode: u32, durable: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        "{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
-    ));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&tmp);
     let res = (|| {
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
+            .create_new(true)
+            .mode(mode)
             .open(&tmp)?;
         f.write_all(data)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)
     })();
-    if let Err(e) = res {
+    if res.is_err() {
         let _ = fs::remove_file(&tmp);
-        return Err(state_err("write", path, e));
+    }
+    res?;
+    if durable {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
     }
     Ok(())
+}
+
+/// Write a state file atomically with mode 0600.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    replace_file(path, data, 0o600, false).map_err(|e| state_err("write", path, e))
 }
 
 fn mkdir_private(path: &Path) -> std::io::Result<()> {

@@ -1,7 +1,7 @@
 //! A minimal, synchronous Kubernetes API client: HTTP/1.1 over TLS
 //! (rustls) or plain TCP, one keep-alive connection per invocation, bounded
 //! timeouts, a few retries for GETs. It runs in the node's network
-//! namespace (multimesh never enters the pod netns itself).
+//! namespace: nothing here enters a pod netns.
 
 use super::kubeconfig::{ApiConfig, Scheme};
 use serde_json::Value;
