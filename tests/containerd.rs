@@ -161,24 +161,12 @@ fn links_of(ns: &str) -> Vec<String> {
     l
 }
 
-/// Keeps a sandbox netns alive past StopPodSandbox (an open fd on it), so
-/// the test sees that DEL removed interfaces, addresses and rules rather
-/// than the kernel destroying the namespace with them.
-struct HeldNetns(std::fs::File);
+/// What StopPodSandbox must leave in a sandbox netns held open past it.
+trait SandboxEmpty {
+    fn assert_empty(&self, ctx: &str);
+}
 
-impl HeldNetns {
-    fn open(path: &str) -> HeldNetns {
-        HeldNetns(std::fs::File::open(path).expect("open sandbox netns"))
-    }
-    fn exec(&self, cmd: &str) -> String {
-        use std::os::fd::AsRawFd;
-        sh_ok(&format!(
-            "nsenter --net=/proc/{}/fd/{} sh -c {}",
-            std::process::id(),
-            self.0.as_raw_fd(),
-            shell_quote(cmd)
-        ))
-    }
+impl SandboxEmpty for HeldNetns {
     fn assert_empty(&self, ctx: &str) {
         let links = self.exec("ip -o link show | awk -F': ' '{print $2}'");
         assert_eq!(

@@ -343,26 +343,6 @@ fn mac_of(ip_o_link: &str, ifname: &str) -> String {
         .unwrap_or_else(|| panic!("no MAC for {ifname} in {ip_o_link}"))
 }
 
-/// Keeps a container's netns alive after podman removed it (an open fd on
-/// the nsfs file), so a test can show DEL removed the rules and interfaces
-/// rather than the kernel destroying the namespace with them.
-struct HeldNetns(std::fs::File);
-
-impl HeldNetns {
-    fn open(path: &str) -> HeldNetns {
-        HeldNetns(std::fs::File::open(path).expect("open container netns"))
-    }
-    fn exec(&self, cmd: &str) -> String {
-        use std::os::fd::AsRawFd;
-        sh_ok(&format!(
-            "nsenter --net=/proc/{}/fd/{} sh -c {}",
-            std::process::id(),
-            self.0.as_raw_fd(),
-            shell_quote(cmd)
-        ))
-    }
-}
-
 /// Everything `podman rm` must have undone, beyond Node::leaks (multimesh
 /// state, IPAM allocations, host veths).
 fn assert_removed(p: &Podman, id: &str, sandbox: &str, held: &HeldNetns) {

@@ -92,25 +92,23 @@ fn named_network(
     s: &mut Session,
     key: &str,
 ) -> Result<(Value, String, bool, bool)> {
-    if key.starts_with('/') {
-        let v = config::load_network(&conf.conf_dir, key)?;
+    // A conf in confDir: its network name, captured, not a NAD.
+    let from_file = |v: Value| {
         let n = v
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or(key)
             .to_string();
-        return Ok((v, n, true, false));
+        (v, n, true, false)
+    };
+    if key.starts_with('/') {
+        return Ok(from_file(config::load_network(&conf.conf_dir, key)?));
     }
     let (ns, name) = match key.split_once('/') {
         Some((ns, n)) => (ns.to_string(), n.to_string()),
         None => {
             if let Ok(v) = config::load_network(&conf.conf_dir, key) {
-                let n = v
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or(key)
-                    .to_string();
-                return Ok((v, n, true, false));
+                return Ok(from_file(v));
             }
             (conf.multus_namespace.clone(), key.to_string())
         }

@@ -643,3 +643,23 @@ pub fn process_gone(pid: u32) -> bool {
             .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
     }
 }
+
+/// Keeps a netns alive after its owner removed it (an open fd on the nsfs
+/// file), so a test can show DEL removed the rules and interfaces rather
+/// than the kernel destroying the namespace with them.
+pub struct HeldNetns(std::fs::File);
+
+impl HeldNetns {
+    pub fn open(path: &str) -> HeldNetns {
+        HeldNetns(std::fs::File::open(path).expect("open the netns"))
+    }
+    pub fn exec(&self, cmd: &str) -> String {
+        use std::os::fd::AsRawFd;
+        sh_ok(&format!(
+            "nsenter --net=/proc/{}/fd/{} sh -c {}",
+            std::process::id(),
+            self.0.as_raw_fd(),
+            shell_quote(cmd)
+        ))
+    }
+}
