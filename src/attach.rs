@@ -9,7 +9,7 @@
 //! after each one returns, so whatever ADD did can always be undone — by
 //! ADD's own rollback, by DEL, or by the next ADD finding a crashed one.
 
-use crate::capture::{self, CaptureConfig, Programmed};
+use crate::capture::{self, CaptureConfig, Setup};
 use crate::cni::{self, Env};
 use crate::config::NetConf;
 use crate::delegate::{Delegate, Runner};
@@ -164,7 +164,7 @@ fn release_capture(
             return Ok(());
         }
     }
-    match Programmed::from_json(c) {
+    match Setup::from_json(c) {
         Ok(p) => {
             crate::log::debug("capture: removing");
             capture::remove(&p, &ns, lock.dir())?;
@@ -197,12 +197,12 @@ fn lock(conf: &NetConf, env: &Env, create: bool) -> Result<Option<ContainerLock>
 
 /// How a capture step programs: `capture::apply` (the whole plan) or
 /// `capture::add_ipv6` (the IPv6 part after a single-stack apply).
-type CaptureStep = fn(&Programmed, &NetNs, &Path) -> std::result::Result<(), capture::ApplyError>;
+type CaptureStep = fn(&Setup, &NetNs, &Path) -> std::result::Result<(), capture::ApplyError>;
 
 /// Make this attachment an owner of capture in `ns` (the caller holds the
 /// netns lock): the record names the capture and the netns first (so a
 /// crash leaves a trace for DEL), then the owner marker points at it.
-fn own_capture(p: &Programmed, rec: &mut Record, lk: &ContainerLock, ns: &NetNs) -> Result<()> {
+fn own_capture(p: &Setup, rec: &mut Record, lk: &ContainerLock, ns: &NetNs) -> Result<()> {
     let key = ns.key()?;
     rec.capture = Some(p.to_json());
     rec.netns_key = Some(key.clone());
@@ -212,7 +212,7 @@ fn own_capture(p: &Programmed, rec: &mut Record, lk: &ContainerLock, ns: &NetNs)
 
 /// Programme capture for a record, as an owner of the netns's capture.
 fn add_capture(
-    p: &Programmed,
+    p: &Setup,
     rec: &mut Record,
     lk: &ContainerLock,
     ns: &NetNs,
@@ -463,7 +463,7 @@ fn add_meta(
     // when a result brings IPv6, the IPv6 part follows the delegates.
     // Recorded before it starts, so a crash leaves a trace for DEL.
     let early = match capture_cfg {
-        Some(cfg) => Some(Programmed::resolve(cfg, false, lk.dir())?),
+        Some(cfg) => Some(Setup::resolve(cfg, false, lk.dir())?),
         None => None,
     };
     let fail = |rec: &mut Record, e: CniError| -> CniError {
@@ -566,7 +566,7 @@ fn add_meta(
             .filter_map(|a| a.result.as_ref())
             .any(cni::result_has_ipv6);
         if ipv6 {
-            let p6 = Programmed {
+            let p6 = Setup {
                 ipv6: true,
                 ..p.clone()
             };
@@ -607,10 +607,10 @@ fn add_chained(
             || lk.records().iter().any(|r| {
                 r.capture
                     .as_ref()
-                    .and_then(|c| Programmed::from_json(c).ok())
+                    .and_then(|c| Setup::from_json(c).ok())
                     .is_some_and(|p| p.ipv6)
             });
-        let added = Programmed::resolve(cfg, ipv6, lk.dir())
+        let added = Setup::resolve(cfg, ipv6, lk.dir())
             .and_then(|p| add_capture(&p, &mut rec, lk, ns, capture::apply));
         if let Err(e) = added {
             let _ = teardown(&mut rec, lk, run, &env.netns);
@@ -680,7 +680,7 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
                 // this DEL for good (the runtime would retry it forever);
                 // the rules live in the pod netns, which goes away with the
                 // pod.
-                let p = Programmed {
+                let p = Setup {
                     config: conf.capture.clone(),
                     variant: conf.capture.variant,
                     ipv6: true,
@@ -697,12 +697,7 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
 
 /// DEL without state: remove capture from `netns` unless an attachment
 /// owns it.
-fn remove_unowned_capture(
-    p: &Programmed,
-    netns: &str,
-    lk: &ContainerLock,
-    ifname: &str,
-) -> Result<()> {
+fn remove_unowned_capture(p: &Setup, netns: &str, lk: &ContainerLock, ifname: &str) -> Result<()> {
     if netns.is_empty() {
         return Ok(());
     }
@@ -736,7 +731,7 @@ pub fn check(conf: &NetConf, env: &Env) -> Result<()> {
         run.check(&d, &a.ifname, rc_of(a).as_ref(), prev)?;
     }
     if let Some(c) = &rec.capture {
-        let p = Programmed::from_json(c)?;
+        let p = Setup::from_json(c)?;
         let ns = open_netns(env)?;
         capture::check(&p, &ns, lk.dir())?;
     }

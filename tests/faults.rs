@@ -743,7 +743,7 @@ fn capture_tool_missing() {
             o.stdout
         );
 
-        // Programmed while the tool was there, DEL while it is missing:
+        // Setup while the tool was there, DEL while it is missing:
         // legacy answers 103 until the tool is back; iptables-nft's tables
         // are nf_tables tables, which DEL clears over netlink without it.
         node.cni("ADD", &conf, &pod.path, "fmiss2", "eth0").ok();

@@ -8,7 +8,7 @@
 //!   `Env::from_env` / `parse_cni_args`, `CaptureConfig::from_json` (and
 //!   the plan and both renderers for every config it accepts),
 //!   `iptables::parse_save` / `diff`, `config::load_network`,
-//!   `Record::from_slice`, `Programmed::from_json`, `CniError::from_json`:
+//!   `Record::from_slice`, `Setup::from_json`, `CniError::from_json`:
 //!   never a panic, errors only with their documented codes, and
 //!   round-trip / self-consistency properties where they exist;
 //! - the Kubernetes API client's HTTP response parser
@@ -26,7 +26,7 @@
 mod common;
 use common::rand::*;
 use common::*;
-use multimesh::capture::{self, iptables, nft, CaptureConfig, Plan, Programmed};
+use multimesh::capture::{self, iptables, nft, CaptureConfig, Plan, Setup};
 use multimesh::cni::{self, Command, Env};
 use multimesh::config::{self, NetConf};
 use multimesh::delegate::Delegate;
@@ -363,7 +363,7 @@ fn parsers_case(rng: &mut Rng, bases: &[Value], dir: &Path, input: &[u8]) {
             "record round trip"
         );
     }
-    let _ = Programmed::from_json(&v);
+    let _ = Setup::from_json(&v);
     if let Some(e) = CniError::from_json(&v) {
         assert!(e.to_json("1.0.0")["code"].is_u64());
     }

@@ -419,16 +419,18 @@ pub fn parse_ifnames(v: &Value, field: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// What ADD programmed, kept in state so DEL and CHECK need nothing else.
+/// The capture an attachment sets up in its pod netns — its config, the
+/// iptables variant resolved for it, whether IPv6 is covered — recorded
+/// in state before it is programmed, so DEL and CHECK need nothing else.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Programmed {
+pub struct Setup {
     pub config: CaptureConfig,
     /// The resolved iptables variant (never Auto) for the iptables backend.
     pub variant: Variant,
     pub ipv6: bool,
 }
 
-impl Programmed {
+impl Setup {
     pub fn to_json(&self) -> Value {
         json!({"config": self.config.to_json(), "variant": self.variant.name(), "ipv6": self.ipv6})
     }
@@ -439,7 +441,7 @@ impl Programmed {
             Some("nft") => Variant::Nft,
             _ => Variant::Auto,
         };
-        Ok(Programmed {
+        Ok(Setup {
             config,
             variant,
             ipv6: v.get("ipv6").and_then(Value::as_bool).unwrap_or(false),
@@ -452,7 +454,7 @@ impl Programmed {
             Backend::Iptables => iptables::resolve_variant(config.variant, state_dir)?,
             Backend::Nftables => Variant::Auto,
         };
-        Ok(Programmed {
+        Ok(Setup {
             config: config.clone(),
             variant,
             ipv6,
@@ -475,7 +477,7 @@ pub struct ApplyError {
 
 /// Program capture in `ns`. Idempotent: converges to exactly the plan.
 /// `state_dir` (the pod's state directory) holds its xtables lock file.
-pub fn apply(p: &Programmed, ns: &NetNs, state_dir: &Path) -> std::result::Result<(), ApplyError> {
+pub fn apply(p: &Setup, ns: &NetNs, state_dir: &Path) -> std::result::Result<(), ApplyError> {
     let plan = p.plan();
     match p.config.backend {
         Backend::Iptables => {
@@ -495,11 +497,7 @@ pub fn apply(p: &Programmed, ns: &NetNs, state_dir: &Path) -> std::result::Resul
 /// on failure the IPv4 family is removed again, so `clean` still means
 /// nothing remains. nftables: the `inet` table is replaced in one
 /// transaction; a failed one leaves the single-stack table, so not clean.
-pub fn add_ipv6(
-    p: &Programmed,
-    ns: &NetNs,
-    state_dir: &Path,
-) -> std::result::Result<(), ApplyError> {
+pub fn add_ipv6(p: &Setup, ns: &NetNs, state_dir: &Path) -> std::result::Result<(), ApplyError> {
     let plan = p.plan();
     match p.config.backend {
         Backend::Iptables => {
@@ -518,7 +516,7 @@ pub fn add_ipv6(
 }
 
 /// Remove what multimesh programmed; succeeds when it is partly or wholly gone.
-pub fn remove(p: &Programmed, ns: &NetNs, state_dir: &Path) -> Result<()> {
+pub fn remove(p: &Setup, ns: &NetNs, state_dir: &Path) -> Result<()> {
     match p.config.backend {
         Backend::Iptables => {
             let variant = iptables::resolve_variant(p.variant, state_dir)?;
@@ -529,7 +527,7 @@ pub fn remove(p: &Programmed, ns: &NetNs, state_dir: &Path) -> Result<()> {
 }
 
 /// Compare what is in `ns` with the plan; CAPTURE_DRIFT when they differ.
-pub fn check(p: &Programmed, ns: &NetNs, state_dir: &Path) -> Result<()> {
+pub fn check(p: &Setup, ns: &NetNs, state_dir: &Path) -> Result<()> {
     let plan = p.plan();
     match p.config.backend {
         Backend::Iptables => {
