@@ -97,22 +97,8 @@ impl NetConf {
         let list_field = |k: &str| -> Result<Vec<String>> {
             match raw.get(k) {
                 None | Some(Value::Null) => Ok(vec![]),
-                // Multus takes these as comma-separated strings.
-                Some(Value::String(s)) => Ok(s
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .map(|x| {
-                        x.as_str()
-                            .map(String::from)
-                            .ok_or_else(|| CniError::config(format!("{k}: items must be strings")))
-                    })
-                    .collect(),
-                Some(_) => Err(CniError::config(format!("{k}: must be a list of strings"))),
+                // Multus takes these as comma-separated strings too.
+                Some(v) => crate::fields::list(v, k),
             }
         };
         let name = str_field("name")?.unwrap_or_default();

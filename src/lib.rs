@@ -19,6 +19,7 @@ pub mod cni;
 pub mod config;
 pub mod delegate;
 pub mod error;
+pub mod fields;
 pub mod install;
 pub mod k8s;
 pub mod log;

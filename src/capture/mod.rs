@@ -220,10 +220,10 @@ impl CaptureConfig {
             c.outbound_port = parse_port(v, "capture.outboundPort")?;
         }
         if let Some(v) = f("proxyUID") {
-            c.proxy_uid = parse_id(v, "capture.proxyUID")?;
+            c.proxy_uid = crate::fields::id(v, "capture.proxyUID")?;
         }
         if let Some(v) = f("proxyGID") {
-            c.proxy_gid = Some(parse_id(v, "capture.proxyGID")?);
+            c.proxy_gid = Some(crate::fields::id(v, "capture.proxyGID")?);
         }
         let excl_in = match f("excludeInboundPorts") {
             Some(v) => Some(parse_ports(v, "capture.excludeInboundPorts")?),
@@ -257,7 +257,7 @@ impl CaptureConfig {
             c.exclude_interfaces = parse_ifnames(v, "capture.excludeInterfaces")?;
         }
         if let Some(v) = f("excludeNamespaces") {
-            c.exclude_namespaces = string_list(v, "capture.excludeNamespaces")?;
+            c.exclude_namespaces = crate::fields::list(v, "capture.excludeNamespaces")?;
         }
         Ok(c)
     }
@@ -316,36 +316,6 @@ fn is_star(v: &Value) -> bool {
     v.as_str().map(str::trim) == Some("*")
 }
 
-/// A list given as a JSON array or as a comma-separated string (the form
-/// mesh annotations use). Empty items are ignored.
-fn items(v: &Value, field: &str) -> Result<Vec<String>> {
-    match v {
-        Value::String(s) => Ok(s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect()),
-        Value::Array(a) => a
-            .iter()
-            .map(|x| match x {
-                Value::String(s) => Ok(s.trim().to_string()),
-                Value::Number(n) => Ok(n.to_string()),
-                _ => Err(CniError::config(format!(
-                    "{field}: items must be strings or numbers"
-                ))),
-            })
-            .collect(),
-        _ => Err(CniError::config(format!(
-            "{field}: must be a list or a comma-separated string"
-        ))),
-    }
-}
-
-fn string_list(v: &Value, field: &str) -> Result<Vec<String>> {
-    items(v, field)
-}
-
 pub fn parse_port_str(s: &str, field: &str) -> Result<u16> {
     match s.parse::<u32>() {
         Ok(p) if (1..=65535).contains(&p) && s.bytes().all(|b| b.is_ascii_digit()) => Ok(p as u16),
@@ -371,7 +341,7 @@ fn parse_port(v: &Value, field: &str) -> Result<u16> {
 /// Ports: numbers; duplicates removed, order kept.
 pub fn parse_ports(v: &Value, field: &str) -> Result<Vec<u16>> {
     let mut out = Vec::new();
-    for s in items(v, field)? {
+    for s in crate::fields::list(v, field)? {
         let p = parse_port_str(&s, field)?;
         if !out.contains(&p) {
             out.push(p);
@@ -380,24 +350,9 @@ pub fn parse_ports(v: &Value, field: &str) -> Result<Vec<u16>> {
     Ok(out)
 }
 
-fn parse_id(v: &Value, field: &str) -> Result<u32> {
-    let n = match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) if s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
-        _ => None,
-    };
-    match n {
-        // 4294967295 is (uid_t)-1, "no change": never a real owner.
-        Some(n) if n < u32::MAX as u64 => Ok(n as u32),
-        _ => Err(CniError::config(format!(
-            "{field}: must be a numeric id (0-4294967294)"
-        ))),
-    }
-}
-
 pub fn parse_cidrs(v: &Value, field: &str) -> Result<Vec<Cidr>> {
     let mut out = Vec::new();
-    for s in items(v, field)? {
+    for s in crate::fields::list(v, field)? {
         let c: Cidr = s
             .parse()
             .map_err(|e| CniError::config(format!("{field}: {e}")))?;
@@ -410,7 +365,7 @@ pub fn parse_cidrs(v: &Value, field: &str) -> Result<Vec<Cidr>> {
 
 pub fn parse_ifnames(v: &Value, field: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for s in items(v, field)? {
+    for s in crate::fields::list(v, field)? {
         crate::cni::validate_ifname(&s).map_err(|e| CniError::config(format!("{field}: {e}")))?;
         if !out.contains(&s) {
             out.push(s);

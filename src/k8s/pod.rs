@@ -608,11 +608,8 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<Captu
                 union(&mut c.exclude_outbound_cidrs, &ann_cidrs(&k, v)?);
             }
             if let Some((k, v)) = get("proxy-uid") {
-                let t = v.trim();
-                c.proxy_uid = match t.parse::<u32>() {
-                    Ok(n) if n < u32::MAX && t.bytes().all(|b| b.is_ascii_digit()) => n,
-                    _ => return Err(bad(format!("{k}: {v:?} is not a numeric uid"))),
-                };
+                c.proxy_uid = crate::fields::id(&Value::String(v.into()), &k)
+                    .map_err(|_| bad(format!("{k}: {v:?} is not a numeric uid")))?;
             }
         }
     }
