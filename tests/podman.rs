@@ -260,19 +260,7 @@ impl Drop for Podman {
         // cgroups and any mount podman left under the test dir; the node
         // (netns and dir) goes when its own Drop runs after this one.
         let _ = self.cmd(&["rm", "-a", "-f", "-t", "0"]);
-        for ctl in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let top = ctl.path().join(self.cgroup_parent.trim_start_matches('/'));
-            if top.exists() {
-                sh(&format!(
-                    "find {} -depth -type d -exec rmdir {{}} + 2>/dev/null",
-                    top.display()
-                ));
-            }
-        }
+        remove_cgroups(&self.cgroup_parent);
         let d = self.dir.display().to_string();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {

@@ -85,21 +85,14 @@ fn with_cni_args(mut d: Delegate, args: Option<&Map<String, Value>>) -> Delegate
 
 /// A cluster/default network named in the config: a path, a conf in
 /// confDir, or else a NAD (`ns/name`, or `name` in multusNamespace).
-/// Returns the config, its network-status name, whether it is captured and
-/// whether it came from a NetworkAttachmentDefinition.
-fn named_network(
-    conf: &NetConf,
-    s: &mut Session,
-    key: &str,
-) -> Result<(Value, String, bool, bool)> {
-    // A conf in confDir: its network name, captured, not a NAD.
+fn named_network(conf: &NetConf, s: &mut Session, key: &str) -> Result<Item> {
+    // A conf in confDir: named by its network name (the key without one).
     let from_file = |v: Value| {
-        let n = v
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or(key)
-            .to_string();
-        (v, n, true, false)
+        let mut it = Item::node(v);
+        if it.status_name.is_empty() {
+            it.status_name = key.to_string();
+        }
+        it
     };
     if key.starts_with('/') {
         return Ok(from_file(config::load_network(&conf.conf_dir, key)?));
@@ -124,9 +117,14 @@ fn named_network(
             e
         }
     })?;
-    let v = nad_config(conf, &nad, &ns, &name)?;
-    let capture = pod::nad_capture(&nad)?;
-    Ok((v, format!("{ns}/{name}"), capture, true))
+    Ok(Item {
+        conf: nad_config(conf, &nad, &ns, &name)?,
+        nad: true,
+        status_name: format!("{ns}/{name}"),
+        capture: pod::nad_capture(&nad)?,
+        sel: None,
+        runtime_config: None,
+    })
 }
 
 /// `namespaceIsolation`: a pod may name networks of its own namespace and
@@ -160,6 +158,25 @@ struct Item {
     capture: bool,
     sel: Option<Selection>,
     runtime_config: Option<Map<String, Value>>,
+}
+
+impl Item {
+    /// A network from the node's own config (a delegate or a confDir
+    /// file): captured, not tenant input, named by its network name.
+    fn node(conf: Value) -> Item {
+        Item {
+            status_name: conf
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            conf,
+            nad: false,
+            capture: true,
+            sel: None,
+            runtime_config: None,
+        }
+    }
 }
 
 /// A network the pod asked for (by annotation `ann`): its NAD, fetched once.
@@ -253,14 +270,9 @@ pub fn for_pod(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<PodNetwo
         }
         None => match &conf.cluster_network {
             Some(cn) => {
-                let (v, n, c, nad) = named_network(conf, s, cn)?;
                 items.push(Item {
-                    nad,
-                    conf: v,
-                    status_name: n,
-                    capture: c,
-                    sel: None,
                     runtime_config: conf.runtime_config.clone(),
+                    ..named_network(conf, s, cn)?
                 });
                 extra_delegates = &conf.delegates;
             }
@@ -269,16 +281,8 @@ pub fn for_pod(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<PodNetwo
                     CniError::config("no cluster network: set delegates or clusterNetwork")
                 })?;
                 items.push(Item {
-                    nad: false,
-                    status_name: first
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    conf: first.clone(),
-                    capture: true,
-                    sel: None,
                     runtime_config: conf.runtime_config.clone(),
+                    ..Item::node(first.clone())
                 });
                 extra_delegates = &conf.delegates[1..];
             }
@@ -288,31 +292,10 @@ pub fn for_pod(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<PodNetwo
     // 2. defaultNetworks, except for pods in system namespaces.
     if !conf.system_namespaces.iter().any(|n| n == &pod_ns) {
         for dn in &conf.default_networks {
-            let (v, n, c, nad) = named_network(conf, s, dn)?;
-            items.push(Item {
-                nad,
-                conf: v,
-                status_name: n,
-                capture: c,
-                sel: None,
-                runtime_config: None,
-            });
+            items.push(named_network(conf, s, dn)?);
         }
     }
-    for d in extra_delegates {
-        items.push(Item {
-            nad: false,
-            status_name: d
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            conf: d.clone(),
-            capture: true,
-            sel: None,
-            runtime_config: None,
-        });
-    }
+    items.extend(extra_delegates.iter().cloned().map(Item::node));
 
     // 3. What the pod asks for.
     for sel in requests {

@@ -410,19 +410,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 sh(&format!("umount -l {ns} 2>/dev/null; rm -f {ns}"));
             }
         }
-        for ctl in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let top = ctl.path().join(self.cgroup_parent.trim_start_matches('/'));
-            if top.exists() {
-                sh(&format!(
-                    "find {} -depth -type d -exec rmdir {{}} + 2>/dev/null",
-                    top.display()
-                ));
-            }
-        }
+        super::remove_cgroups(&self.cgroup_parent);
         killed
     }
 

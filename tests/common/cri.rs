@@ -231,11 +231,7 @@ impl Cri {
             verbose: true,
         }))?;
         let st = r.status.ok_or("PodSandboxStatus without status")?;
-        let info: serde_json::Value = r
-            .info
-            .get("info")
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or(serde_json::Value::Null);
+        let info = verbose_info(&r.info);
         let netns = info["runtimeSpec"]["linux"]["namespaces"]
             .as_array()
             .and_then(|a| {
@@ -329,11 +325,7 @@ impl Cri {
             verbose: true,
         }))?;
         let st = r.status.ok_or("ContainerStatus without status")?;
-        let info: serde_json::Value = r
-            .info
-            .get("info")
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or(serde_json::Value::Null);
+        let info = verbose_info(&r.info);
         Ok((
             cri::ContainerState::try_from(st.state)
                 .map(|s| s.as_str_name().to_string())
@@ -341,4 +333,11 @@ impl Cri {
             info["pid"].as_u64().unwrap_or(0) as u32,
         ))
     }
+}
+
+/// The JSON under "info" of a verbose CRI status answer (Null without it).
+fn verbose_info(info: &std::collections::HashMap<String, String>) -> serde_json::Value {
+    info.get("info")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(serde_json::Value::Null)
 }

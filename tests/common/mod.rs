@@ -663,3 +663,21 @@ impl HeldNetns {
         ))
     }
 }
+
+/// Remove the (empty) cgroups a runtime left under `parent` in every
+/// controller hierarchy, deepest first.
+pub fn remove_cgroups(parent: &str) {
+    for ctl in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let top = ctl.path().join(parent.trim_start_matches('/'));
+        if top.exists() {
+            sh(&format!(
+                "find {} -depth -type d -exec rmdir {{}} + 2>/dev/null",
+                top.display()
+            ));
+        }
+    }
+}
