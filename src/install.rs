@@ -137,57 +137,33 @@ fn print_lines(lines: &[String]) {
 
 /// Parse the options; `env` reads the environment (for the API server).
 pub fn parse_args(args: &[&str], env: impl Fn(&str) -> Option<String>) -> Result<Options, String> {
-    let mut vals: Vec<(&str, &str)> = Vec::new();
-    let mut uninstall = false;
     const WITH_VALUE: &[&str] = &[
-        "--bin-src",
-        "--bin-dir",
-        "--cni-conf-dir",
-        "--multimesh-conf-dir",
-        "--kubeconfig-out",
-        "--service-account-dir",
-        "--api-server",
-        "--state-dir",
-        "--capture-backend",
-        "--capture-profile",
-        "--cni-version",
-        "--log-level",
-        "--log-file",
-        "--primary-conf",
-        "--wait-for-primary",
-        "--watch",
+        "bin-src",
+        "bin-dir",
+        "cni-conf-dir",
+        "multimesh-conf-dir",
+        "kubeconfig-out",
+        "service-account-dir",
+        "api-server",
+        "state-dir",
+        "capture-backend",
+        "capture-profile",
+        "cni-version",
+        "log-level",
+        "log-file",
+        "primary-conf",
+        "wait-for-primary",
+        "watch",
     ];
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i];
-        // --opt=value as well as --opt value
-        let (name, inline) = match a.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v)),
-            _ => (a, None),
-        };
-        if name == "--uninstall" && inline.is_none() {
-            uninstall = true;
-        } else if WITH_VALUE.contains(&name) {
-            let v = match inline {
-                Some(v) => v,
-                None => {
-                    i += 1;
-                    *args.get(i).ok_or_else(|| format!("{name} needs a value"))?
-                }
-            };
-            if v.is_empty() {
-                return Err(format!("{name}: empty value"));
-            }
-            if vals.iter().any(|(n, _)| *n == name) {
-                return Err(format!("{name} given twice"));
-            }
-            vals.push((name, v));
-        } else {
-            return Err(format!("unknown option {a:?}"));
+    let flags = crate::flags::Flags::parse(args, WITH_VALUE, &["uninstall"])?
+        .ok_or("--help is handled by the caller")?;
+    for n in WITH_VALUE {
+        if flags.value(n) == Some("") {
+            return Err(format!("--{n}: empty value"));
         }
-        i += 1;
     }
-    let get = |n: &str| vals.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+    let uninstall = flags.switch("uninstall");
+    let get = |n: &str| flags.value(n.trim_start_matches("--"));
     let path = |n: &str, d: &str| PathBuf::from(get(n).unwrap_or(d));
     let secs = |n: &str| -> Result<Option<Duration>, String> {
         get(n)

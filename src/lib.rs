@@ -20,6 +20,7 @@ pub mod config;
 pub mod delegate;
 pub mod error;
 pub mod fields;
+pub mod flags;
 pub mod install;
 pub mod k8s;
 pub mod log;

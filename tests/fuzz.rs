@@ -268,7 +268,7 @@ fn check_capture(c: &CaptureConfig, rng: &mut Rng) {
             assert_eq!(l.matches('"').count() % 2, 0, "unbalanced quotes: {l:?}");
             assert!(!l.contains(['\r', '\0']), "{l:?}");
         }
-        let _ = multimesh::cli::render(c, ipv6);
+        let _ = multimesh::capture::render(c, ipv6);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Golden-file tests of the rendered capture rules.
 //!
 //! Each case is a network config in `tests/golden/<case>.json`. Its
-//! `capture` object is rendered with `multimesh::cli::render` for both
+//! `capture` object is rendered with `multimesh::capture::render` for both
 //! backends and compared with `tests/golden/<case>.<backend>.golden`
 //! (IPv4 only) and `tests/golden/<case>.<backend>.v6.golden` (IPv4 + IPv6).
 //!
@@ -63,7 +63,7 @@ fn golden_name(case: &str, backend: Backend, ipv6: bool) -> String {
 fn render_with(case: &str, backend: Backend, ipv6: bool) -> String {
     let mut cfg = load(case);
     cfg.backend = backend;
-    multimesh::cli::render(&cfg, ipv6)
+    multimesh::capture::render(&cfg, ipv6)
 }
 
 /// Every (case, backend, ipv6) rendering this file covers.
@@ -160,7 +160,7 @@ fn golden_files_are_all_used() {
     assert_eq!(present, expected);
 }
 
-/// The `multimesh rules` command prints exactly what `cli::render` renders.
+/// The `multimesh rules` command prints exactly what `capture::render` renders.
 #[test]
 fn rules_command_matches_render() {
     for (case, backend, ipv6, rendered) in all_renderings() {
@@ -517,7 +517,7 @@ fn bad_values_are_refused() {
         let e = match NetConf::parse(&bytes) {
             Ok(c) => panic!(
                 "{capture} accepted; would render:\n{}",
-                multimesh::cli::render(&c.capture, true)
+                multimesh::capture::render(&c.capture, true)
             ),
             Err(e) => e,
         };
@@ -564,7 +564,7 @@ fn disabled_renders_nothing() {
     let mut c = NetConf::parse(conf).unwrap().capture;
     for b in BACKENDS {
         c.backend = b;
-        let t = multimesh::cli::render(&c, true);
+        let t = multimesh::capture::render(&c, true);
         assert!(!t.contains("MULTIMESH") && !t.contains("table"), "{t}");
     }
 }

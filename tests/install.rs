@@ -453,7 +453,7 @@ fn bad_input_is_a_clear_error() {
     let e = r.run_err(&["--frobnicate"]);
     assert!(e.contains("unknown option"), "{e}");
     let e = r.run_err(&["--bin-dir"]);
-    assert!(e.contains("needs a value"), "{e}");
+    assert!(e.contains("missing argument for option '--bin-dir'"), "{e}");
     // No API server known.
     let o = r
         .command(&[])

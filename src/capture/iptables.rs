@@ -279,29 +279,19 @@ fn lock_file(state_dir: &Path) -> std::path::PathBuf {
     state_dir.join("xtables.lock")
 }
 
-/// Apply the plan, one atomic restore per family. When a family fails, the
-/// families already applied by this call are removed again; the error says
-/// whether that worked (`clean`), i.e. whether nothing of this call remains.
-pub fn apply(
-    plan: &Plan,
-    variant: Variant,
-    ns: &NetNs,
-    state_dir: &Path,
-) -> std::result::Result<(), super::ApplyError> {
-    apply_rest(plan, variant, ns, state_dir, &[])
-}
-
 /// Apply the plan's families other than `applied` (which an earlier call
 /// programmed). When a family fails, every family applied so far, those in
 /// `applied` included, is removed again.
-pub fn apply_rest(
+/// One atomic restore per family; the error says whether undoing worked
+/// (`clean`: nothing of this call remains).
+fn apply_rest(
     plan: &Plan,
     variant: Variant,
     ns: &NetNs,
-    state_dir: &Path,
+    lock_dir: &Path,
     applied: &[Family],
 ) -> std::result::Result<(), super::ApplyError> {
-    let lock = lock_file(state_dir);
+    let lock = lock_file(lock_dir);
     let mut done: Vec<Family> = applied.to_vec();
     for fam in plan.families() {
         if applied.contains(&fam) {
@@ -337,10 +327,6 @@ fn apply_family(plan: &Plan, fam: Family, variant: Variant, ns: &NetNs, lock: &P
         ));
     }
     Ok(())
-}
-
-pub fn remove(plan: &Plan, variant: Variant, ns: &NetNs, state_dir: &Path) -> Result<()> {
-    remove_families(plan, &plan.families(), variant, ns, &lock_file(state_dir))
 }
 
 /// Remove ours from `families`. iptables-nft's tables are nf_tables
@@ -437,7 +423,7 @@ pub fn diff(plan: &Plan, fam: Family, saved: &Saved) -> Option<String> {
     None
 }
 
-pub fn check(plan: &Plan, variant: Variant, ns: &NetNs) -> Result<()> {
+fn check(plan: &Plan, variant: Variant, ns: &NetNs) -> Result<()> {
     for fam in plan.families() {
         let t = tools(variant, fam)?;
         let saved = parse_save(&save(&t, ns)?);
@@ -454,6 +440,112 @@ pub fn check(plan: &Plan, variant: Variant, ns: &NetNs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The iptables backend: `iptables-restore --noflush` per family with the
+/// `variant`'s tools, under the per-pod lock in `lock_dir`.
+pub struct Iptables<'a> {
+    pub variant: Variant,
+    pub lock_dir: &'a Path,
+}
+
+impl super::Driver for Iptables<'_> {
+    fn render(&self, plan: &Plan) -> String {
+        let mut s = String::new();
+        for fam in plan.families() {
+            s.push_str(match fam {
+                Family::V4 => "# iptables-restore --noflush (IPv4)\n",
+                Family::V6 => "# ip6tables-restore --noflush (IPv6)\n",
+            });
+            s.push_str(&render_converge(plan, fam, &Saved::default()));
+        }
+        s
+    }
+
+    fn apply(&self, plan: &Plan, ns: &NetNs) -> std::result::Result<(), super::ApplyError> {
+        apply_rest(plan, self.variant, ns, self.lock_dir, &[])
+    }
+
+    /// Only the ip6tables family; on failure the IPv4 family is removed
+    /// again, so `clean` still means nothing remains.
+    fn add_ipv6(&self, plan: &Plan, ns: &NetNs) -> std::result::Result<(), super::ApplyError> {
+        apply_rest(plan, self.variant, ns, self.lock_dir, &[Family::V4])
+    }
+
+    fn remove(&self, plan: &Plan, ns: &NetNs) -> Result<()> {
+        let lock = lock_file(self.lock_dir);
+        remove_families(plan, &plan.families(), self.variant, ns, &lock)
+    }
+
+    fn check(&self, plan: &Plan, ns: &NetNs) -> Result<()> {
+        check(plan, self.variant, ns)
+    }
+
+    /// Both families' nat rules of this variant: the jumps into our chains,
+    /// our chains' rules, and a summary (ports, excluded interfaces).
+    fn describe(&self, ns: &NetNs) -> Result<Option<String>> {
+        let mut out = String::new();
+        for fam in [Family::V4, Family::V6] {
+            let Ok(t) = tools(self.variant, fam) else {
+                continue; // this variant is not installed
+            };
+            let saved = parse_save(&save(&t, ns)?);
+            if saved.chains.is_empty() {
+                continue;
+            }
+            let (tool, fam) = match fam {
+                Family::V4 => ("iptables", "IPv4"),
+                Family::V6 => ("ip6tables", "IPv6"),
+            };
+            let _ = writeln!(
+                out,
+                "backend: iptables, {} variant ({tool}, {fam})",
+                self.variant.name()
+            );
+            out.push_str(&summary(saved.own_rules.iter().chain(saved.jumps.iter())));
+            for l in saved.jumps.iter().chain(saved.own_rules.iter()) {
+                let _ = writeln!(out, "  {l}");
+            }
+        }
+        Ok((!out.is_empty()).then_some(out))
+    }
+}
+
+/// The redirect ports and excluded interfaces in saved rule lines.
+fn summary<'a>(lines: impl Iterator<Item = &'a String>) -> String {
+    let mut redirects = Vec::new();
+    let mut ifs = Vec::new();
+    for l in lines {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        for (i, x) in w.iter().enumerate() {
+            if *x == "--to-ports" {
+                if let Some(p) = w.get(i + 1) {
+                    let dir = if l.starts_with("-A MULTIMESH_IN_REDIRECT") {
+                        "inbound"
+                    } else {
+                        "outbound"
+                    };
+                    redirects.push(format!("{dir} -> {p}"));
+                }
+            }
+            if (*x == "-i" || *x == "-o") && w.get(i + 1) != Some(&"lo") {
+                if let Some(n) = w.get(i + 1) {
+                    if !ifs.contains(n) {
+                        ifs.push(*n);
+                    }
+                }
+            }
+        }
+    }
+    format!(
+        "  ports: {}\n  excluded interfaces: {}\n",
+        redirects.join(", "),
+        if ifs.is_empty() {
+            "none".to_string()
+        } else {
+            ifs.join(" ")
+        }
+    )
 }
 
 /// Count rules a save command shows in the current (host) netns.

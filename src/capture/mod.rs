@@ -430,67 +430,92 @@ pub struct ApplyError {
     pub clean: bool,
 }
 
-/// Program capture in `ns`. Idempotent: converges to exactly the plan.
-/// `state_dir` (the pod's state directory) holds its xtables lock file.
-pub fn apply(p: &Setup, ns: &NetNs, state_dir: &Path) -> std::result::Result<(), ApplyError> {
-    let plan = p.plan();
-    match p.config.backend {
-        Backend::Iptables => {
-            let variant = iptables::resolve_variant(p.variant, state_dir)
-                .map_err(|error| ApplyError { error, clean: true })?;
-            iptables::apply(&plan, variant, ns, state_dir)
-        }
-        // One nft transaction: all or nothing.
-        Backend::Nftables => {
-            nftnl::apply(&plan, ns).map_err(|error| ApplyError { error, clean: true })
-        }
+/// A capture backend: how a [`Plan`] becomes rules in a pod netns. One
+/// implementation per [`Backend`]: [`iptables::Iptables`] (one
+/// `iptables-restore` per family, legacy or nft variant) and
+/// [`nft::Nftables`] (one nf_tables netlink transaction). Callers pick one
+/// with [`Setup::driver`] (or [`driver`]) and never match on the backend.
+pub trait Driver {
+    /// The rules as this backend programs them (`multimesh rules`).
+    fn render(&self, plan: &Plan) -> String;
+    /// Converge `ns` to exactly `plan`, atomically per step.
+    fn apply(&self, plan: &Plan, ns: &NetNs) -> std::result::Result<(), ApplyError>;
+    /// Add the IPv6 part of `plan` to a single-stack apply of it.
+    fn add_ipv6(&self, plan: &Plan, ns: &NetNs) -> std::result::Result<(), ApplyError>;
+    /// Remove what multimesh programmed; succeeds when it is partly or
+    /// wholly gone.
+    fn remove(&self, plan: &Plan, ns: &NetNs) -> Result<()>;
+    /// Compare `ns` with `plan`; CAPTURE_DRIFT when they differ.
+    fn check(&self, plan: &Plan, ns: &NetNs) -> Result<()>;
+    /// What of multimesh's this backend finds in `ns` (`multimesh
+    /// inspect`), None when there is nothing.
+    fn describe(&self, ns: &NetNs) -> Result<Option<String>>;
+}
+
+/// The driver for `backend`. `variant` must be resolved (not Auto) for the
+/// iptables backend to touch a netns; `lock_dir` holds its xtables lock.
+pub fn driver(backend: Backend, variant: Variant, lock_dir: &Path) -> Box<dyn Driver + '_> {
+    match backend {
+        Backend::Iptables => Box::new(iptables::Iptables { variant, lock_dir }),
+        Backend::Nftables => Box::new(nft::Nftables),
     }
 }
 
+/// Every driver `inspect` asks: iptables (both variants) and nftables.
+pub fn all_drivers(lock_dir: &Path) -> Vec<Box<dyn Driver + '_>> {
+    vec![
+        driver(Backend::Iptables, Variant::Legacy, lock_dir),
+        driver(Backend::Iptables, Variant::Nft, lock_dir),
+        driver(Backend::Nftables, Variant::Auto, lock_dir),
+    ]
+}
+
+/// The rules for a capture config as its backend would program them.
+pub fn render(cfg: &CaptureConfig, ipv6: bool) -> String {
+    if !cfg.enabled {
+        return "# capture disabled: no rules\n".into();
+    }
+    driver(cfg.backend, cfg.variant, Path::new("")).render(&Plan::new(cfg, ipv6))
+}
+
+impl Setup {
+    /// This capture's driver; `state_dir` (the pod's state directory)
+    /// holds the xtables lock file and leads to the node's variant cache.
+    pub fn driver<'a>(&self, state_dir: &'a Path) -> Result<Box<dyn Driver + 'a>> {
+        let variant = match self.config.backend {
+            Backend::Iptables => iptables::resolve_variant(self.variant, state_dir)?,
+            Backend::Nftables => Variant::Auto,
+        };
+        Ok(driver(self.config.backend, variant, state_dir))
+    }
+}
+
+/// Program capture in `ns`. Idempotent: converges to exactly the plan.
+pub fn apply(p: &Setup, ns: &NetNs, state_dir: &Path) -> std::result::Result<(), ApplyError> {
+    p.driver(state_dir)
+        .map_err(|error| ApplyError { error, clean: true })?
+        .apply(&p.plan(), ns)
+}
+
 /// Add the IPv6 part to capture `apply` programmed single-stack (`p` is
-/// the same capture with `ipv6` set). iptables: the ip6tables family only;
-/// on failure the IPv4 family is removed again, so `clean` still means
-/// nothing remains. nftables: the `inet` table is replaced in one
-/// transaction; a failed one leaves the single-stack table, so not clean.
+/// the same capture with `ipv6` set); see [`Driver::add_ipv6`].
 pub fn add_ipv6(p: &Setup, ns: &NetNs, state_dir: &Path) -> std::result::Result<(), ApplyError> {
-    let plan = p.plan();
-    match p.config.backend {
-        Backend::Iptables => {
-            let variant =
-                iptables::resolve_variant(p.variant, state_dir).map_err(|error| ApplyError {
-                    error,
-                    clean: false,
-                })?;
-            iptables::apply_rest(&plan, variant, ns, state_dir, &[Family::V4])
-        }
-        Backend::Nftables => nftnl::apply(&plan, ns).map_err(|error| ApplyError {
+    p.driver(state_dir)
+        .map_err(|error| ApplyError {
             error,
             clean: false,
-        }),
-    }
+        })?
+        .add_ipv6(&p.plan(), ns)
 }
 
 /// Remove what multimesh programmed; succeeds when it is partly or wholly gone.
 pub fn remove(p: &Setup, ns: &NetNs, state_dir: &Path) -> Result<()> {
-    match p.config.backend {
-        Backend::Iptables => {
-            let variant = iptables::resolve_variant(p.variant, state_dir)?;
-            iptables::remove(&p.plan(), variant, ns, state_dir)
-        }
-        Backend::Nftables => nftnl::remove(ns),
-    }
+    p.driver(state_dir)?.remove(&p.plan(), ns)
 }
 
 /// Compare what is in `ns` with the plan; CAPTURE_DRIFT when they differ.
 pub fn check(p: &Setup, ns: &NetNs, state_dir: &Path) -> Result<()> {
-    let plan = p.plan();
-    match p.config.backend {
-        Backend::Iptables => {
-            let variant = iptables::resolve_variant(p.variant, state_dir)?;
-            iptables::check(&plan, variant, ns)
-        }
-        Backend::Nftables => nft::check(&plan, ns),
-    }
+    p.driver(state_dir)?.check(&p.plan(), ns)
 }
 
 /// Locate a tool in PATH or the usual sbin directories.
