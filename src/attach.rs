@@ -99,10 +99,10 @@ fn teardown(rec: &mut Record, lock: &ContainerLock, run: &Runner, netns: &str) -
                 .and_then(|d| run.del(&d, &a.ifname, rc_of(a).as_ref(), a.result.as_ref()));
             match res {
                 Ok(()) => {}
-                Err(e) if a.result.is_none() => crate::log::error(&format!(
+                Err(e) if a.result.is_none() => log::error!(
                     "{}: ADD never succeeded; its DEL failed too and is not retried: {e}",
                     a.ifname
-                )),
+                ),
                 Err(e) => {
                     errors.push(e);
                     remaining.push(a.clone());
@@ -160,21 +160,21 @@ fn release_capture(
     if let Some(k) = &key {
         owners.remove(k, lock, ifname);
         if owners.others(k, lock, ifname) {
-            crate::log::verbose("capture kept: another attachment of this netns owns it");
+            log::info!("capture kept: another attachment of this netns owns it");
             return Ok(());
         }
     }
     match Setup::from_json(c) {
         Ok(p) => {
-            crate::log::debug("capture: removing");
+            log::debug!("capture: removing");
             capture::remove(&p, &ns, lock.dir())?;
-            crate::log::debug("capture: removed");
+            log::debug!("capture: removed");
             Ok(())
         }
         Err(e) => {
             // Written by another version, say: the rules go with the netns;
             // a DEL that can never succeed would be worse.
-            crate::log::error(&format!("capture record unreadable, not removed: {e}"));
+            log::error!("capture record unreadable, not removed: {e}");
             Ok(())
         }
     }
@@ -184,10 +184,10 @@ fn release_capture(
 fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let t = std::time::Instant::now();
     let r = f();
-    crate::log::debug(&format!(
+    log::debug!(
         "capture: {what} took {:.1} ms",
         t.elapsed().as_secs_f64() * 1e3
-    ));
+    );
     r
 }
 
@@ -220,10 +220,10 @@ fn add_capture(
 ) -> Result<()> {
     let _held = ns.lock()?;
     own_capture(p, rec, lk, ns)?;
-    crate::log::debug("capture: programming");
+    log::debug!("capture: programming");
     match step(p, ns, lk.dir()) {
         Ok(()) => {
-            crate::log::debug("capture: programmed");
+            log::debug!("capture: programmed");
             Ok(())
         }
         Err(f) => {
@@ -303,7 +303,7 @@ fn k8s_session(conf: &NetConf, env: &Env) -> Result<Option<k8s::Session>> {
         return Ok(None);
     };
     let s = k8s::Session::open(cfg?, pod)?;
-    crate::log::debug("k8s: pod read");
+    log::debug!("k8s: pod read");
     Ok(Some(s))
 }
 
@@ -349,7 +349,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
         if !(old.complete && old.mode == Mode::Chained) {
             // A crashed or interrupted ADD: undo it first. (A repeated
             // chained ADD needs nothing undone: programming converges.)
-            crate::log::verbose("found an unfinished ADD; undoing it");
+            log::info!("found an unfinished ADD; undoing it");
             teardown(&mut old, &lk, &run, &env.netns).map_err(|e| {
                 CniError::new(
                     code::TRY_AGAIN,
@@ -367,10 +367,10 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
         // networks work; the annotation is informational.
         let entries = network_status(&planned, &results);
         match s.write_status(&entries) {
-            Ok(()) => crate::log::debug("k8s: network-status written"),
-            Err(e) => crate::log::error(&format!("network-status not written: {e}")),
+            Ok(()) => log::debug!("k8s: network-status written"),
+            Err(e) => log::error!("network-status not written: {e}"),
         }
-        crate::log::verbose(&format!("k8s: {} API requests", s.requests()));
+        log::info!("k8s: {} API requests", s.requests());
     }
     Ok(result)
 }
@@ -467,9 +467,9 @@ fn add_meta(
         None => None,
     };
     let fail = |rec: &mut Record, e: CniError| -> CniError {
-        crate::log::error(&format!("ADD failed, rolling back: {e}"));
+        log::error!("ADD failed, rolling back: {e}");
         if let Err(re) = teardown(rec, lk, run, &env.netns) {
-            crate::log::error(&format!("rollback incomplete (DEL will retry): {re}"));
+            log::error!("rollback incomplete (DEL will retry): {re}");
         }
         e
     };
@@ -521,7 +521,7 @@ fn add_meta(
     }
     let (delegated, captured) = std::thread::scope(|s| {
         let capture = early.as_ref().map(|p| {
-            crate::log::debug("capture: programming (alongside the delegates)");
+            log::debug!("capture: programming (alongside the delegates)");
             s.spawn(|| timed("apply", || capture::apply(p, ns, lk.dir())))
         });
         let delegated = run_delegates(run, planned, &mut rec, lk);
@@ -543,12 +543,12 @@ fn add_meta(
                 rec.capture = None;
             }
             if let Err(e) = delegated {
-                crate::log::error(&format!("capture failed too: {}", f.error));
+                log::error!("capture failed too: {}", f.error);
                 return Err(fail(&mut rec, e));
             }
             return Err(fail(&mut rec, f.error));
         }
-        Some(Ok(())) => crate::log::debug("capture: programmed"),
+        Some(Ok(())) => log::debug!("capture: programmed"),
         None => {}
     }
     if let Err(e) = delegated {
@@ -632,7 +632,7 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
             // A record that cannot be read (e.g. truncated by a power loss:
             // records are renamed into place but not fsync'ed) must not make
             // DEL fail forever: fall back to the config, as without state.
-            crate::log::error(&format!("DEL: ignoring unreadable state: {e}"));
+            log::error!("DEL: ignoring unreadable state: {e}");
             None
         }
         Err(e) => return Err(e),
@@ -656,7 +656,7 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
                         a
                     }
                     Err(e) => {
-                        crate::log::error(&format!("DEL without state: {e}"));
+                        log::error!("DEL without state: {e}");
                         Vec::new()
                     }
                 }
@@ -686,7 +686,7 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
                     ipv6: true,
                 };
                 if let Err(e) = remove_unowned_capture(&p, &env.netns, &lk, &env.ifname) {
-                    crate::log::error(&format!("DEL without state: capture not removed: {e}"));
+                    log::error!("DEL without state: capture not removed: {e}");
                 }
             }
             r
@@ -709,7 +709,7 @@ fn remove_unowned_capture(p: &Setup, netns: &str, lk: &ContainerLock, ifname: &s
     let key = ns.key()?;
     owners.remove(&key, lk, ifname);
     if owners.others(&key, lk, ifname) {
-        crate::log::verbose("DEL without state: capture kept, other attachments own it");
+        log::info!("DEL without state: capture kept, other attachments own it");
         return Ok(());
     }
     capture::remove(p, &ns, lk.dir())
@@ -780,7 +780,7 @@ pub fn gc(conf: &NetConf, env: &Env) -> Result<()> {
             if rec.network != conf.name || is_valid(&cid, &rec.ifname) {
                 continue;
             }
-            crate::log::verbose(&format!("GC: removing {cid}/{}", rec.ifname));
+            log::info!("GC: removing {cid}/{}", rec.ifname);
             let run = Runner {
                 container_id: cid.clone(),
                 netns: rec.netns.clone(),

@@ -30,7 +30,7 @@ pub struct NetConf {
     pub allow_insecure_http: bool,
     pub readiness_indicator_file: Option<PathBuf>,
     pub log_file: Option<String>,
-    pub log_level: crate::log::Level,
+    pub log_level: crate::logging::Level,
     pub log_to_stderr: bool,
     /// `delegateTimeout`: longest one delegate call may run (default 120 s).
     pub delegate_timeout: std::time::Duration,
@@ -112,8 +112,8 @@ impl NetConf {
             Some(_) => return Err(CniError::config("delegates: must be a list of objects")),
         };
         let log_level = match str_field("logLevel")? {
-            None => crate::log::Level::Error,
-            Some(s) => crate::log::Level::parse(&s).ok_or_else(|| {
+            None => crate::logging::Level::Error,
+            Some(s) => crate::logging::Level::parse(&s).ok_or_else(|| {
                 CniError::config("logLevel: must be one of panic, error, verbose, debug")
             })?,
         };

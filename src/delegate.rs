@@ -269,11 +269,7 @@ impl Runner {
             .env("CNI_ARGS", self.args_for(ifname))
             .env("CNI_PATH", self.search_path())
             .env(NESTED_ENV, "1");
-        crate::log::debug(&format!(
-            "exec {} {} ifname={ifname}",
-            bin.display(),
-            cmd.as_str()
-        ));
+        log::debug!("exec {} {} ifname={ifname}", bin.display(), cmd.as_str());
         let (timeout, by_budget) = self
             .bounds
             .timeout_for(cmd)
@@ -285,16 +281,16 @@ impl Runner {
                 format!("cannot run plugin {t:?}: {e}"),
             )
         })?;
-        crate::log::debug(&format!(
+        log::debug!(
             "plugin {t} {}: {} after {:.1} ms",
             cmd.as_str(),
             out.status
                 .map_or("killed".to_string(), |c| format!("exit {c}")),
             started.elapsed().as_secs_f64() * 1e3
-        ));
+        );
         if !out.stderr.trim().is_empty() {
             // At most Limits::STDERR kept, and the log cuts the line shorter.
-            crate::log::debug(&format!("plugin {t} stderr: {}", out.stderr.trim()));
+            log::debug!("plugin {t} stderr: {}", out.stderr.trim());
         }
         if out.ok() {
             return Ok(out);
@@ -411,7 +407,7 @@ impl Runner {
                 .and_then(|stdin| self.exec(Command::Del, t, ifname, &stdin));
             if let Err(e) = res {
                 let e = e.context(format!("delegate {:?} ({t}) DEL on {ifname}", d.name));
-                crate::log::error(&e.to_string());
+                log::error!("{e}");
                 first.get_or_insert(e);
             }
         }

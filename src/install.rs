@@ -188,7 +188,7 @@ pub fn parse_args(args: &[&str], env: impl Fn(&str) -> Option<String>) -> Result
     }
     let log_level = get("--log-level").map(String::from);
     if let Some(l) = &log_level {
-        if crate::log::Level::parse(l).is_none() {
+        if crate::logging::Level::parse(l).is_none() {
             return Err(format!(
                 "--log-level: {l:?} is not one of panic, error, verbose, debug"
             ));

@@ -10,6 +10,8 @@
 //! - [`netlink`]: NETLINK_ROUTE requests (which interfaces a pod netns has)
 //! - [`k8s`]: Kubernetes mode (API client, pod annotations, network-status)
 //! - [`cli`]: the command line for people (`rules`, `inspect`, `install`)
+//! - [`flags`]: strict subcommand flags (lexopt)
+//! - [`logging`]: the `log` facade's sink (stderr, logFile)
 //! - [`install`]: node-side install (binary, kubeconfig, wrapping conflist)
 
 pub mod attach;
@@ -23,7 +25,7 @@ pub mod fields;
 pub mod flags;
 pub mod install;
 pub mod k8s;
-pub mod log;
+pub mod logging;
 pub mod netlink;
 pub mod netns;
 pub mod networks;

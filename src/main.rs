@@ -6,11 +6,12 @@
 use multimesh::cni::{self, Command, Env};
 use multimesh::config::NetConf;
 use multimesh::error::{code, CniError};
-use multimesh::{attach, cli, log};
+use multimesh::{attach, cli, logging};
 use serde_json::Value;
 use std::io::{Read, Write};
 
 fn main() {
+    logging::install();
     let is_cni = std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("CNI_"));
     let status = if is_cni {
         cni_main()
@@ -31,7 +32,7 @@ fn print_json(v: &serde_json::Value) -> bool {
 }
 
 fn fail(e: &CniError, version: &str) -> i32 {
-    log::error(&e.to_string());
+    log::error!("{e}");
     print_json(&e.to_json(version));
     1
 }
@@ -83,13 +84,13 @@ fn cni_main() -> i32 {
         Ok(e) => e,
         Err(e) => return fail(&e, &conf.cni_version),
     };
-    log::init(
+    logging::init(
         conf.log_level,
         conf.log_to_stderr,
         conf.log_file.as_deref(),
         format!("{} {}/{}", cmd.as_str(), env.container_id, env.ifname),
     );
-    log::debug("start");
+    log::debug!("start");
     let res = match cmd {
         Command::Add => attach::add(&conf, &env).map(Some),
         Command::Del => attach::del(&conf, &env).map(|_| None),
@@ -101,7 +102,7 @@ fn cni_main() -> i32 {
     match res {
         Ok(Some(result)) => {
             if print_json(&result) {
-                log::debug("done");
+                log::debug!("done");
                 0
             } else {
                 // Nothing reached the runtime: it will see a failure anyway.
@@ -109,7 +110,7 @@ fn cni_main() -> i32 {
             }
         }
         Ok(None) => {
-            log::debug("done");
+            log::debug!("done");
             0
         }
         Err(e) => fail(&e, &conf.cni_version),
@@ -123,8 +124,8 @@ fn cni_main() -> i32 {
 /// but the version and prevResult, which it passes through as a chained
 /// plugin would; it locks nothing, so it cannot wait on the outer one.
 fn nested_main(cmd: Command, stdin: &[u8], version: &str) -> i32 {
-    log::init(
-        log::Level::Verbose,
+    logging::init(
+        logging::Level::Verbose,
         true,
         None,
         format!("{} (delegate of multimesh)", cmd.as_str()),
@@ -139,8 +140,8 @@ fn nested_main(cmd: Command, stdin: &[u8], version: &str) -> i32 {
         }
     };
     if conf.get("delegates").is_some() || conf.get("clusterNetwork").is_some() {
-        log::verbose(
-            "run as a delegate of multimesh: delegates and paths in this config are ignored",
+        log::info!(
+            "run as a delegate of multimesh: delegates and paths in this config are ignored"
         );
     }
     if cmd != Command::Add {

@@ -300,7 +300,7 @@ fn apply_rest(
         if let Err(error) = apply_family(plan, fam, variant, ns, &lock) {
             let undone = remove_families(plan, &done, variant, ns, &lock);
             if let Err(e) = &undone {
-                crate::log::error(&format!("undoing capture after a failed apply: {e}"));
+                log::error!("undoing capture after a failed apply: {e}");
             }
             return Err(super::ApplyError {
                 error,
@@ -345,7 +345,7 @@ fn remove_families(
     if variant == Variant::Nft {
         match super::nftnl::remove_xt(ns, CHAIN_PREFIX, families) {
             Ok(()) => return Ok(()),
-            Err(e) => crate::log::verbose(&format!("{e}; removing with the restore tool")),
+            Err(e) => log::info!("{e}; removing with the restore tool"),
         }
     }
     let mut first = None;

@@ -216,10 +216,8 @@ impl Client {
             Scheme::Http => None,
         };
         if cfg.insecure && cfg.scheme == Scheme::Https {
-            crate::log::error(&format!(
-                "warning: kubeconfig sets insecure-skip-tls-verify: the certificate of the API server {} is not verified",
-                cfg.authority()
-            ));
+            log::error!("warning: kubeconfig sets insecure-skip-tls-verify: the certificate of the API server {} is not verified",
+                cfg.authority());
         }
         Ok(Client {
             cfg,
@@ -374,7 +372,7 @@ impl Client {
         loop {
             match self.json_request("GET", path, None, b"") {
                 Err(e) if e.is_retryable() && attempt < GET_ATTEMPTS => {
-                    crate::log::verbose(&format!("GET {path} failed ({e}); retrying"));
+                    log::info!("GET {path} failed ({e}); retrying");
                     self.conn = None;
                     std::thread::sleep(delay);
                     delay *= 4;

@@ -209,7 +209,7 @@ impl Session {
             {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt < 5 && (e.status() == Some(409) || e.is_retryable()) => {
-                    crate::log::verbose(&format!("network-status write: {e}; retrying"));
+                    log::info!("network-status write: {e}; retrying");
                     std::thread::sleep(delay);
                     delay *= 2;
                 }
