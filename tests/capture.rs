@@ -131,6 +131,29 @@ fn all_rules(pod: &Pod, cap: &Value) -> String {
     })
 }
 
+/// An independent oracle for the iptables-nft variant: the `iptables`
+/// crate asks `iptables -C` (the tool's own rule parser and matcher, not
+/// multimesh's save-text diff) for each `-A` line of a golden file.
+/// Returns the lines whose presence is not `present`.
+fn xt_oracle(pod: &Pod, golden: &str, present: bool) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("tests/golden/{golden}")).unwrap();
+    let path = pod.path.clone();
+    std::thread::spawn(move || {
+        // setns changes this thread only; the tool runs in the pod netns.
+        let ns = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let ipt = iptables::new(false).unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("-A "))
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(chain, rule)| ipt.exists("nat", chain, rule).unwrap() != present)
+            .map(|(chain, rule)| format!("-A {chain} {rule}"))
+            .collect()
+    })
+    .join()
+    .unwrap()
+}
+
 /// Does the backend show multimesh's capture in the pod?
 fn has_capture(pod: &Pod, cap: &Value) -> bool {
     match variant(cap) {
@@ -270,7 +293,42 @@ fn outbound_redirected() {
         // An address off the pod's subnets, through the default route.
         let a = answer(&pod.name, "203.0.113.200", 443, false, None);
         assert_served(&a, OUT_PORT, "203.0.113.200:443", "outbound off-subnet");
+        let oracle = name == "iptables-nft";
+        if oracle {
+            let golden = "istio_defaults.iptables.golden";
+            let missing = xt_oracle(&pod, golden, true);
+            assert!(missing.is_empty(), "iptables -C misses {missing:?}");
+            // The oracle can say no: a rule with another port is absent.
+            let ipt_no = {
+                let path = pod.path.clone();
+                std::thread::spawn(move || {
+                    let ns = std::fs::File::open(&path).unwrap();
+                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                    iptables::new(false)
+                        .unwrap()
+                        .exists(
+                            "nat",
+                            "MULTIMESH_REDIRECT",
+                            "-p tcp -j REDIRECT --to-ports 15002",
+                        )
+                        .unwrap()
+                })
+                .join()
+                .unwrap()
+            };
+            assert!(
+                !ipt_no,
+                "iptables -C found a rule that was never programmed"
+            );
+        }
         node.cni("DEL", &conf, &pod.path, "cout", "eth0").ok();
+        if oracle {
+            let left = xt_oracle(&pod, "istio_defaults.iptables.golden", false);
+            assert!(
+                left.is_empty(),
+                "iptables -C still finds {left:?} after DEL"
+            );
+        }
         pod.assert_no_capture("after DEL");
         node.assert_no_leaks();
     });

@@ -18,6 +18,7 @@ pub mod containerd;
 pub mod cri;
 pub mod k8s;
 pub mod rand;
+pub mod rtnl;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_multimesh");
 pub const RECORDER: &str = env!("CARGO_BIN_EXE_mm-recorder");
@@ -137,22 +138,22 @@ impl Pod {
             "{ctx}: multimesh rules left in the pod:\n{all}"
         );
     }
-    /// Interface names other than lo.
+    /// Interface names other than lo (over rtnetlink).
     pub fn links(&self) -> Vec<String> {
-        self.exec_ok("ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1")
-            .lines()
-            .map(String::from)
+        rtnl::links(&self.path)
+            .into_iter()
+            .map(|l| l.name)
             .filter(|l| l != "lo")
             .collect()
     }
-    /// IPv4/IPv6 global addresses of an interface (CIDR form).
+    /// IPv4/IPv6 global addresses of an interface, CIDR form (over
+    /// rtnetlink).
     pub fn addrs(&self, ifname: &str) -> Vec<String> {
-        self.exec_ok(&format!(
-            "ip -o addr show dev {ifname} scope global | awk '{{print $4}}'"
-        ))
-        .lines()
-        .map(String::from)
-        .collect()
+        rtnl::links(&self.path)
+            .into_iter()
+            .find(|l| l.name == ifname)
+            .map(|l| l.addrs)
+            .unwrap_or_default()
     }
 }
 
