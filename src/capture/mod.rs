@@ -433,7 +433,7 @@ pub struct ApplyError {
 /// A capture backend: how a [`Plan`] becomes rules in a pod netns. One
 /// implementation per [`Backend`]: [`iptables::Iptables`] (one
 /// `iptables-restore` per family, legacy or nft variant) and
-/// [`nft::Nftables`] (one nf_tables netlink transaction). Callers pick one
+/// [`nftnl::Nftables`] (one nf_tables netlink transaction). Callers pick one
 /// with [`Setup::driver`] (or [`driver`]) and never match on the backend.
 pub trait Driver {
     /// The rules as this backend programs them (`multimesh rules`).
@@ -457,7 +457,7 @@ pub trait Driver {
 pub fn driver(backend: Backend, variant: Variant, lock_dir: &Path) -> Box<dyn Driver + '_> {
     match backend {
         Backend::Iptables => Box::new(iptables::Iptables { variant, lock_dir }),
-        Backend::Nftables => Box::new(nft::Nftables),
+        Backend::Nftables => Box::new(nftnl::Nftables),
     }
 }
 

@@ -226,7 +226,7 @@ fn normalize(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn check(plan: &Plan, ns: &NetNs) -> Result<()> {
+pub fn check(plan: &Plan, ns: &NetNs) -> Result<()> {
     let actual = list(ns)?.ok_or_else(|| {
         CniError::new(
             code::CAPTURE_DRIFT,
@@ -243,40 +243,4 @@ fn check(plan: &Plan, ns: &NetNs) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// The nftables backend: table `inet multimesh`, applied and removed in one
-/// nf_tables netlink transaction ([`super::nftnl`]); read back with `nft`.
-pub struct Nftables;
-
-impl super::Driver for Nftables {
-    fn render(&self, plan: &Plan) -> String {
-        render_table(plan)
-    }
-
-    /// One transaction: all or nothing.
-    fn apply(&self, plan: &Plan, ns: &NetNs) -> std::result::Result<(), super::ApplyError> {
-        super::nftnl::apply(plan, ns).map_err(|error| super::ApplyError { error, clean: true })
-    }
-
-    /// The `inet` table is replaced in one transaction; a failed one leaves
-    /// the single-stack table, so not clean.
-    fn add_ipv6(&self, plan: &Plan, ns: &NetNs) -> std::result::Result<(), super::ApplyError> {
-        super::nftnl::apply(plan, ns).map_err(|error| super::ApplyError {
-            error,
-            clean: false,
-        })
-    }
-
-    fn remove(&self, _plan: &Plan, ns: &NetNs) -> Result<()> {
-        super::nftnl::remove(ns)
-    }
-
-    fn check(&self, plan: &Plan, ns: &NetNs) -> Result<()> {
-        check(plan, ns)
-    }
-
-    fn describe(&self, ns: &NetNs) -> Result<Option<String>> {
-        Ok(list(ns)?.map(|t| format!("backend: nftables (table inet {TABLE})\n{t}")))
-    }
 }

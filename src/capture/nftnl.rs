@@ -768,6 +768,43 @@ pub fn remove(ns: &NetNs) -> Result<()> {
     transact(ns, remove_batch())
 }
 
+/// The nftables backend: table `inet multimesh`, applied and removed in one
+/// nf_tables netlink transaction ([`super::nftnl`]); read back with `nft`.
+pub struct Nftables;
+
+impl super::Driver for Nftables {
+    fn render(&self, plan: &Plan) -> String {
+        super::nft::render_table(plan)
+    }
+
+    /// One transaction: all or nothing.
+    fn apply(&self, plan: &Plan, ns: &NetNs) -> std::result::Result<(), super::ApplyError> {
+        apply(plan, ns).map_err(|error| super::ApplyError { error, clean: true })
+    }
+
+    /// The `inet` table is replaced in one transaction; a failed one leaves
+    /// the single-stack table, so not clean.
+    fn add_ipv6(&self, plan: &Plan, ns: &NetNs) -> std::result::Result<(), super::ApplyError> {
+        apply(plan, ns).map_err(|error| super::ApplyError {
+            error,
+            clean: false,
+        })
+    }
+
+    fn remove(&self, _plan: &Plan, ns: &NetNs) -> Result<()> {
+        remove(ns)
+    }
+
+    fn check(&self, plan: &Plan, ns: &NetNs) -> Result<()> {
+        super::nft::check(plan, ns)
+    }
+
+    fn describe(&self, ns: &NetNs) -> Result<Option<String>> {
+        Ok(super::nft::list(ns)?
+            .map(|t| format!("backend: nftables (table inet {})\n{t}", super::nft::TABLE)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
