@@ -33,8 +33,8 @@ fn runner(conf: &NetConf, env: &Env) -> Runner {
     }
 }
 
-fn attachments_of(planned: &[Network]) -> Vec<Attachment> {
-    planned
+fn attachments_of(networks: &[Network]) -> Vec<Attachment> {
+    networks
         .iter()
         .map(|p| Attachment {
             ifname: p.ifname.clone(),
@@ -237,17 +237,17 @@ fn add_capture(
     }
 }
 
-/// Run the planned delegates in order, recording each result in the
+/// Run the networks' delegates in order, recording each result in the
 /// record's journal (one appended line per step, `append_step`). The last
 /// result is saved with the next step's write (completion): one write fewer
 /// per ADD.
 fn run_delegates(
     run: &Runner,
-    planned: &[Network],
+    networks: &[Network],
     rec: &mut Record,
     lk: &ContainerLock,
 ) -> Result<()> {
-    for (i, p) in planned.iter().enumerate() {
+    for (i, p) in networks.iter().enumerate() {
         let res = run.add(&p.delegate, &p.ifname, p.runtime_config.as_ref())?;
         rec.attachments[i].result = Some(res);
         if let Some(next) = rec.attachments.get_mut(i + 1) {
@@ -313,7 +313,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
     let run = runner(conf, env);
     let mut session = k8s_session(conf, env)?;
     let static_capture = || conf.capture.enabled.then(|| conf.capture.clone());
-    let (planned, capture_cfg) = match (conf.is_meta(), session.as_mut()) {
+    let (networks, capture_cfg) = match (conf.is_meta(), session.as_mut()) {
         (true, Some(s)) => {
             let pn = networks::pod::for_pod(conf, &env.ifname, s)?;
             (pn.networks, pn.capture)
@@ -328,7 +328,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
     // Refuse before anything runs: every plugin must be found, and a
     // NetworkAttachmentDefinition may not run multimesh (nor, when the
     // admin lists them, any type not in allowedNetworkTypes).
-    for x in &planned {
+    for x in &networks {
         if x.nad {
             check_nad_types(conf, &run, x)?;
         }
@@ -361,11 +361,11 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
     if !conf.is_meta() {
         return add_chained(conf, env, &lk, &ns, &run, capture_cfg.as_ref());
     }
-    let (result, results) = add_meta(conf, env, &lk, &ns, &run, &planned, capture_cfg.as_ref())?;
+    let (result, results) = add_meta(conf, env, &lk, &ns, &run, &networks, capture_cfg.as_ref())?;
     if let Some(s) = session.as_mut() {
         // As Multus: a failed status write is logged, not fatal — the pod's
         // networks work; the annotation is informational.
-        let entries = network_status(&planned, &results);
+        let entries = network_status(&networks, &results);
         match s.write_status(&entries) {
             Ok(()) => log::debug!("k8s: network-status written"),
             Err(e) => log::error!("network-status not written: {e}"),
@@ -397,9 +397,9 @@ fn check_nad_types(conf: &NetConf, run: &Runner, x: &Network) -> Result<()> {
 
 /// Multus's network-status: one entry per attachment; `default` on the
 /// cluster network, or on the network the pod gave the default route.
-fn network_status(planned: &[Network], results: &[Option<Value>]) -> Vec<Value> {
-    let any_gw = planned.iter().any(|p| !p.default_route.is_empty());
-    planned
+fn network_status(networks: &[Network], results: &[Option<Value>]) -> Vec<Value> {
+    let any_gw = networks.iter().any(|p| !p.default_route.is_empty());
+    networks
         .iter()
         .zip(results)
         .enumerate()
@@ -419,8 +419,8 @@ fn network_status(planned: &[Network], results: &[Option<Value>]) -> Vec<Value> 
 
 /// Move the default route of each requested gateway's family to its
 /// interface (Multus's `default-route`), over netlink in the pod netns.
-fn set_default_routes(ns: &NetNs, planned: &[Network]) -> Result<()> {
-    let routes: Vec<(String, std::net::IpAddr)> = planned
+fn set_default_routes(ns: &NetNs, networks: &[Network]) -> Result<()> {
+    let routes: Vec<(String, std::net::IpAddr)> = networks
         .iter()
         .flat_map(|p| p.default_route.iter().map(|gw| (p.ifname.clone(), *gw)))
         .collect();
@@ -434,10 +434,10 @@ fn add_meta(
     lk: &ContainerLock,
     ns: &NetNs,
     run: &Runner,
-    planned: &[Network],
+    networks: &[Network],
     capture_cfg: Option<&CaptureConfig>,
 ) -> Result<(Value, Vec<Option<Value>>)> {
-    let mut rec = new_record(conf, env, Mode::Meta, attachments_of(planned));
+    let mut rec = new_record(conf, env, Mode::Meta, attachments_of(networks));
     let others = lk.records();
     for a in &rec.attachments {
         if others
@@ -459,7 +459,7 @@ fn add_meta(
     // Capture is programmed while the delegates run, on its own thread (the
     // tool it execs enters the pod netns in the forked child): its rules
     // name interfaces, which need not exist yet, and nothing a delegate
-    // does in the pod netns depends on them. It is planned single-stack;
+    // does in the pod netns depends on them. It starts single-stack;
     // when a result brings IPv6, the IPv6 part follows the delegates.
     // Recorded before it starts, so a crash leaves a trace for DEL.
     let early = match capture_cfg {
@@ -481,7 +481,7 @@ fn add_meta(
     // this attachment becomes an owner and programs it, so a DEL of
     // another owner cannot remove it in between (released before any
     // rollback, which takes it again).
-    let names: Vec<String> = planned.iter().map(|p| p.ifname.clone()).collect();
+    let names: Vec<String> = networks.iter().map(|p| p.ifname.clone()).collect();
     let (present, held, owned) = std::thread::scope(|s| {
         let listing = s.spawn(|| crate::netlink::existing_links(ns, &names));
         let held = match &early {
@@ -524,7 +524,7 @@ fn add_meta(
             log::debug!("capture: programming (alongside the delegates)");
             s.spawn(|| timed("apply", || capture::apply(p, ns, lk.dir())))
         });
-        let delegated = run_delegates(run, planned, &mut rec, lk);
+        let delegated = run_delegates(run, networks, &mut rec, lk);
         let captured = capture.map(|h| {
             h.join().unwrap_or_else(|_| {
                 Err(capture::ApplyError {
@@ -554,8 +554,8 @@ fn add_meta(
     if let Err(e) = delegated {
         return Err(fail(&mut rec, e));
     }
-    if planned.iter().any(|p| !p.default_route.is_empty()) {
-        if let Err(e) = set_default_routes(ns, planned) {
+    if networks.iter().any(|p| !p.default_route.is_empty()) {
+        if let Err(e) = set_default_routes(ns, networks) {
             return Err(fail(&mut rec, e));
         }
     }
@@ -810,14 +810,14 @@ pub fn status(conf: &NetConf, env: &Env) -> Result<()> {
     readiness(conf, code::NOT_AVAILABLE)?;
     if conf.is_meta() {
         let run = runner(conf, env);
-        let planned = match networks::from_config(conf, "eth0") {
+        let networks = match networks::from_config(conf, "eth0") {
             Ok(p) => p,
             // Kubernetes mode: the cluster network may be a NAD, which
             // STATUS (no pod, no API call) cannot resolve; check the rest.
             Err(_) if conf.kubeconfig.is_some() => Vec::new(),
             Err(e) => return Err(e),
         };
-        for p in planned {
+        for p in networks {
             run.status(&p.delegate).map_err(|e| {
                 if e.code == code::PLUGIN_NOT_FOUND {
                     CniError::new(code::NOT_AVAILABLE, e.msg)

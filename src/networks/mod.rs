@@ -1,7 +1,7 @@
 //! The networks one CNI call attaches, in order, each on its interface:
 //! from the node's config alone (`from_config`), or for a Kubernetes pod
 //! from its annotations and NetworkAttachmentDefinitions (`pod::for_pod`).
-//! Pure planning: nothing runs here.
+//! Pure: nothing runs here.
 
 pub mod pod;
 
@@ -98,7 +98,7 @@ mod tests {
 
     #[test]
     fn cluster_network_then_default_networks_then_delegates() {
-        let dir = std::env::temp_dir().join(format!("mm-plan-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("mm-networks-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("00-k.conf"),

@@ -306,7 +306,7 @@ pub fn for_pod(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<PodNetwo
     }
 
     // Delegates and interface names.
-    let mut planned: Vec<Network> = Vec::new();
+    let mut networks: Vec<Network> = Vec::new();
     let mut excluded: Vec<String> = Vec::new();
     for (i, it) in items.into_iter().enumerate() {
         let d = Delegate::from_value(&it.conf, &conf.cni_version)
@@ -320,7 +320,7 @@ pub fn for_pod(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<PodNetwo
                 .and_then(|s| s.interface.clone())
                 .unwrap_or_else(|| format!("net{i}"))
         };
-        if planned.iter().any(|p| p.ifname == name) {
+        if networks.iter().any(|p| p.ifname == name) {
             return Err(bad(format!(
                 "{}: interface {name} is requested twice",
                 pod::NETWORKS
@@ -334,7 +334,7 @@ pub fn for_pod(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<PodNetwo
             .as_ref()
             .map(|s| s.default_route.clone())
             .unwrap_or_default();
-        planned.push(Network {
+        networks.push(Network {
             nad: it.nad,
             ifname: name,
             delegate: d,
@@ -356,7 +356,7 @@ pub fn for_pod(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<PodNetwo
         None => None,
     };
     Ok(PodNetworks {
-        networks: planned,
+        networks: networks,
         capture,
     })
 }
