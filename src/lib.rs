@@ -11,6 +11,7 @@
 //! - [`k8s`]: Kubernetes mode (API client, pod annotations, network-status)
 //! - [`cli`]: the command line for people (`rules`, `inspect`, `install`)
 //! - [`install`]: node-side install (binary, kubeconfig, wrapping conflist)
+//! - [`validate`]: the in-pod check that outbound TCP is captured
 
 pub mod attach;
 pub mod capture;
@@ -27,3 +28,4 @@ pub mod netlink;
 pub mod netns;
 pub mod networks;
 pub mod state;
+pub mod validate;
