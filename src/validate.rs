@@ -49,10 +49,8 @@ pub const MAX_TIMEOUT_SECS: u64 = 300;
 /// What is dialed without `--connect`: TEST-NET-2 (RFC 5737) and the IPv6
 /// documentation prefix (RFC 3849), never routed on the internet; port
 /// 20001 is in no profile's exclusions.
-pub const TARGET_V4: SocketAddr = SocketAddr::V4(SocketAddrV4::new(
-    Ipv4Addr::new(198, 51, 100, 254),
-    20001,
-));
+pub const TARGET_V4: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 254), 20001));
 pub const TARGET_V6: SocketAddr = SocketAddr::V6(SocketAddrV6::new(
     Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x254),
     20001,
@@ -377,11 +375,15 @@ fn loopback(a: &SocketAddr) -> IpAddr {
 }
 
 /// One target: listen, dial, see where the connection lands.
-fn check(o: &Options, target: SocketAddr, deadline: Instant) -> Result<Result<SocketAddr, Failure>, String> {
+fn check(
+    o: &Options,
+    target: SocketAddr,
+    deadline: Instant,
+) -> Result<Result<SocketAddr, Failure>, String> {
     let lo = loopback(&target);
     let own_addr = SocketAddr::new(lo, o.port);
-    let own = TcpListener::bind(own_addr)
-        .map_err(|e| format!("cannot listen on {own_addr}: {e}"))?;
+    let own =
+        TcpListener::bind(own_addr).map_err(|e| format!("cannot listen on {own_addr}: {e}"))?;
     // Best effort: the inbound port may be taken (a native sidecar proxy
     // already up); then a wrong redirect there is reported as any other.
     let wrong = (o.inbound_port != o.port)
@@ -460,7 +462,10 @@ fn arrival(
             fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
         }
         let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
             Ok(0) | Err(nix::Error::EINTR) => continue,
             Err(_) => return None,
             Ok(_) => {}
@@ -555,9 +560,7 @@ pub fn no_redirect(
         ErrorKind::TimedOut | ErrorKind::WouldBlock => {
             format!("timed out (--timeout {}s)", o.timeout.as_secs())
         }
-        ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable => {
-            "is unreachable".to_string()
-        }
+        ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable => "is unreachable".to_string(),
         _ => match err {
             Some(e) => format!("failed: {e}"),
             None => format!("failed: {kind}"),
@@ -654,7 +657,10 @@ mod tests {
         assert_eq!(judge_original(dialed, lo, Ok(dialed)), None);
         let f = judge_original(dialed, lo, Ok("198.51.100.7:20001".parse().unwrap())).unwrap();
         assert_eq!(f.missing, Missing::OriginalDestinationLost);
-        assert!(f.to_string().starts_with("original destination lost: "), "{f}");
+        assert!(
+            f.to_string().starts_with("original destination lost: "),
+            "{f}"
+        );
         assert!(f.detail.contains("reads 198.51.100.7:20001"), "{f}");
         let f = judge_original(dialed, lo, Err(nix::Error::ENOENT)).unwrap();
         assert!(f.detail.contains("without NAT"), "{f}");
@@ -671,7 +677,9 @@ mod tests {
             let f = no_redirect(dialed, kind, None, &o);
             assert_eq!(
                 f.to_string(),
-                format!("no redirect: the connection to {dialed} {why}; it was not redirected to {lo}")
+                format!(
+                    "no redirect: the connection to {dialed} {why}; it was not redirected to {lo}"
+                )
             );
         }
         let f = no_redirect(TARGET_V6, ErrorKind::ConnectionRefused, None, &o);
