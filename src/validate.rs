@@ -391,7 +391,7 @@ fn check(
         .flatten();
     for l in std::iter::once(&own).chain(wrong.as_ref()) {
         l.set_nonblocking(true)
-            .map_err(|e| format!("listener {own_addr}: {e}"))?;
+            .map_err(|e| format!("listener on {lo}: {e}"))?;
     }
     let token = token()?;
     let left = deadline.saturating_duration_since(Instant::now());
