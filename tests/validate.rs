@@ -261,6 +261,11 @@ fn wrong_port_and_excluded_destination() {
                 "wrong port: 203.0.113.200:443 was answered, but not by the listener on 127.0.0.1:15011",
                 b,
             );
+            // Its arrival is awaited 2 s (validate::ARRIVAL_WAIT), not --timeout.
+            assert!(
+                r.took >= Duration::from_secs(2) && r.took < Duration::from_secs(4),
+                "{b}: {r}"
+            );
             // Its own port taken: the check cannot run (not a verdict).
             let r = validate(&pod.name, APP, APP, &["--connect", "203.0.113.200:443"]);
             assert_eq!(r.code, 1, "{b}: {r}");
