@@ -23,7 +23,11 @@
 //!
 //! The proxy's UID and GID are exempt from capture by design: run under
 //! either, the check could only fail, so the validator refuses to run as
-//! them (exit 95, "proxy UID"). Every wait is bounded by `--timeout`.
+//! them (exit 95, "proxy UID"). Run as root (with CAP_SETUID/CAP_SETGID) it
+//! also checks that exemption: a forked child switches to the proxy's UID
+//! and GID and dials again, and that connection must not reach the
+//! listener ("proxy UID not bypassed" otherwise). Every wait is bounded by
+//! `--timeout`.
 
 use crate::capture::{CaptureConfig, Profile};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -70,7 +74,8 @@ Check, from inside a pod, that its outbound TCP is captured: listen on the
 profile's outbound port on loopback, connect to a TEST-NET address, and pass
 when the connection lands on that listener with its original destination.
 Run it as the pod's init container `multimesh-validation`, as a user other
-than the proxy's.
+than the proxy's; run as root (CAP_SETUID, CAP_SETGID) it also checks that
+the proxy's own connections bypass capture.
 
   --profile P      istio (default: outbound port 15001, proxy UID/GID 1337)
                    or linkerd (outbound port 4140, proxy UID 2102)
@@ -83,8 +88,8 @@ than the proxy's.
   --proxy-gid G    the proxy GID exempt from capture (default: the profile's)
 
 Exit status: 0 captured; 95 not captured, with one line on stderr naming what
-is missing (no redirect, wrong port, original destination lost, proxy UID);
-1 bad usage, or the check could not run.
+is missing (no redirect, wrong port, original destination lost, proxy UID,
+proxy UID not bypassed); 1 bad usage, or the check could not run.
 ";
 
 /// The validator's options, checked.
@@ -219,6 +224,8 @@ fn target(s: &str) -> Result<SocketAddr, String> {
 pub enum Missing {
     /// Running as the proxy's UID or GID, whose traffic is exempt.
     ProxyUser,
+    /// Run as root, it connected as the proxy, and that was captured.
+    ProxyNotBypassed,
     /// The connection was not redirected (refused, timed out, unreachable).
     NoRedirect,
     /// It was redirected, or answered, somewhere other than the listener.
@@ -231,6 +238,7 @@ impl Missing {
     pub fn label(self) -> &'static str {
         match self {
             Missing::ProxyUser => "proxy UID",
+            Missing::ProxyNotBypassed => "proxy UID not bypassed",
             Missing::NoRedirect => "no redirect",
             Missing::WrongPort => "wrong port",
             Missing::OriginalDestinationLost => "original destination lost",
@@ -272,20 +280,24 @@ pub fn main(args: &[&str]) -> i32 {
         }
     };
     match run(&opts) {
-        Ok(Ok(checked)) => {
+        Ok(Ok(p)) => {
+            let join = |f: fn(&(SocketAddr, SocketAddr)) -> SocketAddr| {
+                p.checked
+                    .iter()
+                    .map(|x| f(x).to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            };
             println!(
-                "multimesh validate: captured: {} reached the {} listener {} with its original destination",
-                checked
-                    .iter()
-                    .map(|(t, _)| t.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" and "),
+                "multimesh validate: captured: {} reached the {} listener {} with its original destination{}",
+                join(|x| x.0),
                 opts.profile.name(),
-                checked
-                    .iter()
-                    .map(|(_, l)| l.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" and "),
+                join(|x| x.1),
+                if p.proxy_bypassed {
+                    format!("; the proxy's UID {} bypasses capture", opts.proxy_uid)
+                } else {
+                    String::new()
+                }
             );
             0
         }
@@ -300,10 +312,20 @@ pub fn main(args: &[&str]) -> i32 {
     }
 }
 
-/// The whole check. Ok(Ok(checked)): every (target, listener) passed;
-/// Ok(Err(failure)): capture is missing; Err: the check could not run.
-pub fn run(o: &Options) -> Result<Result<Vec<(SocketAddr, SocketAddr)>, Failure>, String> {
+/// A passed check.
+#[derive(Debug)]
+pub struct Passed {
+    /// (target dialed, listener it reached with its original destination)
+    pub checked: Vec<(SocketAddr, SocketAddr)>,
+    /// Run as root: the proxy's own connections were checked to bypass.
+    pub proxy_bypassed: bool,
+}
+
+/// The whole check. Ok(Ok(_)): every target passed; Ok(Err(failure)):
+/// capture is missing; Err: the check could not run.
+pub fn run(o: &Options) -> Result<Result<Passed, Failure>, String> {
     let deadline = Instant::now() + o.timeout;
+    let as_root = nix::unistd::geteuid().is_root();
     if let Some(f) = proxy_identity(o) {
         return Ok(Err(f));
     }
@@ -324,12 +346,15 @@ pub fn run(o: &Options) -> Result<Result<Vec<(SocketAddr, SocketAddr)>, Failure>
     }
     let mut checked = Vec::new();
     for t in targets {
-        match check(o, t, deadline)? {
+        match check(o, t, deadline, as_root)? {
             Ok(listener) => checked.push((t, listener)),
             Err(f) => return Ok(Err(f)),
         }
     }
-    Ok(Ok(checked))
+    Ok(Ok(Passed {
+        checked,
+        proxy_bypassed: as_root,
+    }))
 }
 
 /// Refuse to run as the proxy: its UID and GID are exempt from capture.
@@ -374,11 +399,13 @@ fn loopback(a: &SocketAddr) -> IpAddr {
     }
 }
 
-/// One target: listen, dial, see where the connection lands.
+/// One target: listen, dial, see where the connection lands; `as_root`:
+/// then dial as the proxy and see that it does not.
 fn check(
     o: &Options,
     target: SocketAddr,
     deadline: Instant,
+    as_root: bool,
 ) -> Result<Result<SocketAddr, Failure>, String> {
     let lo = loopback(&target);
     let own_addr = SocketAddr::new(lo, o.port);
@@ -410,9 +437,23 @@ fn check(
     match arrival(&own, wrong.as_ref(), token.as_bytes(), until) {
         Some((true, accepted)) => {
             let orig = original_dst(&accepted, target.is_ipv6());
-            Ok(match judge_original(target, own_addr, orig) {
+            if let Some(f) = judge_original(target, own_addr, orig) {
+                return Ok(Err(f));
+            }
+            if !as_root {
+                return Ok(Ok(own_addr));
+            }
+            Ok(match as_proxy(o, target, &own, wrong.as_ref(), deadline)? {
                 None => Ok(own_addr),
-                Some(f) => Err(f),
+                Some(to) => Err(Failure::new(
+                    Missing::ProxyNotBypassed,
+                    format!(
+                        "a connection of the {} proxy's UID {}{} to {target} was redirected to {to}",
+                        o.profile.name(),
+                        o.proxy_uid,
+                        o.proxy_gid.map(|g| format!(" and GID {g}")).unwrap_or_default()
+                    ),
+                )),
             })
         }
         Some((false, _)) => Ok(Err(Failure::new(
@@ -432,6 +473,87 @@ fn check(
         ))),
     }
 }
+
+/// Run as root, the validator can also act as the proxy: a forked child
+/// switches to the proxy's UID (and GID) and dials `target` again; that
+/// connection must not arrive on the validator's listeners. Returns where
+/// it arrived, if it did. The child's connect is bounded by the time left
+/// (at most [`ARRIVAL_WAIT`]), and so is the wait for it.
+fn as_proxy(
+    o: &Options,
+    target: SocketAddr,
+    own: &TcpListener,
+    wrong: Option<&TcpListener>,
+    deadline: Instant,
+) -> Result<Option<SocketAddr>, String> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult, Gid, Uid};
+    let token = token()?;
+    let wait = deadline
+        .saturating_duration_since(Instant::now())
+        .min(ARRIVAL_WAIT);
+    if wait.is_zero() {
+        return Err(format!(
+            "--timeout {}s ran out before the proxy's bypass was checked",
+            o.timeout.as_secs()
+        ));
+    }
+    // SAFETY: the validator is single-threaded (it starts no thread), so
+    // the child is a full copy with no lock held elsewhere; it makes a few
+    // system calls (set ids, connect, write) and leaves with _exit.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            let code = (|| {
+                let gid = Gid::from_raw(o.proxy_gid.unwrap_or(0));
+                let uid = Uid::from_raw(o.proxy_uid);
+                if nix::unistd::setgroups(&[]).is_err()
+                    || nix::unistd::setresgid(gid, gid, gid).is_err()
+                    || nix::unistd::setresuid(uid, uid, uid).is_err()
+                {
+                    return PROXY_NO_IDS;
+                }
+                match TcpStream::connect_timeout(&target, wait) {
+                    Ok(mut c) => {
+                        let _ = c.write_all(token.as_bytes());
+                        PROXY_CONNECTED
+                    }
+                    Err(_) => PROXY_NOT_CONNECTED,
+                }
+            })();
+            // SAFETY: _exit ends the child at once, running nothing of the
+            // parent's (no atexit handlers, no buffered output flushed twice).
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            let status = loop {
+                match waitpid(child, None) {
+                    Err(nix::Error::EINTR) => continue,
+                    r => break r.map_err(|e| format!("wait for the proxy check: {e}"))?,
+                }
+            };
+            match status {
+                // Not even connected: not redirected to the listener, which
+                // would have completed the handshake.
+                WaitStatus::Exited(_, PROXY_NOT_CONNECTED) => Ok(None),
+                WaitStatus::Exited(_, PROXY_CONNECTED) => {
+                    let until = Instant::now() + wait;
+                    Ok(arrival(own, wrong, token.as_bytes(), until)
+                        .and_then(|(_, s)| s.local_addr().ok()))
+                }
+                WaitStatus::Exited(_, PROXY_NO_IDS) => Err(format!(
+                    "running as root, but cannot switch to the proxy's UID {} to check its bypass (no CAP_SETUID/CAP_SETGID?)",
+                    o.proxy_uid
+                )),
+                other => Err(format!("the proxy check ended with {other:?}")),
+            }
+        }
+    }
+}
+
+/// The forked proxy check's exit codes.
+const PROXY_CONNECTED: i32 = 0;
+const PROXY_NOT_CONNECTED: i32 = 1;
+const PROXY_NO_IDS: i32 = 2;
 
 /// A random token for one connection (hex of 16 bytes from the kernel).
 fn token() -> Result<String, String> {

@@ -136,6 +136,15 @@ fn passes_when_captured_refuses_the_proxy_user() {
                     "{ctx}: {r}"
                 );
                 assert!(r.stderr.is_empty(), "{ctx}: {r}");
+                // As root it also dials as the proxy, which must bypass.
+                let r = validate(&pod.name, 0, 0, &["--profile", profile]);
+                assert_eq!(r.code, 0, "{ctx}: {r}");
+                assert!(
+                    r.stdout.trim().ends_with(&format!(
+                        "with its original destination; the proxy's UID {proxy} bypasses capture"
+                    )),
+                    "{ctx}: {r}"
+                );
 
                 let r = validate(&pod.name, proxy, APP, &["--profile", profile]);
                 assert_missing(&r, "proxy UID: running as UID", &ctx);
@@ -168,6 +177,49 @@ fn passes_when_captured_refuses_the_proxy_user() {
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
+
+// Run as root, the validator checks the proxy's exemption too: a capture
+// that exempts another UID/GID than the profile's is caught; without
+// CAP_SETUID the check cannot run (exit 1, not a verdict).
+#[test]
+fn proxy_bypass_checked_as_root() {
+    for (b, backend) in BACKENDS {
+        let mut cap = capture(backend, "istio");
+        cap["proxyUID"] = json!(1500);
+        cap["proxyGID"] = json!(1500);
+        let (node, pod, conf) = captured_pod(&format!("val-px-{b}"), cap);
+        let r = validate(&pod.name, 0, 0, &[]);
+        assert_missing(
+            &r,
+            "proxy UID not bypassed: a connection of the istio proxy's UID 1337 and GID 1337 \
+             to 198.51.100.254:20001 was redirected to 127.0.0.1:15001",
+            b,
+        );
+        // Told the pod's real proxy identity, it passes.
+        let r = validate(&pod.name, 0, 0, &["--proxy-uid=1500", "--proxy-gid=1500"]);
+        assert_eq!(r.code, 0, "{b}: {r}");
+        assert!(
+            r.stdout.contains("the proxy's UID 1500 bypasses capture"),
+            "{b}: {r}"
+        );
+        // Root without capabilities: the first check passes, the second
+        // cannot switch identity.
+        let o = Command::new("ip")
+            .args(["netns", "exec", &pod.name, "setpriv"])
+            .args(["--bounding-set=-all", "--inh-caps=-all", BIN, "validate"])
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{b}: {e}");
+        assert!(
+            e.starts_with(
+                "multimesh validate: running as root, but cannot switch to the proxy's UID 1337"
+            ),
+            "{b}: {e}"
+        );
+        del(&node, &pod, &conf);
+    }
 }
 
 // Not captured: a pod attached without capture, and a pod with no route at
