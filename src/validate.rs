@@ -41,6 +41,10 @@ use std::net::{
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+/// The init container that runs the validator in a meshed pod: the node
+/// agent finds a failed validation by this name and [`EXIT_NOT_CAPTURED`].
+pub const INIT_CONTAINER: &str = "multimesh-validation";
+
 /// Exit status when capture is missing or broken (the verdict the node
 /// agent acts on). Usage errors and a check that could not run (its port
 /// taken) exit 1: they say nothing about capture.

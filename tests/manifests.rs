@@ -498,7 +498,7 @@ fn manifests_agree_with_each_other_and_the_binary() {
     let inits = p["spec"]["initContainers"].as_array().unwrap();
     assert_eq!(inits.len(), 1);
     let v = &inits[0];
-    assert_eq!(v["name"], "multimesh-validation");
+    assert_eq!(v["name"], multimesh::validate::INIT_CONTAINER);
     assert_eq!(v["image"], main["image"]);
     let sc = &v["securityContext"];
     for id in ["runAsUser", "runAsGroup"] {
