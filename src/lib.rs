@@ -13,6 +13,7 @@
 //! - [`flags`]: strict subcommand flags (lexopt)
 //! - [`logging`]: the `log` facade's sink (stderr, logFile)
 //! - [`install`]: node-side install (binary, kubeconfig, wrapping conflist)
+//! - [`validate`]: the in-pod check that outbound TCP is captured
 
 pub mod attach;
 pub mod capture;
@@ -30,3 +31,4 @@ pub mod netlink;
 pub mod netns;
 pub mod networks;
 pub mod state;
+pub mod validate;

@@ -16,7 +16,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const IN_PORT: u16 = 15006;
 const OUT_PORT: u16 = 15001;
@@ -470,32 +470,6 @@ fn exclusions() {
         pod.assert_no_capture("after DEL");
         node.assert_no_leaks();
     });
-}
-
-/// Turn off IPv6 duplicate address detection in a netns (its interfaces
-/// created afterwards inherit it), so addresses are usable at once.
-fn no_dad(ns: &str) {
-    sh_ok(&format!(
-        "ip netns exec {ns} sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0"
-    ));
-}
-
-/// Wait (bounded) until no IPv6 address on `dev` in `ns` is tentative.
-fn wait_v6_ready(ns: &str, dev: &str) {
-    let start = Instant::now();
-    loop {
-        let t = sh_ok(&format!(
-            "ip netns exec {ns} ip -6 -o addr show dev {dev} tentative"
-        ));
-        if t.trim().is_empty() {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "{ns}: addresses still tentative:\n{t}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 // f. IPv6: a dual-stack cluster network is captured in both families.

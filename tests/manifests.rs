@@ -491,5 +491,44 @@ fn manifests_agree_with_each_other_and_the_binary() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(containers, ["app", "istio-proxy"]);
-    assert!(p["spec"].get("initContainers").is_none());
+
+    // Its validator: the init container the agent looks for, from the
+    // DaemonSet's image, as neither root nor the proxy, with arguments
+    // `multimesh validate` takes and the profile the node installs.
+    let inits = p["spec"]["initContainers"].as_array().unwrap();
+    assert_eq!(inits.len(), 1);
+    let v = &inits[0];
+    assert_eq!(v["name"], multimesh::validate::INIT_CONTAINER);
+    assert_eq!(v["image"], main["image"]);
+    let sc = &v["securityContext"];
+    for id in ["runAsUser", "runAsGroup"] {
+        let n = sc[id].as_u64().unwrap();
+        assert!(n != 0 && n != 1337, "{id} {n}: root or the istio proxy");
+    }
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert!(v["resources"]["limits"]["memory"].is_string());
+    let args = strs(&v["args"]);
+    assert_eq!(args[0], "validate");
+    let help = Command::new(BIN)
+        .args(["validate", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    for a in &args[1..] {
+        let opt = a.split_once('=').unwrap().0;
+        assert!(
+            help.contains(opt),
+            "{opt} is not a `multimesh validate` option"
+        );
+    }
+    let profile = |args: &[String], opt: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(opt))
+            .map(String::from)
+    };
+    assert_eq!(
+        profile(&args, "--profile="),
+        profile(&init_args, "--capture-profile=")
+    );
 }

@@ -27,6 +27,9 @@ Usage:
       Install on this node (DaemonSet init container): copy the binary to
       /opt/cni/bin, write a kubeconfig and /etc/cni/net.d/00-multimesh.conflist
       wrapping the primary network config. All options: multimesh install --help
+  multimesh validate [--profile istio|linkerd] [--timeout S] [--port P] ...
+      In a pod (init container multimesh-validation): check that its outbound
+      TCP is captured; exit 95 naming what is missing. multimesh validate --help
 
 As a CNI plugin it is run by the container runtime with CNI_COMMAND set;
 see README.md and docs/ for the configuration.
@@ -54,6 +57,7 @@ pub fn main(args: Vec<String>) -> i32 {
         Some("rules") => report(rules::main(&a[1..])),
         Some("inspect") => report(inspect::main(&a[1..])),
         Some("install") => crate::install::main(&a[1..]),
+        Some("validate") => crate::validate::main(&a[1..]),
         Some(other) => {
             eprintln!("multimesh: unknown command {other:?}\n\n{HELP}");
             2

@@ -355,8 +355,5 @@ pub fn for_pod(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<PodNetwo
         }
         None => None,
     };
-    Ok(PodNetworks {
-        networks: networks,
-        capture,
-    })
+    Ok(PodNetworks { networks, capture })
 }

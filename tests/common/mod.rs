@@ -560,6 +560,32 @@ pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// Turn off IPv6 duplicate address detection in a netns (its interfaces
+/// created afterwards inherit it), so addresses are usable at once.
+pub fn no_dad(ns: &str) {
+    sh_ok(&format!(
+        "ip netns exec {ns} sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0"
+    ));
+}
+
+/// Wait (bounded) until no IPv6 address on `dev` in `ns` is tentative.
+pub fn wait_v6_ready(ns: &str, dev: &str) {
+    let start = Instant::now();
+    loop {
+        let t = sh_ok(&format!(
+            "ip netns exec {ns} ip -6 -o addr show dev {dev} tentative"
+        ));
+        if t.trim().is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{ns}: addresses still tentative:\n{t}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The environment a runtime gives one CNI call (as `Node::cni` uses).
 pub fn cni_env(cmd: &str, netns: &str, cid: &str, ifname: &str) -> Vec<(String, String)> {
     [
