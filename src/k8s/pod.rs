@@ -482,7 +482,7 @@ fn ann_ports(key: &str, v: &str) -> Result<Vec<u16>> {
                 "{key}: {item:?} is not a port or a port range a-b (1-65535)"
             ))
         };
-        let port = |s: &str| capture::parse_port_str(s.trim(), key).map_err(|_| not_port());
+        let port = |s: &str| capture::parse_port_str(s.trim()).map_err(|_| not_port());
         let (lo, hi) = match item.split_once('-') {
             Some((a, b)) => (port(a)?, port(b)?),
             None => {
@@ -508,7 +508,8 @@ fn ann_ports(key: &str, v: &str) -> Result<Vec<u16>> {
 }
 
 fn ann_cidrs(key: &str, v: &str) -> Result<Vec<capture::Cidr>> {
-    let l = capture::parse_cidrs(&Value::String(v.into()), key).map_err(|e| bad(e.msg))?;
+    let l =
+        capture::parse_cidrs(&Value::String(v.into())).map_err(|e| bad(format!("{key}: {e}")))?;
     at_most(key, l)
 }
 
@@ -587,8 +588,8 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<Captu
                 union(&mut c.exclude_outbound_cidrs, &ann_cidrs(&k, v)?);
             }
             if let Some((k, v)) = get("excludeInterfaces") {
-                let l =
-                    capture::parse_ifnames(&Value::String(v.into()), &k).map_err(|e| bad(e.msg))?;
+                let l = capture::parse_ifnames(&Value::String(v.into()))
+                    .map_err(|e| bad(format!("{k}: {e}")))?;
                 union(&mut c.exclude_interfaces, &at_most(&k, l)?);
             }
         }
@@ -608,7 +609,7 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<Captu
                 union(&mut c.exclude_outbound_cidrs, &ann_cidrs(&k, v)?);
             }
             if let Some((k, v)) = get("proxy-uid") {
-                c.proxy_uid = crate::fields::id(&Value::String(v.into()), &k)
+                c.proxy_uid = crate::fields::id(&Value::String(v.into()))
                     .map_err(|_| bad(format!("{k}: {v:?} is not a numeric uid")))?;
             }
         }
