@@ -65,8 +65,21 @@ pub fn decode<T: DeserializeOwned>(v: &Value) -> Result<T, Refused> {
 /// A `T` given as a JSON object only: a derived struct alone also takes a
 /// list (by position), which no config or annotation means. The map is
 /// handed on as it is read, so paths inside keep naming the field.
-#[derive(Debug)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Object<T>(pub T);
+
+impl<T> std::ops::Deref for Object<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: serde::Serialize> serde::Serialize for Object<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
