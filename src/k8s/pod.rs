@@ -11,6 +11,7 @@ use crate::fields;
 use serde::de::{Deserializer, Error as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 pub const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
@@ -43,27 +44,107 @@ const READ_ANNOTATIONS: &[&str] = &[
     "linkerd.io/",
 ];
 
-/// Every annotation multimesh reads is within `MAX_ANNOTATION_BYTES`.
-/// Checked once, when the pod is read, before anything is parsed.
-pub fn check_annotation_sizes(pod: &Value) -> Result<()> {
-    let Some(anns) = pod
-        .pointer("/metadata/annotations")
-        .and_then(Value::as_object)
-    else {
-        return Ok(());
-    };
-    for (k, v) in anns {
-        if !READ_ANNOTATIONS.iter().any(|p| k.starts_with(p)) {
-            continue;
-        }
-        let len = v.as_str().map_or(0, str::len);
-        if len > MAX_ANNOTATION_BYTES {
-            return Err(bad(format!(
-                "{k}: {len} bytes, more than the {MAX_ANNOTATION_BYTES} accepted"
-            )));
-        }
+/// The parts of a pod multimesh reads, as the API server gives them
+/// (annotations and labels are maps of strings in Kubernetes; a pod of
+/// another shape is refused when read, `Pod::from_json`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Pod {
+    pub metadata: Metadata,
+    pub spec: PodSpec,
+}
+
+/// The metadata multimesh reads of a pod or a NetworkAttachmentDefinition.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Metadata {
+    #[serde(deserialize_with = "fields::string")]
+    pub namespace: Option<String>,
+    #[serde(deserialize_with = "fields::string")]
+    pub uid: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(deserialize_with = "nullable")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(deserialize_with = "nullable")]
+    pub containers: Vec<fields::Object<Container>>,
+    #[serde(deserialize_with = "nullable")]
+    pub init_containers: Vec<fields::Object<Container>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Container {
+    #[serde(deserialize_with = "fields::string")]
+    pub name: Option<String>,
+}
+
+/// A NetworkAttachmentDefinition: its annotations and `spec.config`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Nad {
+    pub metadata: Metadata,
+    pub spec: NadSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct NadSpec {
+    /// The network config as JSON text; empty or absent: the file of the
+    /// NAD's name in confDir.
+    #[serde(deserialize_with = "fields::string")]
+    pub config: Option<String>,
+}
+
+/// `null` reads as the empty value.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> std::result::Result<T, D::Error> {
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
+}
+
+impl Pod {
+    /// Read a pod (the API server's answer, or a document given to
+    /// `multimesh rules --pod`).
+    pub fn from_json(v: &Value) -> std::result::Result<Pod, fields::Refused> {
+        fields::decode::<fields::Object<Pod>>(v).map(|o| o.0)
     }
-    Ok(())
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata.annotations.get(key).map(String::as_str)
+    }
+
+    fn label(&self, key: &str) -> Option<&str> {
+        self.metadata.labels.get(key).map(String::as_str)
+    }
+
+    /// Every annotation multimesh reads is within `MAX_ANNOTATION_BYTES`.
+    /// Checked once, when the pod is read, before anything is parsed.
+    pub fn check_annotation_sizes(&self) -> Result<()> {
+        for (k, v) in &self.metadata.annotations {
+            if !READ_ANNOTATIONS.iter().any(|p| k.starts_with(p)) {
+                continue;
+            }
+            if v.len() > MAX_ANNOTATION_BYTES {
+                return Err(bad(format!(
+                    "{k}: {} bytes, more than the {MAX_ANNOTATION_BYTES} accepted",
+                    v.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Nad {
+    pub fn from_json(v: &Value) -> std::result::Result<Nad, fields::Refused> {
+        fields::decode::<fields::Object<Nad>>(v).map(|o| o.0)
+    }
 }
 
 /// How deeply `v` nests (a scalar is 0, `[]` is 1).
@@ -460,45 +541,26 @@ pub fn parse_default_network(v: &str) -> Result<Selection> {
     Ok(l.remove(0))
 }
 
-pub fn annotation<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
-    pod.pointer("/metadata/annotations")
-        .and_then(|a| a.get(key))
-        .and_then(Value::as_str)
-}
-
-fn label<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
-    pod.pointer("/metadata/labels")
-        .and_then(|a| a.get(key))
-        .and_then(Value::as_str)
-}
-
-fn container_names<'a>(pod: &'a Value, list: &str) -> Vec<&'a str> {
-    pod.pointer(&format!("/spec/{list}"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.get("name").and_then(Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default()
+fn container_names(list: &[fields::Object<Container>]) -> Vec<&str> {
+    list.iter().filter_map(|c| c.name.as_deref()).collect()
 }
 
 /// Does the pod run the profile's sidecar without its init container?
 /// (A native sidecar, an init container with restartPolicy Always, counts.)
-pub fn is_meshed(profile: Profile, pod: &Value) -> bool {
-    let containers = container_names(pod, "containers");
-    let inits = container_names(pod, "initContainers");
+pub fn is_meshed(profile: Profile, pod: &Pod) -> bool {
+    let containers = container_names(&pod.spec.containers);
+    let inits = container_names(&pod.spec.init_containers);
     let has = |n: &str| containers.contains(&n) || inits.contains(&n);
     match profile {
         Profile::Istio => {
-            annotation(pod, "sidecar.istio.io/status").is_some()
-                && annotation(pod, "sidecar.istio.io/inject") != Some("false")
-                && label(pod, "sidecar.istio.io/inject") != Some("false")
+            pod.annotation("sidecar.istio.io/status").is_some()
+                && pod.annotation("sidecar.istio.io/inject") != Some("false")
+                && pod.label("sidecar.istio.io/inject") != Some("false")
                 && has("istio-proxy")
                 && !inits.contains(&"istio-init")
         }
         Profile::Linkerd => {
-            annotation(pod, "linkerd.io/inject") != Some("disabled")
+            pod.annotation("linkerd.io/inject") != Some("disabled")
                 && has("linkerd-proxy")
                 && !inits.contains(&"linkerd-init")
         }
@@ -566,14 +628,11 @@ fn union<T: PartialEq + Clone>(a: &mut Vec<T>, b: &[T]) {
 /// profile (or capture is off, or its namespace is excluded); otherwise the
 /// config with the pod's annotations applied. A bad annotation value is an
 /// error (code 110), never a rule.
-pub fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<CaptureConfig>> {
+pub fn capture_for_pod(base: &CaptureConfig, pod: &Pod) -> Result<Option<CaptureConfig>> {
     if !base.enabled {
         return Ok(None);
     }
-    let ns = pod
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("");
     if base.exclude_namespaces.iter().any(|n| n == ns) {
         return Ok(None);
     }
@@ -584,8 +643,11 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<Captu
     match base.profile {
         Profile::Istio => {
             const P: &str = "traffic.sidecar.istio.io/";
-            let get = |k: &str| annotation(pod, &format!("{P}{k}")).map(|v| (format!("{P}{k}"), v));
-            if let Some(m) = annotation(pod, "sidecar.istio.io/interceptionMode") {
+            let get = |k: &str| {
+                pod.annotation(&format!("{P}{k}"))
+                    .map(|v| (format!("{P}{k}"), v))
+            };
+            if let Some(m) = pod.annotation("sidecar.istio.io/interceptionMode") {
                 if m != "REDIRECT" {
                     return Err(bad(format!(
                         "sidecar.istio.io/interceptionMode: {m:?} is not supported (multimesh programs REDIRECT)"
@@ -627,7 +689,10 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<Captu
         }
         Profile::Linkerd => {
             const P: &str = "config.linkerd.io/";
-            let get = |k: &str| annotation(pod, &format!("{P}{k}")).map(|v| (format!("{P}{k}"), v));
+            let get = |k: &str| {
+                pod.annotation(&format!("{P}{k}"))
+                    .map(|v| (format!("{P}{k}"), v))
+            };
             if let Some((k, v)) = get("skip-inbound-ports") {
                 let ex = ann_ports(&k, v)?;
                 if let PortSet::AllExcept(list) = &mut c.inbound {
@@ -651,16 +716,12 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<Captu
 
 /// A NetworkAttachmentDefinition's `multimesh.io/capture` annotation:
 /// Some(false) keeps its interface out of capture.
-pub fn nad_capture(nad: &Value) -> Result<bool> {
-    match nad
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(NAD_CAPTURE))
-    {
-        None => Ok(true),
-        Some(Value::String(s)) if s == "true" => Ok(true),
-        Some(Value::String(s)) if s == "false" => Ok(false),
+pub fn nad_capture(nad: &Nad) -> Result<bool> {
+    match nad.metadata.annotations.get(NAD_CAPTURE).map(String::as_str) {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
         Some(v) => Err(CniError::config(format!(
-            "NetworkAttachmentDefinition annotation {NAD_CAPTURE}: {v} must be \"true\" or \"false\""
+            "NetworkAttachmentDefinition annotation {NAD_CAPTURE}: {v:?} must be \"true\" or \"false\""
         ))),
     }
 }
@@ -1007,6 +1068,91 @@ mod tests {
             e,
             json!({"name": "n", "interface": "eth0", "ips": ["2001:db8::5"], "dns": {}})
         );
+    }
+
+    /// The pod as the tests write it, read as the API's answer is.
+    fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<CaptureConfig>> {
+        super::capture_for_pod(base, &Pod::from_json(pod).unwrap())
+    }
+
+    fn nad_capture(nad: &Value) -> Result<bool> {
+        super::nad_capture(&Nad::from_json(nad).unwrap())
+    }
+
+    /// The pod and NAD subsets: what is absent or `null` reads as empty;
+    /// a part of another type is refused, naming where.
+    #[test]
+    fn pod_and_nad_shapes() {
+        let p = Pod::from_json(
+            &json!({"metadata": {"annotations": null, "labels": {"a": "b"},
+            "uid": "u", "managedFields": [1]}, "spec": {"containers": null,
+            "initContainers": [{"name": "istio-proxy", "restartPolicy": "Always"}]}, "status": {}}),
+        )
+        .unwrap();
+        assert!(p.metadata.annotations.is_empty());
+        assert_eq!(p.label("a"), Some("b"));
+        assert_eq!(p.metadata.uid.as_deref(), Some("u"));
+        assert_eq!(
+            p.spec.init_containers[0].name.as_deref(),
+            Some("istio-proxy")
+        );
+        assert_eq!(Pod::from_json(&json!({})).unwrap(), Pod::default());
+        for (v, msg) in [
+            (json!([]), "invalid type: sequence, expected an object"),
+            (
+                json!({"metadata": {"annotations": {"k": 1}}}),
+                "metadata.annotations.k: invalid type: integer `1`, expected a string",
+            ),
+            (
+                json!({"metadata": {"labels": []}}),
+                "metadata.labels: invalid type: sequence",
+            ),
+            (
+                json!({"metadata": {"uid": 5}}),
+                "metadata.uid: must be a string",
+            ),
+            (
+                json!({"spec": {"containers": [["istio-proxy"]]}}),
+                "spec.containers[0]: invalid type: sequence, expected an object",
+            ),
+            (
+                json!({"spec": {"initContainers": [{"name": true}]}}),
+                "spec.initContainers[0].name: must be a string",
+            ),
+        ] {
+            let e = Pod::from_json(&v).unwrap_err().to_string();
+            assert!(e.starts_with(msg), "{v}: {e:?} is not {msg:?}");
+        }
+        let n = Nad::from_json(&json!({"metadata": {"annotations": {NAD_CAPTURE: "false"}},
+            "spec": {"config": null}}))
+        .unwrap();
+        assert_eq!(n.spec.config, None);
+        assert!(!super::nad_capture(&n).unwrap());
+        let e = Nad::from_json(&json!({"spec": {"config": {"type": "bridge"}}})).unwrap_err();
+        assert_eq!(e.to_string(), "spec.config: must be a string");
+        let e =
+            nad_capture(&json!({"metadata": {"annotations": {NAD_CAPTURE: "no"}}})).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(
+            e.msg.ends_with("\"no\" must be \"true\" or \"false\""),
+            "{}",
+            e.msg
+        );
+    }
+
+    #[test]
+    fn annotation_sizes() {
+        let big = "x".repeat(MAX_ANNOTATION_BYTES + 1);
+        let p = Pod::from_json(&json!({"metadata": {"annotations": {"other.io/x": big}}})).unwrap();
+        assert!(p.check_annotation_sizes().is_ok());
+        let p = Pod::from_json(&json!({"metadata": {"annotations": {NETWORKS: big}}})).unwrap();
+        let e = p.check_annotation_sizes().unwrap_err();
+        assert_eq!(e.code, code::POD_REQUEST);
+        assert!(e.msg.starts_with(NETWORKS), "{}", e.msg);
+        let ok = "x".repeat(MAX_ANNOTATION_BYTES);
+        let p =
+            Pod::from_json(&json!({"metadata": {"annotations": {DEFAULT_NETWORK: ok}}})).unwrap();
+        assert!(p.check_annotation_sizes().is_ok());
     }
 
     fn pod(ann: Value, containers: &[&str], inits: &[&str]) -> Value {
