@@ -143,11 +143,9 @@ impl NetConf {
         let v: Value = serde_json::from_slice(bytes).map_err(|e| {
             CniError::new(code::DECODE, format!("cannot decode network config: {e}"))
         })?;
+        let not_object = || CniError::new(code::DECODE, "network config must be a JSON object");
         if !v.is_object() {
-            return Err(CniError::new(
-                code::DECODE,
-                "network config must be a JSON object",
-            ));
+            return Err(not_object());
         }
         let cni_version = fields::decode::<Version>(&v)
             .map_err(|e| e.config(""))?
@@ -156,7 +154,7 @@ impl NetConf {
         cni::check_version(&cni_version)?;
         let f: Fields = fields::decode(&v).map_err(|e| e.config(""))?;
         let Value::Object(raw) = v else {
-            unreachable!("checked above")
+            return Err(not_object());
         };
         if f.typ.as_deref().is_some_and(str::is_empty) {
             return Err(CniError::config("type: must not be empty"));
