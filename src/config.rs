@@ -1,4 +1,6 @@
-//! The network configuration multimesh receives on stdin.
+//! The network configuration multimesh receives on stdin: its keys as a
+//! derived type (`Fields`, read by `NetConf::parse`), and the networks
+//! `clusterNetwork` / `defaultNetworks` name in `confDir`.
 
 use crate::capture::CaptureConfig;
 use crate::cni;

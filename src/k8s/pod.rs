@@ -1,8 +1,12 @@
-//! What a pod asks for, parsed and validated: the networks annotation (both
-//! forms), the default-network annotation, and the mesh annotations that
-//! decide and shape capture. Pure functions over JSON: unit-tested here,
-//! exercised end to end in tests/k8s.rs. Nothing here builds rule text:
-//! every value becomes a number, an address or a checked interface name.
+//! What a pod asks for, parsed and validated: the pod and
+//! NetworkAttachmentDefinition parts multimesh reads (`Pod`, `Nad`), the
+//! networks annotation (both forms; the JSON form's element is the derived
+//! `Selection`), the default-network annotation, the mesh annotations that
+//! decide and shape capture, and the network-status entry written back.
+//! Pure functions over typed documents: unit-tested here, exercised end to
+//! end in tests/k8s.rs and tests/boundary.rs. Nothing here builds rule
+//! text: every value becomes a number, an address or a checked interface
+//! name.
 
 use crate::capture::{self, CaptureConfig, PortSet, Profile};
 use crate::cni;
