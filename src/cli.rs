@@ -55,6 +55,7 @@ pub fn main(args: Vec<String>) -> i32 {
         Some("rules") => report(rules(&a[1..])),
         Some("inspect") => report(inspect(&a[1..])),
         Some("install") => crate::install::main(&a[1..]),
+        Some("agent") => crate::agent::main(&a[1..]),
         Some(other) => {
             eprintln!("multimesh: unknown command {other:?}\n\n{HELP}");
             2

@@ -11,7 +11,11 @@
 //! - [`k8s`]: Kubernetes mode (API client, pod annotations, network-status)
 //! - [`cli`]: the command line for people (`rules`, `inspect`, `install`)
 //! - [`install`]: node-side install (binary, kubeconfig, wrapping conflist)
+//! - [`agent`]: the node agent (`multimesh agent`): install, readiness,
+//!   metrics, and repair of pods that started without capture
+//! - [`journal`]: the CNI call journal the plugin appends for the agent
 
+pub mod agent;
 pub mod attach;
 pub mod capture;
 pub mod cli;
@@ -21,6 +25,7 @@ pub mod delegate;
 pub mod error;
 pub mod fields;
 pub mod install;
+pub mod journal;
 pub mod k8s;
 pub mod log;
 pub mod netlink;
