@@ -1,0 +1,424 @@
+//! `multimesh agent` end to end, as root: the real binary in a node netns
+//! (and a PID namespace of its own, so the process namespaces it searches
+//! are this test's), the fake API server beside it, pods whose netns were
+//! set up by the bridge reference plugin alone (multimesh not installed
+//! yet), real capture and real TCP.
+
+mod common;
+
+use common::k8s::{istio_status, ApiServer};
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NODE: &str = "node-1";
+const LISTEN: &str = "127.0.0.1:9190";
+const OUT_PORT: u16 = 15001;
+
+fn tag(t: &str) -> String {
+    format!("ag{t}")
+}
+
+/// Wait until `f` gives Some (bounded), polling every 50 ms.
+fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A test node with the agent's files: the primary network config, a
+/// service account, a netns directory of bind mounts.
+struct Setup {
+    node: Node,
+    api: ApiServer,
+    netns_dir: PathBuf,
+    mounts: std::cell::RefCell<Vec<PathBuf>>,
+}
+
+impl Setup {
+    fn new(t: &str) -> Setup {
+        let node = Node::new(&tag(t));
+        let api = ApiServer::start_in(&node.name);
+        let primary = json!({"cniVersion": "1.0.0", "name": "cluster",
+            "plugins": [node.cluster_bridge()]});
+        std::fs::create_dir_all(node.dir.join("net.d")).unwrap();
+        std::fs::write(
+            node.dir.join("net.d/10-bridge.conflist"),
+            serde_json::to_vec_pretty(&primary).unwrap(),
+        )
+        .unwrap();
+        let sa = node.dir.join("sa");
+        std::fs::create_dir_all(&sa).unwrap();
+        std::fs::write(sa.join("token"), &api.token).unwrap();
+        std::fs::copy(api.ca_pem(), sa.join("ca.crt")).unwrap();
+        let netns_dir = node.dir.join("netns");
+        std::fs::create_dir_all(&netns_dir).unwrap();
+        api.put_node(&json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": NODE, "resourceVersion": "1"},
+            "spec": {"taints": [
+                {"key": "node.example/other", "effect": "NoExecute"},
+                {"key": "multimesh.io/not-ready", "effect": "NoSchedule"}]}}));
+        Setup {
+            node,
+            api,
+            netns_dir,
+            mounts: Default::default(),
+        }
+    }
+
+    /// A pod netns with eth0 from the bridge plugin alone (as before
+    /// multimesh was installed): its IP.
+    fn bare_pod(&self, pod: &Pod, cid: &str) -> String {
+        let out = self.node.run_plugin(
+            &format!("{REF_PLUGINS}/bridge"),
+            "ADD",
+            &self.node.cluster_bridge(),
+            &pod.path,
+            cid,
+            "eth0",
+            &[],
+        );
+        let ip = out.ok()["ips"][0]["address"].as_str().unwrap().to_string();
+        ip.split('/').next().unwrap().to_string()
+    }
+
+    /// Bind-mount the pod's netns into the agent's --netns-dir.
+    fn mount(&self, pod: &Pod) {
+        let target = self.netns_dir.join(&pod.name);
+        std::fs::write(&target, "").unwrap();
+        sh_ok(&format!("mount --bind {} {}", pod.path, target.display()));
+        self.mounts.borrow_mut().push(target);
+    }
+
+    /// The pod object: meshed (istio), running with `ip`.
+    fn put_meshed(&self, name: &str, ip: &str, phase: &str) -> Value {
+        let mut p = ApiServer::pod_json(
+            "shop",
+            name,
+            &format!("uid-{name}"),
+            istio_status(),
+            &["app", "istio-proxy"],
+            &["multimesh-validation"],
+        );
+        p["spec"]["nodeName"] = json!(NODE);
+        p["status"] = json!({"phase": phase, "podIP": ip, "podIPs": [{"ip": ip}]});
+        self.api.put_pod(&p);
+        p
+    }
+
+    fn agent(&self, extra: &[&str], pre: &str) -> Agent {
+        Agent::start(self, extra, pre)
+    }
+
+    /// The installed plugin config, as the runtime hands it over.
+    fn installed_conf(&self) -> Value {
+        let list: Value = serde_json::from_slice(
+            &std::fs::read(self.node.dir.join("net.d/00-multimesh.conflist")).unwrap(),
+        )
+        .unwrap();
+        let mut c = list["plugins"][0].clone();
+        c["name"] = list["name"].clone();
+        c["cniVersion"] = list["cniVersion"].clone();
+        c
+    }
+
+    fn repair_records(&self) -> Vec<String> {
+        walk(&self.node.cni_dir())
+            .into_iter()
+            .filter(|e| e.contains("/repair-"))
+            .collect()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        for m in self.mounts.borrow().iter() {
+            sh(&format!("umount {}", m.display()));
+        }
+    }
+}
+
+struct Agent {
+    child: Option<Child>,
+    node: String,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(s: &Setup, extra: &[&str], pre: &str) -> Agent {
+        let d = &s.node.dir;
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            format!("--listen={LISTEN}"),
+            format!("--node-name={NODE}"),
+            format!("--kubeconfig={}", s.api.kubeconfig_token().display()),
+            format!("--netns-dir={}", s.netns_dir.display()),
+            format!("--api-server={}", s.api.url),
+            format!("--bin-src={BIN}"),
+            format!("--bin-dir={}", d.join("bin").display()),
+            format!("--cni-conf-dir={}", d.join("net.d").display()),
+            format!("--multimesh-conf-dir={}", d.join("mm").display()),
+            format!("--service-account-dir={}", d.join("sa").display()),
+            format!("--state-dir={}", s.node.cni_dir().display()),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let cmd: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+        let log = d.join(format!("agent-{}.log", Instant::now().elapsed().as_nanos()));
+        let logf = std::fs::File::create(&log).unwrap();
+        // Its own PID namespace (and /proc): the processes it searches are
+        // this test's; it is PID 1 there, so its end ends them too.
+        let child = Command::new("ip")
+            .args(["netns", "exec", &s.node.name, "unshare", "--pid", "--fork"])
+            .args(["--mount-proc", "--kill-child=SIGTERM", "bash", "-c"])
+            .arg(format!("{pre} exec {BIN} {}", cmd.join(" ")))
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn the agent");
+        let a = Agent {
+            child: Some(child),
+            node: s.node.name.clone(),
+            log,
+        };
+        wait_for(Duration::from_secs(20), "the agent to listen", || {
+            (a.get("/healthz").0 == 200).then_some(())
+        });
+        a
+    }
+
+    /// (HTTP status, body) of GET `path` (curl in the node netns).
+    fn get(&self, path: &str) -> (u16, String) {
+        let o = ns_exec(
+            &self.node,
+            &format!("curl -s --max-time 5 -w '\\n%{{http_code}}' http://{LISTEN}{path}"),
+        );
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// /metrics through prometheus_client's OpenMetrics parser.
+    fn metrics(&self) -> Vec<Value> {
+        let (code, text) = self.get("/metrics");
+        assert_eq!(code, 200, "{text}");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parse_metrics.py");
+        let mut c = Command::new("/opt/multimesh-venv/bin/python3")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the venv's python (scripts/deps.sh)");
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let o = wait_output(c, Duration::from_secs(30));
+        assert!(
+            o.status.success(),
+            "the exposition does not parse: {}\n{text}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM (the agent ends, and its PID namespace with it), bounded.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The value of the sample `name` with exactly `labels` (0 when absent).
+fn sample(m: &[Value], name: &str, labels: Value) -> f64 {
+    m.iter()
+        .find(|s| s["name"] == name && s["labels"] == labels)
+        .and_then(|s| s["value"].as_f64())
+        .unwrap_or(0.0)
+}
+
+fn events_for<'a>(api: &'a ApiServer, pod: &str) -> Vec<Value> {
+    api.events()
+        .into_iter()
+        .filter(|e| e["involvedObject"]["name"] == pod)
+        .collect()
+}
+
+/// TCP from the pod's app to a TEST-NET address: the answer line, or the
+/// error.
+fn outbound(pod: &Pod) -> Result<String, String> {
+    connect(&pod.name, "203.0.113.200", 443, false, None)
+}
+
+/// Repair mode: the taint goes once ready; a meshed pod started before the
+/// install is repaired in place within seconds (its netns found by its IP
+/// among the bind mounts, another's among the processes), real TCP then
+/// lands on the outbound port; Events and metrics; never touched twice;
+/// the pod's DEL leaves nothing.
+#[test]
+fn repair_mode_repairs_in_place() {
+    let s = Setup::new("rep");
+    let a_pod = s.node.pod("a");
+    let b_pod = s.node.pod("b");
+    let a_ip = s.bare_pod(&a_pod, "cid-a");
+    let b_ip = s.bare_pod(&b_pod, "cid-b");
+    s.mount(&a_pod);
+    // No capture yet: the app's TCP goes nowhere near a proxy port.
+    let _proxy_a = Listener::start(&a_pod.name, OUT_PORT, false, 1);
+    let before = outbound(&a_pod);
+    assert!(
+        before
+            .as_ref()
+            .map_or(true, |l| field(l, "served_by") != "15001"),
+        "{before:?}"
+    );
+    // Pod b's netns is reachable only through a process in it.
+    let sleeper = format!("ip netns exec {} sleep 600 &", b_pod.name);
+    let mut agent = s.agent(&[], &sleeper);
+    wait_for(Duration::from_secs(15), "ready", || {
+        (agent.get("/readyz").0 == 200).then_some(())
+    });
+    // Taint removed, the other kept.
+    wait_for(Duration::from_secs(10), "the taint to go", || {
+        let t = s.api.node(NODE)["spec"]["taints"].clone();
+        (t == json!([{"key": "node.example/other", "effect": "NoExecute"}])).then_some(())
+    });
+    assert!(s.node.dir.join("net.d/00-multimesh.conflist").exists());
+
+    let t0 = Instant::now();
+    s.put_meshed("a", &a_ip, "Running");
+    s.put_meshed("b", &b_ip, "Running");
+    let (took, line) = wait_for(Duration::from_secs(10), "pod a's repair", || {
+        outbound(&a_pod)
+            .ok()
+            .filter(|l| field(l, "served_by") == "15001")
+            .map(|l| (t0.elapsed(), l))
+    });
+    println!("time from pod creation to repair: {} ms", took.as_millis());
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(field(&line, "orig"), "203.0.113.200:443");
+    let _proxy_b = Listener::start(&b_pod.name, OUT_PORT, false, 1);
+    let l = wait_for(Duration::from_secs(10), "pod b's repair", || {
+        outbound(&b_pod)
+            .ok()
+            .filter(|l| field(l, "served_by") == "15001")
+    });
+    assert_eq!(field(&l, "orig"), "203.0.113.200:443");
+    // The proxy's own traffic is not captured (the same rules ADD writes).
+    let _proxy2 = Listener::start(&a_pod.name, OUT_PORT, false, 1);
+    assert!(connect(&a_pod.name, "203.0.113.200", 443, false, Some(1337)).is_err());
+
+    for p in ["a", "b"] {
+        let ev = events_for(&s.api, p);
+        assert_eq!(ev.len(), 1, "{ev:#?}");
+        assert_eq!(ev[0]["reason"], "MultimeshRepaired");
+        assert_eq!(ev[0]["type"], "Normal");
+        assert_eq!(ev[0]["involvedObject"]["uid"], format!("uid-{p}"));
+        assert_eq!(ev[0]["source"]["host"], NODE);
+    }
+    assert_eq!(s.repair_records().len(), 4, "{:?}", s.repair_records()); // 2 dirs, 2 records
+
+    // CNI calls through the installed config are counted: a DEL of
+    // nothing and a failing ADD (no such netns: 105).
+    let conf = s.installed_conf();
+    s.node.cni("DEL", &conf, "", "cid-s", "eth0").ok();
+    s.node
+        .cni("ADD", &conf, "/run/netns/mm-nope", "cid-x", "eth0")
+        .err(105);
+    let m = wait_for(Duration::from_secs(10), "the CNI calls in /metrics", || {
+        let m = agent.metrics();
+        (sample(
+            &m,
+            "multimesh_cni_calls_total",
+            json!({"command": "ADD", "code": "105"}),
+        ) == 1.0)
+            .then_some(m)
+    });
+    assert_eq!(
+        sample(
+            &m,
+            "multimesh_cni_calls_total",
+            json!({"command": "DEL", "code": "0"})
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "multimesh_cni_call_duration_seconds_count",
+            json!({"command": "ADD"})
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "multimesh_repairs_total",
+            json!({"mode": "repair", "outcome": "repaired"})
+        ),
+        2.0
+    );
+    assert_eq!(sample(&m, "multimesh_pods_watched", json!({})), 2.0);
+    assert_eq!(sample(&m, "multimesh_installed", json!({})), 1.0);
+
+    // Never touched twice: a change of the pod is seen, nothing is done.
+    let mut p = s.api.pod("shop", "a");
+    p["metadata"]["labels"]["touched"] = json!("yes");
+    s.api.put_pod(&p);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(events_for(&s.api, "a").len(), 1);
+    let m = agent.metrics();
+    assert_eq!(
+        sample(
+            &m,
+            "multimesh_repairs_total",
+            json!({"mode": "repair", "outcome": "repaired"})
+        ),
+        2.0
+    );
+    agent.stop();
+    assert!(agent.log().contains("repaired"), "{}", agent.log());
+
+    // The pods' DEL (the runtime's, through the installed multimesh, which
+    // has no record of these containers): capture, repair records and IPs
+    // all go; the interfaces go with the netns, which the runtime removes.
+    for (pod, cid) in [(&a_pod, "cid-a"), (&b_pod, "cid-b")] {
+        s.node.cni("DEL", &conf, &pod.path, cid, "eth0").ok();
+        pod.assert_no_capture("after DEL");
+    }
+    assert!(s.repair_records().is_empty(), "{:?}", s.repair_records());
+    for m in s.mounts.borrow_mut().drain(..) {
+        sh_ok(&format!("umount {}", m.display()));
+    }
+    s.node.remove_pod_netns(&a_pod);
+    s.node.remove_pod_netns(&b_pod);
+    s.node.assert_no_leaks_within(Duration::from_secs(5));
+}
