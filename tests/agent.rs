@@ -235,12 +235,26 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGTERM (the agent ends, and its PID namespace with it), bounded.
+    /// The agent's PID (here): the child of `unshare`, our child.
+    fn pid(&self) -> Option<u32> {
+        let u = self.child.as_ref()?.id();
+        std::fs::read_to_string(format!("/proc/{u}/task/{u}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// SIGTERM to the agent (unshare then exits too, and the agent's PID
+    /// namespace ends with it), bounded; SIGKILL after that.
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        if let Some(pid) = self.pid() {
             let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
+                .args(["-TERM", &pid.to_string()])
                 .status();
+        }
+        if let Some(mut c) = self.child.take() {
             let deadline = Instant::now() + Duration::from_secs(10);
             while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
@@ -254,6 +268,9 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- agent log:\n{}", self.log());
+        }
     }
 }
 
@@ -421,4 +438,170 @@ fn repair_mode_repairs_in_place() {
     s.node.remove_pod_netns(&a_pod);
     s.node.remove_pod_netns(&b_pod);
     s.node.assert_no_leaks_within(Duration::from_secs(5));
+}
+
+/// Label mode labels a running meshed pod without capture, and a pod whose
+/// validator exited 95 (no netns needed for that one); delete mode deletes
+/// them. Each action has its Event; capture is never programmed.
+#[test]
+fn label_and_delete_modes() {
+    let s = Setup::new("lab");
+    let a_pod = s.node.pod("a");
+    let a_ip = s.bare_pod(&a_pod, "cid-a");
+    s.mount(&a_pod);
+    let mut agent = s.agent(&["--repair-mode=label"], "");
+    wait_for(Duration::from_secs(15), "ready", || {
+        (agent.get("/readyz").0 == 200).then_some(())
+    });
+    s.put_meshed("a", &a_ip, "Running");
+    // The validator's verdict alone: its pod's IP is in no netns here.
+    let mut v = s.put_meshed("v", "198.51.100.99", "Pending");
+    v["status"]["initContainerStatuses"] = json!([{"name": "multimesh-validation",
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 95}}}]);
+    s.api.put_pod(&v);
+    for p in ["a", "v"] {
+        wait_for(Duration::from_secs(10), "the label", || {
+            (s.api.pod("shop", p)["metadata"]["labels"]["multimesh.io/uninitialized"] == "true")
+                .then_some(())
+        });
+        let ev = wait_for(Duration::from_secs(5), "the event", || {
+            let e = events_for(&s.api, p);
+            (!e.is_empty()).then_some(e)
+        });
+        assert_eq!(ev[0]["reason"], "MultimeshUninitialized");
+    }
+    a_pod.assert_no_capture("label mode");
+    let m = agent.metrics();
+    assert_eq!(
+        sample(
+            &m,
+            "multimesh_repairs_total",
+            json!({"mode": "label", "outcome": "labelled"})
+        ),
+        2.0
+    );
+    agent.stop();
+
+    // Delete mode, on fresh pod objects.
+    for p in ["a", "v"] {
+        s.api.remove_pod("shop", p);
+    }
+    let ev_before = s.api.events().len();
+    let mut agent = s.agent(&["--repair-mode", "delete"], "");
+    s.put_meshed("a", &a_ip, "Running");
+    s.api.put_pod(&{
+        let mut v = v.clone();
+        v["metadata"]["labels"] = json!({"app": "v"});
+        v
+    });
+    for p in ["a", "v"] {
+        wait_for(
+            Duration::from_secs(20),
+            &format!("pod {p}'s deletion"),
+            || (!s.api.has_pod("shop", p)).then_some(()),
+        );
+    }
+    let all = s.api.events();
+    assert_eq!(all.len(), ev_before + 2, "{all:#?}");
+    let deleted: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["reason"] == "MultimeshDeleted")
+        .collect();
+    assert_eq!(deleted.len(), 2, "{all:#?}");
+    let m = agent.metrics();
+    assert_eq!(
+        sample(
+            &m,
+            "multimesh_repairs_total",
+            json!({"mode": "delete", "outcome": "deleted"})
+        ),
+        2.0
+    );
+    // Gone from the API: no longer watched.
+    assert_eq!(sample(&m, "multimesh_pods_watched", json!({})), 0.0);
+    a_pod.assert_no_capture("delete mode");
+    agent.stop();
+}
+
+/// The agent survives its watch expiring (410: relist) and the API server
+/// restarting (connection refused, then a relist): pods created after each
+/// are still repaired, and /readyz comes back.
+#[test]
+fn survives_watch_expiry_and_api_restart() {
+    let mut s = Setup::new("res");
+    let pods: Vec<Pod> = (0..3).map(|i| s.node.pod(&format!("p{i}"))).collect();
+    let ips: Vec<String> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| s.bare_pod(p, &format!("cid-{i}")))
+        .collect();
+    for p in &pods {
+        s.mount(p);
+    }
+    let agent = s.agent(&["--capture-backend=nftables"], "");
+    wait_for(Duration::from_secs(15), "ready", || {
+        (agent.get("/readyz").0 == 200).then_some(())
+    });
+    let repaired = |i: usize| {
+        let _l = Listener::start(&pods[i].name, OUT_PORT, false, 1);
+        wait_for(
+            Duration::from_secs(15),
+            &format!("pod p{i}'s repair"),
+            || {
+                outbound(&pods[i])
+                    .ok()
+                    .filter(|l| field(l, "served_by") == "15001")
+            },
+        );
+    };
+    s.put_meshed("p0", &ips[0], "Running");
+    repaired(0);
+
+    // The watch expires: the agent relists and goes on.
+    s.api.set_faults(json!({"expire_watches": 1}));
+    wait_for(Duration::from_secs(10), "the expiry", || {
+        (s.api.faults()["expire_watches"] == 0).then_some(())
+    });
+    s.put_meshed("p1", &ips[1], "Running");
+    repaired(1);
+    let m = agent.metrics();
+    assert!(
+        sample(
+            &m,
+            "multimesh_watch_restarts_total",
+            json!({"reason": "expired"})
+        ) >= 1.0
+    );
+
+    // The API server restarts (its history gone: the old version is 410).
+    s.api.restart();
+    s.put_meshed("p2", &ips[2], "Running");
+    repaired(2);
+    wait_for(Duration::from_secs(30), "ready again", || {
+        (agent.get("/readyz").0 == 200).then_some(())
+    });
+    // Each pod once.
+    for p in ["p0", "p1", "p2"] {
+        assert_eq!(events_for(&s.api, p).len(), 1, "{p}");
+    }
+    let m = agent.metrics();
+    assert_eq!(
+        sample(
+            &m,
+            "multimesh_repairs_total",
+            json!({"mode": "repair", "outcome": "repaired"})
+        ),
+        3.0
+    );
+    // nftables: the table DEL removes.
+    let conf = s.installed_conf();
+    for (i, p) in pods.iter().enumerate() {
+        assert!(p.exec_ok("nft list tables").contains("multimesh"));
+        s.node
+            .cni("DEL", &conf, &p.path, &format!("cid-{i}"), "eth0")
+            .ok();
+        p.assert_no_capture("after DEL");
+    }
+    assert!(s.repair_records().is_empty());
 }
