@@ -309,7 +309,7 @@ fn repair_mode_repairs_in_place() {
     let b_ip = s.bare_pod(&b_pod, "cid-b");
     s.mount(&a_pod);
     // No capture yet: the app's TCP goes nowhere near a proxy port.
-    let _proxy_a = Listener::start(&a_pod.name, OUT_PORT, false, 1);
+    let proxy_a = Listener::start(&a_pod.name, OUT_PORT, false, 1);
     let before = outbound(&a_pod);
     assert!(
         before
@@ -342,7 +342,7 @@ fn repair_mode_repairs_in_place() {
     println!("time from pod creation to repair: {} ms", took.as_millis());
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert_eq!(field(&line, "orig"), "203.0.113.200:443");
-    let _proxy_b = Listener::start(&b_pod.name, OUT_PORT, false, 1);
+    let proxy_b = Listener::start(&b_pod.name, OUT_PORT, false, 1);
     let l = wait_for(Duration::from_secs(10), "pod b's repair", || {
         outbound(&b_pod)
             .ok()
@@ -350,8 +350,9 @@ fn repair_mode_repairs_in_place() {
     });
     assert_eq!(field(&l, "orig"), "203.0.113.200:443");
     // The proxy's own traffic is not captured (the same rules ADD writes).
-    let _proxy2 = Listener::start(&a_pod.name, OUT_PORT, false, 1);
+    let proxy2 = Listener::start(&a_pod.name, OUT_PORT, false, 1);
     assert!(connect(&a_pod.name, "203.0.113.200", 443, false, Some(1337)).is_err());
+    drop(proxy2);
 
     for p in ["a", "b"] {
         let ev = events_for(&s.api, p);
@@ -423,6 +424,7 @@ fn repair_mode_repairs_in_place() {
     );
     agent.stop();
     assert!(agent.log().contains("repaired"), "{}", agent.log());
+    drop((proxy_a, proxy_b));
 
     // The pods' DEL (the runtime's, through the installed multimesh, which
     // has no record of these containers): capture, repair records and IPs
@@ -519,7 +521,9 @@ fn label_and_delete_modes() {
         2.0
     );
     // Gone from the API: no longer watched.
-    assert_eq!(sample(&m, "multimesh_pods_watched", json!({})), 0.0);
+    wait_for(Duration::from_secs(10), "no pod watched", || {
+        (sample(&agent.metrics(), "multimesh_pods_watched", json!({})) == 0.0).then_some(())
+    });
     a_pod.assert_no_capture("delete mode");
     agent.stop();
 }
