@@ -751,8 +751,11 @@ fn mkdir(p: &Path, mode: u32) -> Result<(), String> {
 /// Replace `path` with `bytes` and `mode` atomically, unless it already has
 /// exactly those. Returns whether it wrote.
 pub fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, String> {
-    if let (Ok(meta), Ok(old)) = (std::fs::symlink_metadata(path), std::fs::read(path)) {
-        if meta.file_type().is_file() && meta.permissions().mode() & 0o7777 == mode && old == bytes
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_file()
+            && meta.permissions().mode() & 0o7777 == mode
+            && meta.len() == bytes.len() as u64
+            && same_content(path, bytes)
         {
             return Ok(false);
         }
@@ -760,6 +763,30 @@ pub fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, St
     crate::state::replace_file(path, bytes, mode, true)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(true)
+}
+
+/// Does the file hold exactly `bytes`? Compared a block at a time: the
+/// agent repeats install passes, and the binary is megabytes.
+fn same_content(path: &Path, bytes: &[u8]) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut block = vec![0u8; 64 * 1024];
+    let mut at = 0;
+    loop {
+        match f.read(&mut block) {
+            Ok(0) => return at == bytes.len(),
+            Ok(n) => {
+                if bytes.get(at..at + n) != Some(&block[..n]) {
+                    return false;
+                }
+                at += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 #[cfg(test)]

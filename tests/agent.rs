@@ -164,14 +164,19 @@ impl Agent {
             format!("--kubeconfig={}", s.api.kubeconfig_token().display()),
             format!("--netns-dir={}", s.netns_dir.display()),
             format!("--api-server={}", s.api.url),
-            format!("--bin-src={BIN}"),
             format!("--bin-dir={}", d.join("bin").display()),
             format!("--cni-conf-dir={}", d.join("net.d").display()),
             format!("--multimesh-conf-dir={}", d.join("mm").display()),
             format!("--service-account-dir={}", d.join("sa").display()),
             format!("--state-dir={}", s.node.cni_dir().display()),
         ];
+        if !extra.iter().any(|a| a.starts_with("--bin-src")) {
+            args.push(format!("--bin-src={BIN}"));
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
+        // The agent's executable: this build's, or another (a release
+        // build, to measure it) from MULTIMESH_AGENT_BIN.
+        let exe = std::env::var("MULTIMESH_AGENT_BIN").unwrap_or_else(|_| BIN.to_string());
         let cmd: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
         let log = d.join(format!("agent-{}.log", Instant::now().elapsed().as_nanos()));
         let logf = std::fs::File::create(&log).unwrap();
@@ -180,7 +185,7 @@ impl Agent {
         let child = Command::new("ip")
             .args(["netns", "exec", &s.node.name, "unshare", "--pid", "--fork"])
             .args(["--mount-proc", "--kill-child=SIGTERM", "bash", "-c"])
-            .arg(format!("{pre} exec {BIN} {}", cmd.join(" ")))
+            .arg(format!("{pre} exec {exe} {}", cmd.join(" ")))
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
@@ -608,4 +613,87 @@ fn survives_watch_expiry_and_api_restart() {
         p.assert_no_capture("after DEL");
     }
     assert!(s.repair_records().is_empty());
+}
+
+/// `(VmRSS, VmHWM)` of a process, in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = |k: &str| -> u64 {
+        st.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (kib("VmRSS:"), kib("VmHWM:"))
+}
+
+/// Bounded memory: 500 pods on the node (meshed, ~3 KiB of JSON each):
+/// one list, then the watch; then all 500 turn Running with IPs that no
+/// netns here has (the worst case: one batch, one netns search, 500
+/// failures with their Events). The agent's peak RSS stays under 20 MiB.
+#[test]
+fn rss_with_500_pods() {
+    const N: usize = 500;
+    let s = Setup::new("rss");
+    let pod = |i: usize, phase: &str| {
+        let mut p = ApiServer::pod_json(
+            "load",
+            &format!("web-{i}"),
+            &format!("uid-{i:04}"),
+            istio_status(),
+            &["app", "istio-proxy"],
+            &["istio-validation"],
+        );
+        p["spec"]["nodeName"] = json!(NODE);
+        p["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
+            json!("x".repeat(2000));
+        p["metadata"]["labels"]["pod-template-hash"] = json!("5d8f7c9b6d");
+        if phase == "Running" {
+            p["status"] = json!({"phase": "Running",
+                "podIPs": [{"ip": format!("2001:db8:f::{i:x}")}]});
+        }
+        p
+    };
+    for i in 0..N {
+        s.api.put_pod(&pod(i, "Pending"));
+    }
+    // The install pass copies --bin-src: a stand-in of the release
+    // binary's size (4 MB), not this test build's (tens of MB).
+    let bin = s.node.dir.join("release-sized");
+    std::fs::write(&bin, vec![0x7fu8; 4_000_000]).unwrap();
+    let bin_src = format!("--bin-src={}", bin.display());
+    let agent = s.agent(&["--repair-mode=off", &bin_src], "");
+    wait_for(Duration::from_secs(30), "500 pods watched", || {
+        (sample(&agent.metrics(), "multimesh_pods_watched", json!({})) == N as f64).then_some(())
+    });
+    let pid = agent.pid().unwrap();
+    let (rss, hwm) = rss_kib(pid);
+    println!("agent with {N} pods listed: VmRSS {rss} KiB, VmHWM {hwm} KiB");
+    let t0 = Instant::now();
+    for i in 0..N {
+        s.api.put_pod(&pod(i, "Running"));
+    }
+    wait_for(Duration::from_secs(120), "500 pods handled", || {
+        let m = agent.metrics();
+        (sample(
+            &m,
+            "multimesh_repairs_total",
+            json!({"mode": "off", "outcome": "failed"}),
+        ) >= N as f64)
+            .then_some(())
+    });
+    println!(
+        "500 pods turned Running, all handled in {} ms",
+        t0.elapsed().as_millis()
+    );
+    let (rss, hwm) = rss_kib(pid);
+    println!("agent after 500 changes: VmRSS {rss} KiB, VmHWM {hwm} KiB");
+    assert!(hwm < 20 * 1024, "peak RSS {hwm} KiB");
+    // One list, then watches: no per-pod requests.
+    let gets: Vec<(String, String)> = common::k8s::requests(&s.api)
+        .into_iter()
+        .filter(|(m, p)| m == "GET" && p.contains("/pods"))
+        .collect();
+    assert!(gets.iter().all(|(_, p)| p == "/api/v1/pods"), "{gets:?}");
 }

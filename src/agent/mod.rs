@@ -37,7 +37,8 @@ multimesh agent - the node agent (the DaemonSet's process)
 Usage: multimesh agent [INSTALL OPTIONS] [OPTIONS]
 
 Installs multimesh as `multimesh install` does and keeps it current (every
---watch seconds, default 30), serves /healthz, /readyz (installed and
+--watch seconds, default 30; until the first pass succeeds, every 2 s:
+not ready meanwhile, whatever --wait-for-primary says), serves /healthz, /readyz (installed and
 watching the API server) and Prometheus /metrics, removes the node taint
 multimesh.io/not-ready:NoSchedule once ready, and watches the pods of its
 node: a meshed pod running without capture (started before multimesh was
@@ -65,6 +66,10 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:9190";
 pub const DEFAULT_NETNS_DIR: &str = "/var/run/netns";
 /// The default install interval (`--watch`).
 pub const DEFAULT_INSTALL_EVERY: Duration = Duration::from_secs(30);
+/// Install passes are retried this often until one succeeds (the primary
+/// network config may not be written yet: `--wait-for-primary` is this
+/// wait, the agent not ready meanwhile).
+pub const INSTALL_RETRY: Duration = Duration::from_secs(2);
 /// Most `--netns-dir` options.
 pub const MAX_NETNS_DIRS: usize = 16;
 /// The taint removed from the node once the agent is ready.
@@ -342,12 +347,10 @@ fn run(o: Options) -> Result<(), String> {
     while !install::terminating() {
         shared.beat();
         if Instant::now() >= next_install {
+            // Never blocking the loop (liveness): a missing primary config
+            // is waited for by retrying, not ready meanwhile.
             let pass = install::Options {
-                wait_for_primary: if first {
-                    o.install.wait_for_primary
-                } else {
-                    Duration::ZERO
-                },
+                wait_for_primary: Duration::ZERO,
                 ..o.install.clone()
             };
             match install::install(&pass) {
@@ -377,7 +380,12 @@ fn run(o: Options) -> Result<(), String> {
                 }
             }
             first = false;
-            next_install = Instant::now() + o.install_every;
+            next_install = Instant::now()
+                + if shared.installed.load(Ordering::SeqCst) {
+                    o.install_every
+                } else {
+                    o.install_every.min(INSTALL_RETRY)
+                };
         }
         if journal.is_none() && shared.installed.load(Ordering::SeqCst) {
             match crate::journal::Reader::open(&cni_dir) {
