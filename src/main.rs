@@ -101,11 +101,11 @@ fn cni_main() -> i32 {
 /// code (0 for success) for the journal.
 fn run(cmd: Command, conf: &NetConf, env: &Env) -> (i32, u32) {
     let res = match cmd {
-        Command::Add => attach::add(&conf, &env).map(Some),
-        Command::Del => attach::del(&conf, &env).map(|_| None),
-        Command::Check => attach::check(&conf, &env).map(|_| None),
-        Command::Gc => attach::gc(&conf, &env).map(|_| None),
-        Command::Status => attach::status(&conf, &env).map(|_| None),
+        Command::Add => attach::add(conf, env).map(Some),
+        Command::Del => attach::del(conf, env).map(|_| None),
+        Command::Check => attach::check(conf, env).map(|_| None),
+        Command::Gc => attach::gc(conf, env).map(|_| None),
+        Command::Status => attach::status(conf, env).map(|_| None),
         Command::Version => unreachable!(),
     };
     match res {

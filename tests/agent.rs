@@ -287,7 +287,7 @@ fn sample(m: &[Value], name: &str, labels: Value) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn events_for<'a>(api: &'a ApiServer, pod: &str) -> Vec<Value> {
+fn events_for(api: &ApiServer, pod: &str) -> Vec<Value> {
     api.events()
         .into_iter()
         .filter(|e| e["involvedObject"]["name"] == pod)

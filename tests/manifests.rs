@@ -400,9 +400,9 @@ fn manifests_agree_with_each_other_and_the_binary() {
         .expect("the netns directory");
     assert_eq!(netns["mountPropagation"], "HostToContainer");
     assert!(main_args.contains(&"--netns-dir=/var/run/netns".to_string()));
-    for c in [main] {
-        assert!(c["resources"]["limits"]["memory"].is_string(), "{c}");
-        let mounts: BTreeMap<String, String> = c["volumeMounts"]
+    {
+        assert!(main["resources"]["limits"]["memory"].is_string(), "{main}");
+        let mounts: BTreeMap<String, String> = main["volumeMounts"]
             .as_array()
             .unwrap()
             .iter()

@@ -33,7 +33,7 @@ pub const MAX_BATCH: usize = 1024;
 /// What the watch hands the worker.
 pub enum Work {
     /// A pod that should have capture (added or changed).
-    Pod(Candidate),
+    Pod(Box<Candidate>),
     /// A pod gone from the API server.
     Gone(String),
     /// A full list: the uids of every pod of the node now.
@@ -103,6 +103,7 @@ impl Worker {
             for w in batch {
                 match w {
                     Work::Pod(c) => {
+                        let c = *c;
                         pods.retain(|p| p.uid != c.uid);
                         pods.push(c);
                     }

@@ -178,7 +178,7 @@ impl Watcher {
     fn offer(&self, p: &Pod) {
         match pods::assess(&self.base, p) {
             Ok(Some(c)) => {
-                let _ = self.tx.send(Work::Pod(c));
+                let _ = self.tx.send(Work::Pod(Box::new(c)));
             }
             Ok(None) => {}
             Err(e) => crate::log::verbose(&format!("agent: pod left alone: {e}")),
@@ -202,7 +202,7 @@ impl Watcher {
             Err(e) => return Ended::Failed(e.to_string()),
         };
         loop {
-            let (kind, item) = match w.next::<Lenient>() {
+            let (kind, item) = match w.next_event::<Lenient>() {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return Ended::Closed,
                 Err(e) if e.status() == Some(410) => return Ended::Expired,

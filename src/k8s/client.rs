@@ -592,7 +592,7 @@ impl Watch {
     /// Gone: the version is too old, relist); an event longer than
     /// `MAX_WATCH_EVENT`, not JSON, of an unknown type, or whose object is
     /// not a `T` is Invalid. After any error the watch is done.
-    pub fn next<T: DeserializeOwned>(&mut self) -> Result<Option<(EventType, T)>, ApiError> {
+    pub fn next_event<T: DeserializeOwned>(&mut self) -> Result<Option<(EventType, T)>, ApiError> {
         loop {
             match self.lines.fill_buf() {
                 Ok([]) => return Ok(None),
@@ -1283,7 +1283,7 @@ mod tests {
                     watch_of(wire, true)
                 };
                 let mut got = Vec::new();
-                while let Some((k, v)) = w.next::<Value>().unwrap() {
+                while let Some((k, v)) = w.next_event::<Value>().unwrap() {
                     got.push((k, v["n"].as_u64().unwrap()));
                 }
                 assert_eq!(
@@ -1295,12 +1295,15 @@ mod tests {
                         (EventType::Bookmark, 4)
                     ]
                 );
-                assert!(w.next::<Value>().unwrap().is_none());
+                assert!(w.next_event::<Value>().unwrap().is_none());
             }
         }
         // Not chunked: until the connection closes.
         let mut w = watch_of(events.to_vec(), false);
-        assert_eq!(w.next::<Value>().unwrap().unwrap().0, EventType::Added);
+        assert_eq!(
+            w.next_event::<Value>().unwrap().unwrap().0,
+            EventType::Added
+        );
     }
 
     #[test]
@@ -1309,7 +1312,7 @@ mod tests {
         let gone = br#"{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired","message":"too old resource version: 5"}}
 "#;
         let e = watch_of(chunked(gone, &[10]), true)
-            .next::<Value>()
+            .next_event::<Value>()
             .unwrap_err();
         assert_eq!(e.status(), Some(410));
         assert!(e.to_string().contains("Expired"), "{e}");
@@ -1322,7 +1325,7 @@ mod tests {
             (b"not json\n", "watch event"),
             (b"{\"type\":\"ADDED\"}\n", "watch event"),
         ] {
-            match watch_of(chunked(line, &[4]), true).next::<Value>() {
+            match watch_of(chunked(line, &[4]), true).next_event::<Value>() {
                 Err(ApiError::Invalid(m)) => assert!(m.contains(want), "{m}"),
                 other => panic!("{other:?}"),
             }
@@ -1336,7 +1339,7 @@ mod tests {
             chunked(b"{\"type\":\"ADDED\",\"object\":{\"name\":5}}\n", &[9]),
             true,
         )
-        .next::<Named>()
+        .next_event::<Named>()
         {
             Err(ApiError::Invalid(m)) => assert!(m.contains("object"), "{m}"),
             other => panic!("{other:?}"),
@@ -1345,7 +1348,7 @@ mod tests {
         let mut big = b"{\"type\":\"ADDED\",\"object\":{\"x\":\"".to_vec();
         big.extend(std::iter::repeat_n(b'a', MAX_WATCH_EVENT));
         big.extend_from_slice(b"\"}}\n");
-        match watch_of(chunked(&big, &[65536]), true).next::<Value>() {
+        match watch_of(chunked(&big, &[65536]), true).next_event::<Value>() {
             Err(ApiError::Invalid(m)) => assert!(m.contains("too long"), "{m}"),
             other => panic!("{other:?}"),
         }
@@ -1353,12 +1356,12 @@ mod tests {
         let mut cut = chunked(b"{\"type\":\"ADDED\",\"object\":{}}\n", &[8]);
         cut.truncate(20);
         assert!(matches!(
-            watch_of(cut, true).next::<Value>(),
+            watch_of(cut, true).next_event::<Value>(),
             Err(ApiError::Unreachable(_))
         ));
         // A bad chunk size.
         assert!(matches!(
-            watch_of(b"zz\r\n{}\r\n".to_vec(), true).next::<Value>(),
+            watch_of(b"zz\r\n{}\r\n".to_vec(), true).next_event::<Value>(),
             Err(ApiError::Invalid(_))
         ));
     }
