@@ -102,12 +102,24 @@ impl Setup {
 
     /// The pod object: meshed (istio), running with `ip`.
     fn put_meshed(&self, name: &str, ip: &str, phase: &str) -> Value {
+        self.put_meshed_by("istio", name, ip, phase)
+    }
+
+    /// The pod object, meshed by `profile` (istio or linkerd).
+    fn put_meshed_by(&self, profile: &str, name: &str, ip: &str, phase: &str) -> Value {
+        let (ann, proxy) = match profile {
+            "istio" => (istio_status(), "istio-proxy"),
+            _ => (
+                json!({"linkerd.io/proxy-version": "stable-2.14.10"}),
+                "linkerd-proxy",
+            ),
+        };
         let mut p = ApiServer::pod_json(
             "shop",
             name,
             &format!("uid-{name}"),
-            istio_status(),
-            &["app", "istio-proxy"],
+            ann,
+            &["app", proxy],
             &["multimesh-validation"],
         );
         p["spec"]["nodeName"] = json!(NODE);
@@ -535,7 +547,8 @@ fn label_and_delete_modes() {
 
 /// The agent survives its watch expiring (410: relist) and the API server
 /// restarting (connection refused, then a relist): pods created after each
-/// are still repaired, and /readyz comes back.
+/// are still repaired, and /readyz comes back. The linkerd profile and the
+/// nftables backend: repaired TCP lands on linkerd's outbound port.
 #[test]
 fn survives_watch_expiry_and_api_restart() {
     let mut s = Setup::new("res");
@@ -548,23 +561,28 @@ fn survives_watch_expiry_and_api_restart() {
     for p in &pods {
         s.mount(p);
     }
-    let agent = s.agent(&["--capture-backend=nftables"], "");
+    let agent = s.agent(
+        &["--capture-backend=nftables", "--capture-profile=linkerd"],
+        "",
+    );
     wait_for(Duration::from_secs(15), "ready", || {
         (agent.get("/readyz").0 == 200).then_some(())
     });
+    const LINKERD_OUT: u16 = 4140;
     let repaired = |i: usize| {
-        let _l = Listener::start(&pods[i].name, OUT_PORT, false, 1);
-        wait_for(
+        let _l = Listener::start(&pods[i].name, LINKERD_OUT, false, 1);
+        let l = wait_for(
             Duration::from_secs(15),
             &format!("pod p{i}'s repair"),
             || {
                 outbound(&pods[i])
                     .ok()
-                    .filter(|l| field(l, "served_by") == "15001")
+                    .filter(|l| field(l, "served_by") == LINKERD_OUT.to_string())
             },
         );
+        assert_eq!(field(&l, "orig"), "203.0.113.200:443");
     };
-    s.put_meshed("p0", &ips[0], "Running");
+    s.put_meshed_by("linkerd", "p0", &ips[0], "Running");
     repaired(0);
 
     // The watch expires: the agent relists and goes on.
@@ -572,7 +590,7 @@ fn survives_watch_expiry_and_api_restart() {
     wait_for(Duration::from_secs(10), "the expiry", || {
         (s.api.faults()["expire_watches"] == 0).then_some(())
     });
-    s.put_meshed("p1", &ips[1], "Running");
+    s.put_meshed_by("linkerd", "p1", &ips[1], "Running");
     repaired(1);
     let m = agent.metrics();
     assert!(
@@ -585,7 +603,7 @@ fn survives_watch_expiry_and_api_restart() {
 
     // The API server restarts (its history gone: the old version is 410).
     s.api.restart();
-    s.put_meshed("p2", &ips[2], "Running");
+    s.put_meshed_by("linkerd", "p2", &ips[2], "Running");
     repaired(2);
     wait_for(Duration::from_secs(30), "ready again", || {
         (agent.get("/readyz").0 == 200).then_some(())
