@@ -29,6 +29,8 @@ use std::time::Duration;
 pub const MAX_ATTEMPTS: u32 = 3;
 /// Most pods handled in one batch.
 pub const MAX_BATCH: usize = 1024;
+/// How often the records of gone pods whose namespace is gone are swept.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// What the watch hands the worker.
 pub enum Work {
@@ -47,6 +49,8 @@ pub struct Worker {
     pub netns_dirs: Vec<PathBuf>,
     pub node: String,
     pub shared: Arc<Shared>,
+    /// Every pod of the node the watch reported (and not gone since).
+    known: HashSet<String>,
     /// Acted on successfully (never again).
     done: HashSet<String>,
     /// Found captured (looked at again only if its validator fails).
@@ -79,6 +83,7 @@ impl Worker {
             netns_dirs,
             node,
             shared,
+            known: HashSet::new(),
             done: HashSet::new(),
             captured: HashSet::new(),
             attempts: HashMap::new(),
@@ -86,7 +91,14 @@ impl Worker {
     }
 
     pub fn run(mut self, rx: Receiver<Work>) {
+        let mut next_sweep = std::time::Instant::now() + SWEEP_EVERY;
         loop {
+            if std::time::Instant::now() >= next_sweep {
+                let known = std::mem::take(&mut self.known);
+                self.release_repairs(|u| !known.contains(u));
+                self.known = known;
+                next_sweep = std::time::Instant::now() + SWEEP_EVERY;
+            }
             let first = match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(w) => w,
                 Err(RecvTimeoutError::Timeout) => continue,
@@ -104,15 +116,18 @@ impl Worker {
                 match w {
                     Work::Pod(c) => {
                         let c = *c;
+                        self.known.insert(c.uid.clone());
                         pods.retain(|p| p.uid != c.uid);
                         pods.push(c);
                     }
                     Work::Gone(uid) => {
                         pods.retain(|p| p.uid != uid);
+                        self.known.remove(&uid);
                         self.forget(&uid);
                         self.release_repairs(|u| u == uid);
                     }
                     Work::Listed(uids) => {
+                        self.known.clone_from(&uids);
                         self.done.retain(|u| uids.contains(u));
                         self.captured.retain(|u| uids.contains(u));
                         self.attempts.retain(|u, _| uids.contains(u));
@@ -130,8 +145,11 @@ impl Worker {
         self.attempts.remove(uid);
     }
 
-    /// Release the repairs of pods `gone` says are gone (their DEL may
-    /// never come to this node's multimesh, or came without a netns).
+    /// Drop the repair records of pods `gone` says are gone whose network
+    /// namespace is gone too: their DEL came without a netns, or never.
+    /// A namespace still there is left to the pod's DEL (which removes the
+    /// rules): a pod missing from one list (a bad answer, a lagging API
+    /// server) never loses its capture.
     fn release_repairs(&self, gone: impl Fn(&str) -> bool) {
         for (key, rec) in attach::repairs(&self.cni_dir) {
             let uid = crate::cni::parse_cni_args(&rec.cni_args)
@@ -140,6 +158,14 @@ impl Worker {
                 .map(|(_, v)| v)
                 .unwrap_or_default();
             if uid.is_empty() || !gone(&uid) {
+                continue;
+            }
+            let alive = NetNs::open(Path::new(&rec.netns))
+                .ok()
+                .flatten()
+                .and_then(|ns| ns.key().ok())
+                .is_some_and(|k| k == key);
+            if alive {
                 continue;
             }
             match attach::release_repair(&self.cni_dir, &key, None) {
