@@ -238,7 +238,7 @@ impl Worker {
                         Action::Deleted => ("deleted", "MultimeshDeleted", format!("deleted so that it restarts with capture: {why}")),
                         Action::Detected | Action::AlreadyCaptured => ("detected", "MultimeshCaptureMissing", format!("not repaired (repair mode off): {why}")),
                     };
-                    crate::log::error(&format!("agent: pod {}: {outcome}: {why}", p.id()));
+                    crate::log::verbose(&format!("agent: pod {}: {outcome}: {why}", p.id()));
                     self.shared.metrics.repair(self.mode.name(), outcome);
                     if !matches!(a, Action::Deleted) {
                         self.event(&p, "Normal", reason, &msg);

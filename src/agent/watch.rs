@@ -24,6 +24,9 @@ pub const WATCH_TIMEOUT: Duration = Duration::from_secs(300);
 /// Back-off after a failed list or watch: doubling from the first to the
 /// second.
 pub const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(30));
+/// A watch the server ends sooner than this is reopened only after the
+/// back-off.
+pub const MIN_WATCH: Duration = Duration::from_secs(1);
 /// Most pods of one node the agent keeps track of.
 pub const MAX_PODS: usize = 10_000;
 
@@ -114,9 +117,18 @@ impl Watcher {
                 }
             };
             loop {
+                let started = std::time::Instant::now();
                 let reason = match self.watch(&mut rv) {
                     Ended::Closed => {
                         self.restarted("ended");
+                        // A server that ends every watch at once is not
+                        // asked again in a tight loop.
+                        if started.elapsed() < MIN_WATCH {
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(BACKOFF.1);
+                        } else {
+                            backoff = BACKOFF.0;
+                        }
                         continue;
                     }
                     Ended::Expired => {
