@@ -227,20 +227,16 @@ impl Worker {
             } else {
                 "it runs without multimesh capture in its network namespace"
             };
-            match self.act(&p, netns.as_ref()) {
+            match self.act(&p, netns.as_ref(), why) {
                 Ok(Action::AlreadyCaptured) => {
                     self.captured.insert(p.uid.clone());
                 }
                 Ok(a) => {
-                    let (outcome, reason, msg) = match a {
-                        Action::Repaired => ("repaired", "MultimeshRepaired", format!("multimesh programmed capture in the pod's network namespace: {why}")),
-                        Action::Labelled => ("labelled", "MultimeshUninitialized", format!("labelled {UNINITIALIZED_LABEL}=true: {why}")),
-                        Action::Deleted => ("deleted", "MultimeshDeleted", format!("deleted so that it restarts with capture: {why}")),
-                        Action::Detected | Action::AlreadyCaptured => ("detected", "MultimeshCaptureMissing", format!("not repaired (repair mode off): {why}")),
-                    };
+                    let (outcome, reason, msg) = describe(&a, why);
                     crate::log::verbose(&format!("agent: pod {}: {outcome}: {why}", p.id()));
                     self.shared.metrics.repair(self.mode.name(), outcome);
                     if !matches!(a, Action::Deleted) {
+                        // (A deleted pod's Event went out before it.)
                         self.event(&p, "Normal", reason, &msg);
                     }
                     self.done.insert(p.uid.clone());
@@ -280,7 +276,7 @@ impl Worker {
         Ok(capture::check(&setup, &ns, &scratch).is_ok())
     }
 
-    fn act(&mut self, p: &Candidate, netns: Option<&Found>) -> Result<Action, String> {
+    fn act(&mut self, p: &Candidate, netns: Option<&Found>, why: &str) -> Result<Action, String> {
         let pod_path = format!("/api/v1/namespaces/{}/pods/{}", p.namespace, p.name);
         match self.mode {
             RepairMode::Off => Ok(Action::Detected),
@@ -309,17 +305,8 @@ impl Worker {
             }
             RepairMode::Delete => {
                 // The Event first: the pod it names is about to go.
-                let why = if p.validator_failed {
-                    "its multimesh-validation init container reported capture missing (exit 95)"
-                } else {
-                    "it ran without multimesh capture in its network namespace"
-                };
-                self.event(
-                    p,
-                    "Normal",
-                    "MultimeshDeleted",
-                    &format!("deleted so that it restarts with capture: {why}"),
-                );
+                let (_, reason, msg) = describe(&Action::Deleted, why);
+                self.event(p, "Normal", reason, &msg);
                 self.client.delete(&pod_path).map_err(|e| e.to_string())?;
                 Ok(Action::Deleted)
             }
@@ -352,6 +339,37 @@ impl Worker {
         {
             crate::log::error(&format!("agent: event for pod {}: {e}", p.id()));
         }
+    }
+}
+
+/// An action's metric outcome, Event reason and Event message.
+fn describe(a: &Action, why: &str) -> (&'static str, &'static str, String) {
+    match a {
+        Action::Repaired => (
+            "repaired",
+            "MultimeshRepaired",
+            format!("multimesh programmed capture in the pod's network namespace: {why}"),
+        ),
+        Action::Labelled => (
+            "labelled",
+            "MultimeshUninitialized",
+            format!("labelled {UNINITIALIZED_LABEL}=true: {why}"),
+        ),
+        Action::Deleted => (
+            "deleted",
+            "MultimeshDeleted",
+            format!("deleted so that it restarts with capture: {why}"),
+        ),
+        Action::Detected => (
+            "detected",
+            "MultimeshCaptureMissing",
+            format!("not repaired (repair mode off): {why}"),
+        ),
+        Action::AlreadyCaptured => (
+            "captured",
+            "MultimeshCaptured",
+            "captured meanwhile".to_string(),
+        ),
     }
 }
 
