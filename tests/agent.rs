@@ -482,6 +482,13 @@ fn label_and_delete_modes() {
     wait_for(Duration::from_secs(15), "ready", || {
         (agent.get("/readyz").0 == 200).then_some(())
     });
+    // A pod object that does not read as a pod (wrong types everywhere)
+    // is skipped; the others are handled.
+    let mut odd = s.put_meshed("odd", "198.51.100.98", "Running");
+    odd["metadata"]["labels"] = json!({"x": 5});
+    odd["spec"]["containers"] = json!("nope");
+    odd["status"]["podIPs"] = json!([{"ip": ["198.51.100.98"]}]);
+    s.api.put_pod(&odd);
     s.put_meshed("a", &a_ip, "Running");
     // The validator's verdict alone: its pod's IP is in no netns here.
     let mut v = s.put_meshed("v", "198.51.100.99", "Pending");
@@ -501,6 +508,8 @@ fn label_and_delete_modes() {
         assert_eq!(ev[0]["reason"], "MultimeshUninitialized");
     }
     a_pod.assert_no_capture("label mode");
+    assert!(events_for(&s.api, "odd").is_empty());
+    assert_eq!(agent.get("/healthz").0, 200);
     let m = agent.metrics();
     assert_eq!(
         sample(
@@ -513,7 +522,7 @@ fn label_and_delete_modes() {
     agent.stop();
 
     // Delete mode, on fresh pod objects.
-    for p in ["a", "v"] {
+    for p in ["a", "v", "odd"] {
         s.api.remove_pod("shop", p);
     }
     let ev_before = s.api.events().len();
@@ -730,6 +739,19 @@ fn rss_with_500_pods() {
         "500 pods turned Running, all handled in {} ms",
         t0.elapsed().as_millis()
     );
+    // A failing pod is tried again on each change, 3 times in all.
+    for n in 0..3 {
+        let mut p = pod(0, "Running");
+        p["metadata"]["labels"]["touch"] = json!(n.to_string());
+        s.api.put_pod(&p);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let failed = sample(
+        &agent.metrics(),
+        "multimesh_repairs_total",
+        json!({"mode": "off", "outcome": "failed"}),
+    );
+    assert_eq!(failed, (N + 2) as f64);
     let (rss, hwm) = rss_kib(pid);
     println!("agent after 500 changes: VmRSS {rss} KiB, VmHWM {hwm} KiB");
     assert!(hwm < 20 * 1024, "peak RSS {hwm} KiB");

@@ -112,3 +112,33 @@ fn candidates(netns_dirs: &[PathBuf], proc_dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_bounded_and_strays_skipped() {
+        let root = std::env::temp_dir().join(format!("mm-locate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (dir, proc_dir) = (root.join("netns"), root.join("proc"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..MAX_DIR_ENTRIES + 10 {
+            std::fs::write(dir.join(format!("ns{i}")), "").unwrap();
+        }
+        std::fs::create_dir_all(dir.join("subdir")).unwrap();
+        for p in ["1", "42", "self", "x1"] {
+            std::fs::create_dir_all(proc_dir.join(p).join("ns")).unwrap();
+        }
+        let c = candidates(std::slice::from_ref(&dir), &proc_dir);
+        let from_dir = c.iter().filter(|p| p.starts_with(&dir)).count();
+        assert!(from_dir <= MAX_DIR_ENTRIES, "{from_dir}");
+        assert!(from_dir >= MAX_DIR_ENTRIES - 1, "{from_dir}"); // the subdir may be among the first
+        let procs: Vec<&PathBuf> = c.iter().filter(|p| p.starts_with(&proc_dir)).collect();
+        assert_eq!(procs.len(), 2, "{procs:?}"); // numeric entries only
+                                                 // None of them is a network namespace: nothing found, no error.
+        let wanted: HashSet<IpAddr> = ["198.51.100.2".parse().unwrap()].into();
+        assert!(by_ips(&[dir], &proc_dir, &wanted).is_empty());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
