@@ -82,7 +82,11 @@ fn cni_main() -> i32 {
     };
     let env = match Env::from_env(cmd, |k| std::env::var(k).ok()) {
         Ok(e) => e,
-        Err(e) => return fail(&e, &conf.cni_version),
+        Err(e) => {
+            let status = fail(&e, &conf.cni_version);
+            multimesh::journal::append(&conf.cni_dir, cmd.as_str(), e.code, started.elapsed());
+            return status;
+        }
     };
     log::init(
         conf.log_level,

@@ -398,28 +398,42 @@ fn repair_mode_repairs_in_place() {
     s.node
         .cni("ADD", &conf, "/run/netns/mm-nope", "cid-x", "eth0")
         .err(105);
+    // A call the environment already refuses (no CNI_CONTAINERID: 4).
+    s.node
+        .cni_env(
+            "ADD",
+            &conf,
+            &a_pod.path,
+            "",
+            "eth0",
+            &[("CNI_CONTAINERID", "")],
+        )
+        .err(4);
     let m = wait_for(Duration::from_secs(10), "the CNI calls in /metrics", || {
         let m = agent.metrics();
-        (sample(
+        let adds = sample(
             &m,
-            "multimesh_cni_calls_total",
-            json!({"command": "ADD", "code": "105"}),
-        ) == 1.0)
-            .then_some(m)
+            "multimesh_cni_call_duration_seconds_count",
+            json!({"command": "ADD"}),
+        );
+        (adds == 2.0).then_some(m)
     });
+    for code in ["105", "4"] {
+        assert_eq!(
+            sample(
+                &m,
+                "multimesh_cni_calls_total",
+                json!({"command": "ADD", "code": code})
+            ),
+            1.0,
+            "ADD {code}"
+        );
+    }
     assert_eq!(
         sample(
             &m,
             "multimesh_cni_calls_total",
             json!({"command": "DEL", "code": "0"})
-        ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            "multimesh_cni_call_duration_seconds_count",
-            json!({"command": "ADD"})
         ),
         1.0
     );
