@@ -11,9 +11,6 @@
 pub mod iptables;
 pub mod nft;
 pub mod nftnl;
-// The encoder nftnl replaced: equivalence tests and the cost example only.
-#[doc(hidden)]
-pub mod nftnl_old;
 pub mod plan;
 
 pub use plan::{Cidr, Family, Plan};
