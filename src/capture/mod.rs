@@ -68,6 +68,26 @@ impl Variant {
     }
 }
 
+/// How inbound TCP reaches the proxy (`interceptionMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interception {
+    /// nat REDIRECT: the proxy reads the original destination with
+    /// `SO_ORIGINAL_DST`; the app sees connections from the proxy.
+    Redirect,
+    /// mangle TPROXY: the proxy's `IP_TRANSPARENT` listener accepts the
+    /// connection with the client's source and original destination.
+    Tproxy,
+}
+
+impl Interception {
+    pub fn name(self) -> &'static str {
+        match self {
+            Interception::Redirect => "REDIRECT",
+            Interception::Tproxy => "TPROXY",
+        }
+    }
+}
+
 /// Ports to redirect inbound: all but some, only some, or none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortSet {
@@ -95,6 +115,14 @@ pub struct CaptureConfig {
     pub exclude_outbound_cidrs: Vec<Cidr>,
     pub exclude_interfaces: Vec<String>,
     pub exclude_namespaces: Vec<String>,
+    pub interception: Interception,
+    /// Capture the app's DNS (UDP and TCP port 53) to `dns_port`.
+    pub dns_capture: bool,
+    pub dns_port: u16,
+    /// Drop inbound packets conntrack marks INVALID.
+    pub drop_invalid: bool,
+    /// TCP arriving on these interfaces is the app's outbound.
+    pub reroute_interfaces: Vec<String>,
 }
 
 const KNOWN_KEYS: &[&str] = &[
@@ -135,6 +163,11 @@ impl CaptureConfig {
                 exclude_outbound_cidrs: vec![],
                 exclude_interfaces: vec![],
                 exclude_namespaces: vec!["kube-system".into()],
+                interception: Interception::Redirect,
+                dns_capture: false,
+                dns_port: 15053,
+                drop_invalid: false,
+                reroute_interfaces: vec![],
             },
             Profile::Linkerd => CaptureConfig {
                 enabled: true,
@@ -154,6 +187,11 @@ impl CaptureConfig {
                 exclude_outbound_cidrs: vec![],
                 exclude_interfaces: vec![],
                 exclude_namespaces: vec!["kube-system".into()],
+                interception: Interception::Redirect,
+                dns_capture: false,
+                dns_port: 15053,
+                drop_invalid: false,
+                reroute_interfaces: vec![],
             },
         }
     }

@@ -374,6 +374,8 @@ fn rule_exprs(b: &mut Buf, r: &Rule) {
         Target::Jump(c) => verdict(b, NFT_JUMP, Some(chain_name(c))),
         Target::Return => verdict(b, NFT_RETURN, None),
         Target::Redirect(p) => redirect(b, p),
+        // Refused by `apply` (see `netlink_ready`).
+        _ => {}
     }
 }
 
@@ -398,7 +400,7 @@ pub fn apply_batch(plan: &Plan) -> (Vec<u8>, Vec<String>) {
         format!("flush table inet {table}"),
         |b| b.strz(NFTA_RULE_TABLE, table),
     );
-    for c in super::nft::CHAINS {
+    for c in plan.chains() {
         b.msg(
             NFT_MSG_NEWCHAIN,
             NLM_F_CREATE,
@@ -435,7 +437,7 @@ pub fn apply_batch(plan: &Plan) -> (Vec<u8>, Vec<String>) {
             },
         )
     };
-    for c in super::nft::CHAINS {
+    for c in plan.chains() {
         if matches!(c, Chain::Prerouting | Chain::Output) && !plan.ipv6 {
             // The table is single-stack.
             add_rule(c, "meta nfproto ipv6 return".into(), &|b| {
@@ -760,7 +762,20 @@ fn remove_xt_on(sock: &Socket, prefix: &str, family: u8) -> Result<()> {
     send_batch(sock, b.finish())
 }
 
+/// The options whose expressions this encoder has (REDIRECT capture).
+fn netlink_ready(plan: &Plan) -> Result<()> {
+    if plan.chains().len() > 6 {
+        return Err(err(
+            "nftables: interceptionMode TPROXY, dnsCapture and dropInvalid are not \
+             programmed over netlink yet"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 pub fn apply(plan: &Plan, ns: &NetNs) -> Result<()> {
+    netlink_ready(plan)?;
     transact(ns, apply_batch(plan))
 }
 
