@@ -86,6 +86,14 @@ impl Interception {
             Interception::Tproxy => "TPROXY",
         }
     }
+    /// The mode's name as the config and Istio's annotation spell it.
+    pub fn parse(s: &str) -> Option<Interception> {
+        match s {
+            "REDIRECT" => Some(Interception::Redirect),
+            "TPROXY" => Some(Interception::Tproxy),
+            _ => None,
+        }
+    }
 }
 
 /// Ports to redirect inbound: all but some, only some, or none.
@@ -142,6 +150,11 @@ const KNOWN_KEYS: &[&str] = &[
     "excludeOutboundCIDRs",
     "excludeInterfaces",
     "excludeNamespaces",
+    "interceptionMode",
+    "dnsCapture",
+    "dnsPort",
+    "dropInvalid",
+    "rerouteInterfaces",
 ];
 
 impl CaptureConfig {
@@ -297,6 +310,27 @@ impl CaptureConfig {
         if let Some(v) = f("excludeNamespaces") {
             c.exclude_namespaces = crate::fields::list(v, "capture.excludeNamespaces")?;
         }
+        if let Some(v) = f("interceptionMode") {
+            c.interception = v.as_str().and_then(Interception::parse).ok_or_else(|| {
+                CniError::config("capture.interceptionMode: must be \"REDIRECT\" or \"TPROXY\"")
+            })?;
+        }
+        if let Some(v) = f("dnsCapture") {
+            c.dns_capture = v
+                .as_bool()
+                .ok_or_else(|| CniError::config("capture.dnsCapture: must be a boolean"))?;
+        }
+        if let Some(v) = f("dnsPort") {
+            c.dns_port = parse_port(v, "capture.dnsPort")?;
+        }
+        if let Some(v) = f("dropInvalid") {
+            c.drop_invalid = v
+                .as_bool()
+                .ok_or_else(|| CniError::config("capture.dropInvalid: must be a boolean"))?;
+        }
+        if let Some(v) = f("rerouteInterfaces") {
+            c.reroute_interfaces = parse_ifnames(v, "capture.rerouteInterfaces")?;
+        }
         Ok(c)
     }
 
@@ -346,6 +380,11 @@ impl CaptureConfig {
         );
         m.insert("excludeInterfaces".into(), json!(self.exclude_interfaces));
         m.insert("excludeNamespaces".into(), json!(self.exclude_namespaces));
+        m.insert("interceptionMode".into(), self.interception.name().into());
+        m.insert("dnsCapture".into(), self.dns_capture.into());
+        m.insert("dnsPort".into(), self.dns_port.into());
+        m.insert("dropInvalid".into(), self.drop_invalid.into());
+        m.insert("rerouteInterfaces".into(), json!(self.reroute_interfaces));
         Value::Object(m)
     }
 }
