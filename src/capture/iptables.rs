@@ -572,14 +572,19 @@ fn diff_table(plan: &Plan, fam: Family, t: Table, saved: &SavedTable) -> Option<
             "missing rules {missing:?}; unexpected rules {extra:?}"
         ));
     }
-    // Same rules: check the order within our chains.
-    let exp_own: Vec<&String> = expected
-        .iter()
-        .filter(|l| l[3..].starts_with(CHAIN_PREFIX))
-        .collect();
-    let act_own: Vec<&String> = saved.own_rules.iter().collect();
-    if exp_own != act_own {
-        return Some("rules are out of order".into());
+    // Same rules: check the order within each of our chains (a listing
+    // groups rules by chain, in its own order of chains).
+    for c in own {
+        let head = format!("-A {} ", chain_name(c));
+        let exp: Vec<&String> = expected.iter().filter(|l| l.starts_with(&head)).collect();
+        let act: Vec<&String> = saved
+            .own_rules
+            .iter()
+            .filter(|l| l.starts_with(&head))
+            .collect();
+        if exp != act {
+            return Some(format!("rules of {} are out of order", chain_name(c)));
+        }
     }
     None
 }

@@ -12,6 +12,7 @@ pub mod iptables;
 pub mod nft;
 pub mod nftnl;
 pub mod plan;
+pub mod route;
 
 pub use plan::{Cidr, Family, Plan};
 
@@ -569,30 +570,66 @@ impl Setup {
 
 /// Program capture in `ns`. Idempotent: converges to exactly the plan.
 pub fn apply(p: &Setup, ns: &NetNs, state_dir: &Path) -> std::result::Result<(), ApplyError> {
-    p.driver(state_dir)
-        .map_err(|error| ApplyError { error, clean: true })?
-        .apply(&p.plan(), ns)
+    let driver = p
+        .driver(state_dir)
+        .map_err(|error| ApplyError { error, clean: true })?;
+    let plan = p.plan();
+    driver.apply(&plan, ns)?;
+    with_routing(&*driver, &plan, ns)
 }
 
 /// Add the IPv6 part to capture `apply` programmed single-stack (`p` is
 /// the same capture with `ipv6` set); see [`Driver::add_ipv6`].
 pub fn add_ipv6(p: &Setup, ns: &NetNs, state_dir: &Path) -> std::result::Result<(), ApplyError> {
-    p.driver(state_dir)
-        .map_err(|error| ApplyError {
+    let driver = p.driver(state_dir).map_err(|error| ApplyError {
+        error,
+        clean: false,
+    })?;
+    let plan = p.plan();
+    driver.add_ipv6(&plan, ns)?;
+    with_routing(&*driver, &plan, ns)
+}
+
+/// The TPROXY policy routing after the driver's rules; when it fails,
+/// the rules and whatever routing was added are removed again.
+fn with_routing(
+    driver: &dyn Driver,
+    plan: &Plan,
+    ns: &NetNs,
+) -> std::result::Result<(), ApplyError> {
+    if !plan.tproxy() {
+        return Ok(());
+    }
+    route::apply(ns, &plan.families()).map_err(|error| {
+        let undone = driver.remove(plan, ns).and(route::remove(ns));
+        if let Err(e) = &undone {
+            log::error!("undoing capture after failed TPROXY routing: {e}");
+        }
+        ApplyError {
             error,
-            clean: false,
-        })?
-        .add_ipv6(&p.plan(), ns)
+            clean: undone.is_ok(),
+        }
+    })
 }
 
 /// Remove what multimesh programmed; succeeds when it is partly or wholly gone.
 pub fn remove(p: &Setup, ns: &NetNs, state_dir: &Path) -> Result<()> {
-    p.driver(state_dir)?.remove(&p.plan(), ns)
+    let plan = p.plan();
+    let rules = p.driver(state_dir)?.remove(&plan, ns);
+    if plan.tproxy() {
+        route::remove(ns)?;
+    }
+    rules
 }
 
 /// Compare what is in `ns` with the plan; CAPTURE_DRIFT when they differ.
 pub fn check(p: &Setup, ns: &NetNs, state_dir: &Path) -> Result<()> {
-    p.driver(state_dir)?.check(&p.plan(), ns)
+    let plan = p.plan();
+    p.driver(state_dir)?.check(&plan, ns)?;
+    if plan.tproxy() {
+        route::check(ns, &plan.families())?;
+    }
+    Ok(())
 }
 
 /// Locate a tool in PATH or the usual sbin directories.
