@@ -17,6 +17,7 @@
 
 use crate::capture::CaptureConfig;
 use crate::config::NetConf;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -597,6 +598,43 @@ pub fn capabilities_union(primary: &Value) -> Map<String, Value> {
     caps
 }
 
+/// `00-multimesh.conflist`: multimesh as the one plugin of the list.
+#[derive(Serialize)]
+struct Conflist<'a> {
+    #[serde(rename = "cniVersion")]
+    cni_version: &'a str,
+    name: &'a str,
+    plugins: [&'a Plugin<'a>; 1],
+}
+
+/// multimesh's entry in the conflist, with the primary as its cluster
+/// network (the first delegate) and the primary's capabilities.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Plugin<'a> {
+    #[serde(rename = "type")]
+    typ: &'a str,
+    kubeconfig: &'a str,
+    cni_dir: &'a str,
+    conf_dir: &'a str,
+    bin_dir: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_level: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_file: Option<&'a str>,
+    delegates: [&'a Value; 1],
+    capture: CaptureKeys<'a>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    capabilities: Map<String, Value>,
+}
+
+/// The `capture` keys install sets.
+#[derive(Serialize)]
+struct CaptureKeys<'a> {
+    backend: &'a str,
+    profile: &'a str,
+}
+
 /// The `00-multimesh.conflist` bytes for a primary config.
 pub fn render_conflist(o: &Options, primary: &Value) -> Result<Vec<u8>, String> {
     let version = match &o.cni_version {
@@ -613,42 +651,37 @@ pub fn render_conflist(o: &Options, primary: &Value) -> Result<Vec<u8>, String> 
             e.msg
         )
     })?;
-    let mut plugin = Map::new();
-    plugin.insert("type".into(), "multimesh".into());
-    plugin.insert("kubeconfig".into(), path_str(&o.kubeconfig_out)?.into());
-    plugin.insert("cniDir".into(), path_str(&o.state_dir)?.into());
-    plugin.insert(
-        "confDir".into(),
-        path_str(&o.multimesh_conf_dir.join("net.d"))?.into(),
-    );
-    plugin.insert("binDir".into(), path_str(&o.bin_dir)?.into());
-    if let Some(l) = &o.log_level {
-        plugin.insert("logLevel".into(), l.clone().into());
-    }
-    if let Some(f) = &o.log_file {
-        plugin.insert("logFile".into(), f.clone().into());
-    }
-    plugin.insert("delegates".into(), json!([primary]));
-    plugin.insert(
-        "capture".into(),
-        json!({"backend": o.capture_backend, "profile": o.capture_profile}),
-    );
-    let caps = capabilities_union(primary);
-    if !caps.is_empty() {
-        plugin.insert("capabilities".into(), Value::Object(caps));
-    }
+    let conf_dir = o.multimesh_conf_dir.join("net.d");
+    let plugin = Plugin {
+        typ: BIN_NAME,
+        kubeconfig: path_str(&o.kubeconfig_out)?,
+        cni_dir: path_str(&o.state_dir)?,
+        conf_dir: path_str(&conf_dir)?,
+        bin_dir: path_str(&o.bin_dir)?,
+        log_level: o.log_level.as_deref(),
+        log_file: o.log_file.as_deref(),
+        delegates: [primary],
+        capture: CaptureKeys {
+            backend: &o.capture_backend,
+            profile: &o.capture_profile,
+        },
+        capabilities: capabilities_union(primary),
+    };
     // Never write a config the plugin itself would refuse: check it the way
     // the runtime will hand it over (cniVersion and name from the list).
-    let mut as_run = plugin.clone();
+    let mut as_run = match serde_json::to_value(&plugin) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err("cannot encode the conflist".into()),
+    };
     as_run.insert("cniVersion".into(), version.clone().into());
     as_run.insert("name".into(), NETWORK_NAME.into());
     NetConf::parse(&serde_json::to_vec(&as_run).unwrap_or_default())
         .map_err(|e| format!("generated config refused: {}", e.msg))?;
-    let list = json!({
-        "cniVersion": version,
-        "name": NETWORK_NAME,
-        "plugins": [Value::Object(plugin)],
-    });
+    let list = Conflist {
+        cni_version: &version,
+        name: NETWORK_NAME,
+        plugins: [&plugin],
+    };
     let mut b = serde_json::to_vec_pretty(&list).map_err(|e| e.to_string())?;
     b.push(b'\n');
     Ok(b)
@@ -660,47 +693,45 @@ fn path_str(p: &Path) -> Result<&str, String> {
 }
 
 /// A kubeconfig that reads the token file on every use (a rotated token keeps
-/// working) and trusts the cluster CA file.
+/// working) and trusts the cluster CA file: the kubeconfig types the plugin
+/// reads, written by serde_norway (which quotes what must be quoted).
 pub fn render_kubeconfig(server: &str, ca: &Path, token: &Path) -> String {
-    let q = |s: &str| yaml_scalar(s);
+    use crate::fields::Object;
+    use crate::k8s::kubeconfig::{
+        Cluster, Context, Kubeconfig, NamedCluster, NamedContext, NamedUser, User,
+    };
+    let kc = Kubeconfig {
+        api_version: Some("v1".into()),
+        kind: Some("Config".into()),
+        clusters: vec![Object(NamedCluster {
+            name: Some("local".into()),
+            cluster: Some(Object(Cluster {
+                server: Some(server.into()),
+                certificate_authority: Some(ca.to_string_lossy().into_owned()),
+                ..Cluster::default()
+            })),
+        })],
+        users: vec![Object(NamedUser {
+            name: Some("multimesh".into()),
+            user: Some(Object(User {
+                token_file: Some(token.to_string_lossy().into_owned()),
+                ..User::default()
+            })),
+        })],
+        contexts: vec![Object(NamedContext {
+            name: Some("multimesh-context".into()),
+            context: Some(Object(Context {
+                cluster: Some("local".into()),
+                user: Some("multimesh".into()),
+            })),
+        })],
+        current_context: Some("multimesh-context".into()),
+    };
+    let yaml = serde_norway::to_string(&kc).unwrap_or_default();
     format!(
         "# Written by multimesh install. tokenFile is a host copy of the service\n\
-         # account token, kept current by `multimesh install --watch`.\n\
-         apiVersion: v1\n\
-         kind: Config\n\
-         clusters:\n\
-         - name: local\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
-         users:\n\
-         - name: multimesh\n  user:\n    tokenFile: {}\n\
-         contexts:\n\
-         - name: multimesh-context\n  context:\n    cluster: local\n    user: multimesh\n\
-         current-context: multimesh-context\n",
-        q(server),
-        q(&ca.to_string_lossy()),
-        q(&token.to_string_lossy()),
+         # account token, kept current by `multimesh install --watch`.\n{yaml}"
     )
-}
-
-/// A YAML scalar: plain when that reads back unchanged, else double-quoted
-/// (a JSON string is a valid YAML double-quoted scalar).
-fn yaml_scalar(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-:[]@%+~=".contains(c))
-        && s.chars()
-            .next()
-            .is_some_and(|c| c == '/' || c.is_ascii_alphanumeric())
-        && !s.ends_with(':')
-        && !matches!(
-            s.to_ascii_lowercase().as_str(),
-            "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "~"
-        )
-        && s.parse::<f64>().is_err();
-    if plain {
-        s.to_string()
-    } else {
-        Value::String(s.to_string()).to_string()
-    }
 }
 
 fn mkdir(p: &Path, mode: u32) -> Result<(), String> {
@@ -806,17 +837,26 @@ mod tests {
         assert_eq!(Value::Object(capabilities_union(&c)), json!({"ips": true}));
     }
 
+    /// What `render_kubeconfig` writes reads back as written, whatever
+    /// the paths look like to YAML.
     #[test]
-    fn yaml_scalars() {
-        assert_eq!(yaml_scalar("/a/b.crt"), "/a/b.crt");
-        assert_eq!(
-            yaml_scalar("https://[2001:db8::1]:6443"),
-            "https://[2001:db8::1]:6443"
-        );
-        assert_eq!(yaml_scalar("/a b"), "\"/a b\"");
-        assert_eq!(yaml_scalar("yes"), "\"yes\"");
-        assert_eq!(yaml_scalar("123"), "\"123\"");
-        assert_eq!(yaml_scalar("a#b"), "\"a#b\"");
+    fn kubeconfig_values_read_back() {
+        for (server, ca, token) in [
+            ("https://[2001:db8::1]:6443", "/a/b.crt", "/t"),
+            ("https://198.51.100.1", "/a b/ca", "/yes"),
+            ("https://x", "/123", "/a#b: c"),
+            ("https://x", "/ca\n- evil", "/\"q\""),
+        ] {
+            let text = render_kubeconfig(server, Path::new(ca), Path::new(token));
+            let v = crate::k8s::yaml_to_json(&text).unwrap();
+            assert_eq!(v["clusters"][0]["cluster"]["server"], server, "{text}");
+            assert_eq!(
+                v["clusters"][0]["cluster"]["certificate-authority"], ca,
+                "{text}"
+            );
+            assert_eq!(v["users"][0]["user"]["tokenFile"], token, "{text}");
+            assert_eq!(v["current-context"], "multimesh-context");
+        }
     }
 
     #[test]

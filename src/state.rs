@@ -15,7 +15,7 @@
 use crate::error::{code, CniError, Result};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -176,8 +176,11 @@ impl ContainerLock {
     /// crash leaves it whole or, at worst, a torn last line that `load`
     /// ignores: that step then reads as not returned).
     pub fn append_step(&self, rec: &Record, i: usize) -> Result<()> {
-        let result = rec.attachments.get(i).and_then(|a| a.result.clone());
-        let mut line = serde_json::to_vec(&json!({"step": i, "result": result}))
+        let step = Step {
+            step: i,
+            result: rec.attachments.get(i).and_then(|a| a.result.clone()),
+        };
+        let mut line = serde_json::to_vec(&step)
             .map_err(|e| CniError::new(code::STATE, format!("encode state: {e}")))?;
         serde_json::from_slice::<Value>(&line).map_err(|e| {
             CniError::new(
@@ -202,15 +205,11 @@ impl ContainerLock {
             return;
         };
         for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<Value>(line) else {
+            let Ok(Step { step: i, result }) = serde_json::from_str::<Step>(line) else {
                 break; // a torn last line
             };
-            let Some(i) = v.get("step").and_then(Value::as_u64) else {
-                break;
-            };
-            let i = i as usize;
             if let Some(a) = rec.attachments.get_mut(i) {
-                a.result = v.get("result").filter(|r| !r.is_null()).cloned();
+                a.result = result;
                 a.started = true;
             }
             if let Some(next) = rec.attachments.get_mut(i + 1) {
@@ -405,6 +404,14 @@ impl NetnsOwners {
     }
 }
 
+/// One line of a record's step journal: attachment `step` returned
+/// `result` (`null`: none).
+#[derive(Debug, Serialize, Deserialize)]
+struct Step {
+    step: usize,
+    result: Option<Value>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -510,6 +517,7 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn record(n: usize) -> Record {
         Record {

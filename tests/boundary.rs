@@ -887,3 +887,67 @@ fn random_tenant_input_never_crosses_the_boundary() {
     );
     assert!(outcomes.len() > 2, "too few kinds of answers: {outcomes:?}");
 }
+
+// 11. The pod, its network-selection elements and NADs are read as typed
+//     documents: a refusal names where (entry, key), and comes before
+//     anything runs — a pod whose annotations are not strings (109, the
+//     API server's answer is not a pod), a selection key of the wrong
+//     type or unknown (110), a NAD whose spec.config is not a string (7).
+#[test]
+fn typed_documents_name_what_they_refuse() {
+    let node = Node::new("tb-typed");
+    let api = ApiServer::start_in(&node.name);
+    let pod = node.pod("p");
+    api.put_nad("apps", "sec", Some(&cfg(&node.second_bridge())), json!({}));
+    let mut nad = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "obj", "namespace": "apps"}, "spec": {"config": node.second_bridge()}});
+    api.put_nad_json(&nad);
+    nad["metadata"]["name"] = json!("ann");
+    nad["metadata"]["annotations"] = json!({"multimesh.io/capture": false});
+    nad["spec"]["config"] = json!(cfg(&node.second_bridge()));
+    api.put_nad_json(&nad);
+    let conf = k8s_conf(
+        &node,
+        &api.kubeconfig_token(),
+        vec![node.cluster_bridge()],
+        legacy(),
+    );
+    let id = ("apps", "w", "uid-w");
+    let nets = |v: Value| json!({"k8s.v1.cni.cncf.io/networks": v.to_string()});
+    for (ann, code, want) in [
+        (
+            json!({"traffic.sidecar.istio.io/excludeInboundPorts": 8080}),
+            109,
+            "metadata.annotations.traffic.sidecar.istio.io/excludeInboundPorts: invalid type: integer `8080`",
+        ),
+        (
+            nets(json!([{"name": "sec"}, {"name": "sec", "portMappings": [{"containerPort": 80, "hostPort": null}]}])),
+            110,
+            "k8s.v1.cni.cncf.io/networks: [1].portMappings[0].hostPort: must be a port number",
+        ),
+        (
+            nets(json!([{"name": "sec", "bandwidth": {"ingressRate": 1, "rate": 2}}])),
+            110,
+            "k8s.v1.cni.cncf.io/networks: [0].bandwidth.rate: unknown field `rate`",
+        ),
+        (
+            nets(json!([{"name": "sec", "interface": ["net9"]}])),
+            110,
+            "k8s.v1.cni.cncf.io/networks: [0].interface: must be a string",
+        ),
+        (
+            json!({"k8s.v1.cni.cncf.io/networks": "obj"}),
+            7,
+            "NetworkAttachmentDefinition apps/obj: spec.config: must be a string",
+        ),
+        (
+            json!({"k8s.v1.cni.cncf.io/networks": "ann"}),
+            7,
+            "NetworkAttachmentDefinition apps/ann: metadata.annotations.multimesh.io/capture: invalid type: boolean",
+        ),
+    ] {
+        put_pod(&api, "w", "uid-w", ann.clone());
+        let msg = refused_before_anything(&node, &conf, &pod, "cw", id, code);
+        assert!(msg.contains(want), "{ann}: {msg:?} lacks {want:?}");
+    }
+}

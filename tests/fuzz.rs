@@ -363,13 +363,12 @@ fn parsers_case(rng: &mut Rng, bases: &[Value], dir: &Path, input: &[u8]) {
             Ok(c) => check_capture(&c, rng),
         }
         if let Some(o) = cap.as_object() {
-            for (k, x) in o {
-                let f = format!("capture.{k}");
-                let _ = capture::parse_ports(x, &f);
-                let _ = capture::parse_cidrs(x, &f);
-                let _ = capture::parse_ifnames(x, &f);
+            for x in o.values() {
+                let _ = capture::parse_ports(x);
+                let _ = capture::parse_cidrs(x);
+                let _ = capture::parse_ifnames(x);
                 if let Some(s) = x.as_str() {
-                    let _ = capture::parse_port_str(s, &f);
+                    let _ = capture::parse_port_str(s);
                 }
             }
         }
@@ -494,6 +493,7 @@ fn k8s_case(rng: &mut Rng, bases: &[Value], text: &str, v: &Value) {
             "spec": {"containers": [{"name": "istio-proxy"}, {"name": "linkerd-proxy"}]}});
         let base =
             CaptureConfig::from_json(Some(&serde_json::json!({"profile": profile}))).unwrap();
+        let podv = pod::Pod::from_json(&podv).unwrap();
         match pod::capture_for_pod(&base, &podv) {
             Ok(Some(c)) => check_capture(&c, rng),
             Ok(None) => panic!("a meshed pod was not captured"),
@@ -503,7 +503,10 @@ fn k8s_case(rng: &mut Rng, bases: &[Value], text: &str, v: &Value) {
             }
         }
     }
-    let _ = pod::nad_capture(v);
+    if let Ok(nad) = pod::Nad::from_json(v) {
+        let _ = pod::nad_capture(&nad);
+    }
+    let _ = pod::Pod::from_json(v).map(|p| p.check_annotation_sizes());
     let _ = pod::status_entry("a/b", "net1", Some(v), rng.below(2) == 0);
     // Kubeconfig documents: random text, and mutated valid ones.
     let _ = k8s::yaml_to_json(text);

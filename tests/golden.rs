@@ -623,3 +623,67 @@ fn disabled_renders_nothing() {
         assert!(!t.contains("MULTIMESH") && !t.contains("table"), "{t}");
     }
 }
+
+/// `rules --pod` / `--annotations`: the pod is read as the API server's
+/// answer is (annotations are strings); a pod of another shape, or a bad
+/// mesh annotation, is refused naming where, and prints no rules.
+#[test]
+fn rules_for_a_pod_document() {
+    let dir = std::env::temp_dir().join(format!("mm-golden-pod-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = golden_dir().join("istio_defaults.json");
+    let run = |flag: &str, doc: &str| {
+        let f = dir.join("doc.yaml");
+        std::fs::write(&f, doc).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_multimesh"))
+            .args(["rules", "--config"])
+            .arg(&conf)
+            .arg(flag)
+            .arg(&f)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(
+        "--annotations",
+        "traffic.sidecar.istio.io/excludeInboundPorts: \"8080\"\n",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("--dport 8080 -j RETURN"), "{out}");
+    let pod = "metadata:\n  namespace: apps\n  annotations:\n    sidecar.istio.io/status: '{}'\n\
+               spec:\n  containers:\n  - name: app\n  - name: istio-proxy\n";
+    let (ok, out, err) = run("--pod", pod);
+    assert!(ok && out.contains("MULTIMESH_INBOUND"), "{out}{err}");
+    for (flag, doc, want) in [
+        (
+            "--annotations",
+            "traffic.sidecar.istio.io/excludeInboundPorts: 8080\n",
+            "metadata.annotations.traffic.sidecar.istio.io/excludeInboundPorts: invalid type: integer `8080`, expected a string",
+        ),
+        (
+            "--pod",
+            "metadata:\n  annotations: [a]\n",
+            "metadata.annotations: invalid type: sequence",
+        ),
+        (
+            "--pod",
+            "spec:\n  containers: [[istio-proxy]]\n",
+            "spec.containers[0]: invalid type: sequence, expected an object",
+        ),
+        (
+            "--annotations",
+            "traffic.sidecar.istio.io/excludeInboundPorts: \"80 -j ACCEPT\"\n",
+            "traffic.sidecar.istio.io/excludeInboundPorts: \"80 -j ACCEPT\" is not a port",
+        ),
+    ] {
+        let (ok, out, err) = run(flag, doc);
+        assert!(!ok && out.is_empty(), "{doc}: {out}");
+        assert!(err.contains(want), "{doc}: {err:?} lacks {want:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

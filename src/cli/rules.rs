@@ -74,6 +74,7 @@ pub fn main(args: &[&str]) -> Result<String, String> {
         (None, None) => None,
     };
     if let Some(pod) = pod {
+        let pod = crate::k8s::pod::Pod::from_json(&pod).map_err(|e| format!("the pod: {e}"))?;
         return match crate::k8s::pod::capture_for_pod(&cfg, &pod) {
             Err(e) => Err(e.to_string()),
             Ok(None) => Ok(format!(

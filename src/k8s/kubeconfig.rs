@@ -10,6 +10,9 @@
 //! `client-key(-data)`. Exec and auth-provider plugins are refused: a CNI
 //! plugin must not run arbitrary programs named in a file.
 
+use crate::fields::{self, Object};
+use serde::de::{Deserializer, IgnoredAny};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -179,12 +182,110 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-fn named<'a>(list: Option<&'a Value>, name: &str, key: &str) -> Option<&'a Value> {
-    list?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
-        .and_then(|e| e.get(key))
+/// A kubeconfig: the parts multimesh reads, and writes (`multimesh
+/// install`). Other keys (`preferences`, `extensions`, a context's
+/// `namespace`, ...) are ignored; a key multimesh reads with a value of
+/// another type is refused, naming where (`users[0].user.token`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct Kubeconfig {
+    #[serde(rename = "apiVersion", skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub clusters: Vec<Object<NamedCluster>>,
+    pub users: Vec<Object<NamedUser>>,
+    pub contexts: Vec<Object<NamedContext>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_context: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NamedCluster {
+    pub name: Option<String>,
+    pub cluster: Option<Object<Cluster>>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NamedUser {
+    pub name: Option<String>,
+    pub user: Option<Object<User>>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NamedContext {
+    pub name: Option<String>,
+    pub context: Option<Object<Context>>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct Cluster {
+    pub server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_authority_data: Option<String>,
+    #[serde(
+        deserialize_with = "fields::boolean",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub insecure_skip_tls_verify: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct User {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(rename = "tokenFile", skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate_data: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key_data: Option<String>,
+    /// Refused (a plugin must not run programs named in a file).
+    #[serde(skip_serializing)]
+    pub exec: Option<IgnoredAny>,
+    #[serde(skip_serializing)]
+    pub auth_provider: Option<IgnoredAny>,
+    /// Basic authentication: refused when the key is there at all.
+    #[serde(deserialize_with = "present", skip_serializing)]
+    pub username: bool,
+    #[serde(deserialize_with = "present", skip_serializing)]
+    pub password: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Context {
+    pub cluster: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// The key is there (with any value, `null` too).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
+}
+
+/// The first entry named `name`, if it has its object.
+fn named<'a, T>(
+    list: impl IntoIterator<Item = (&'a Option<String>, &'a Option<Object<T>>)>,
+    name: &str,
+) -> Option<&'a T> {
+    list.into_iter()
+        .find(|(n, _)| n.as_deref() == Some(name))
+        .and_then(|(_, t)| t.as_deref())
 }
 
 /// Load a kubeconfig file: its current context's cluster and user.
@@ -198,61 +299,52 @@ pub fn load(path: &Path) -> Result<ApiConfig, String> {
 }
 
 pub fn from_value(v: &Value, base: &Path) -> Result<ApiConfig, String> {
-    let s = |o: Option<&Value>, k: &str| -> Option<String> {
-        o.and_then(|o| o.get(k))
-            .and_then(Value::as_str)
-            .map(String::from)
-    };
-    let contexts = v.get("contexts");
-    let ctx_name = match v.get("current-context").and_then(Value::as_str) {
-        Some(c) if !c.is_empty() => c.to_string(),
-        _ => contexts
-            .and_then(Value::as_array)
-            .filter(|a| a.len() == 1)
-            .and_then(|a| a[0].get("name"))
-            .and_then(Value::as_str)
-            .ok_or("no current-context (and not exactly one context)")?
-            .to_string(),
-    };
-    let ctx = named(contexts, &ctx_name, "context")
-        .ok_or_else(|| format!("context {ctx_name:?} not found"))?;
-    let cluster_name = s(Some(ctx), "cluster").ok_or("context has no cluster")?;
-    let cluster = named(v.get("clusters"), &cluster_name, "cluster")
-        .ok_or_else(|| format!("cluster {cluster_name:?} not found"))?;
-    let user = match s(Some(ctx), "user") {
-        Some(u) => {
-            Some(named(v.get("users"), &u, "user").ok_or_else(|| format!("user {u:?} not found"))?)
+    let Object(kc) = fields::decode::<Object<Kubeconfig>>(v).map_err(|e| e.to_string())?;
+    // An empty field is unset (as kubectl takes it).
+    let set = |s: &Option<String>| s.clone().filter(|x| !x.is_empty());
+    let ctx_name = match set(&kc.current_context) {
+        Some(c) => c,
+        None => match kc.contexts.as_slice() {
+            [only] => only.name.clone(),
+            _ => None,
         }
+        .ok_or("no current-context (and not exactly one context)")?,
+    };
+    let ctx = named(kc.contexts.iter().map(|c| (&c.name, &c.context)), &ctx_name)
+        .ok_or_else(|| format!("context {ctx_name:?} not found"))?;
+    let cluster_name = ctx.cluster.as_deref().ok_or("context has no cluster")?;
+    let cluster = named(
+        kc.clusters.iter().map(|c| (&c.name, &c.cluster)),
+        cluster_name,
+    )
+    .ok_or_else(|| format!("cluster {cluster_name:?} not found"))?;
+    let user = match &ctx.user {
+        Some(u) => Some(
+            named(kc.users.iter().map(|c| (&c.name, &c.user)), u)
+                .ok_or_else(|| format!("user {u:?} not found"))?,
+        ),
         None => None,
     };
-    let server = s(Some(cluster), "server").ok_or("cluster has no server")?;
-    let (scheme, host, port, base_path) = parse_server(&server)?;
-    let insecure = match cluster.get("insecure-skip-tls-verify") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err("insecure-skip-tls-verify: must be a boolean".into()),
-    };
+    let server = cluster.server.as_deref().ok_or("cluster has no server")?;
+    let (scheme, host, port, base_path) = parse_server(server)?;
+    let insecure = cluster.insecure_skip_tls_verify.unwrap_or(false);
+    let ca_data = set(&cluster.certificate_authority_data);
+    let ca_file = set(&cluster.certificate_authority);
     if insecure {
         // A CA says how to verify the server; skipping verification anyway
         // is a mistake (or an attack on the file), not a choice to honour.
-        let set = |k: &str| match cluster.get(k) {
-            None | Some(Value::Null) => false,
-            Some(Value::String(v)) => !v.is_empty(),
-            Some(_) => true,
-        };
-        for k in ["certificate-authority-data", "certificate-authority"] {
-            if set(k) {
+        for (k, v) in [
+            ("certificate-authority-data", &ca_data),
+            ("certificate-authority", &ca_file),
+        ] {
+            if v.is_some() {
                 return Err(format!(
                     "insecure-skip-tls-verify: true together with {k} is refused (remove one of them)"
                 ));
             }
         }
     }
-    // An empty field is unset (as kubectl takes it).
-    let ca_pem = match (
-        s(Some(cluster), "certificate-authority-data").filter(|x| !x.is_empty()),
-        s(Some(cluster), "certificate-authority").filter(|x| !x.is_empty()),
-    ) {
+    let ca_pem = match (ca_data, ca_file) {
         (Some(d), _) => {
             Some(base64_decode(&d).map_err(|e| format!("certificate-authority-data: {e}"))?)
         }
@@ -266,37 +358,37 @@ pub fn from_value(v: &Value, base: &Path) -> Result<ApiConfig, String> {
         base_path,
         ca_pem,
         insecure,
-        tls_server_name: s(Some(cluster), "tls-server-name"),
+        tls_server_name: cluster.tls_server_name.clone(),
         token: None,
         token_file: None,
         client_cert: None,
     };
     if let Some(u) = user {
-        for refused in ["exec", "auth-provider"] {
-            if u.get(refused).is_some_and(|x| !x.is_null()) {
+        for (refused, given) in [
+            ("exec", u.exec.is_some()),
+            ("auth-provider", u.auth_provider.is_some()),
+        ] {
+            if given {
                 return Err(format!(
                     "user {refused} plugins are not supported (use a token, tokenFile or client certificate)"
                 ));
             }
         }
-        if u.get("username").is_some() || u.get("password").is_some() {
+        if u.username || u.password {
             return Err("basic authentication is not supported".into());
         }
-        cfg.token = s(Some(u), "token");
-        cfg.token_file = s(Some(u), "tokenFile").map(|f| resolve(base, &f));
-        let cert = match (
-            s(Some(u), "client-certificate-data"),
-            s(Some(u), "client-certificate"),
-        ) {
+        cfg.token = u.token.clone();
+        cfg.token_file = u.token_file.as_deref().map(|f| resolve(base, f));
+        let cert = match (&u.client_certificate_data, &u.client_certificate) {
             (Some(d), _) => {
-                Some(base64_decode(&d).map_err(|e| format!("client-certificate-data: {e}"))?)
+                Some(base64_decode(d).map_err(|e| format!("client-certificate-data: {e}"))?)
             }
-            (None, Some(f)) => Some(read_file(base, &f, "client-certificate")?),
+            (None, Some(f)) => Some(read_file(base, f, "client-certificate")?),
             _ => None,
         };
-        let key = match (s(Some(u), "client-key-data"), s(Some(u), "client-key")) {
-            (Some(d), _) => Some(base64_decode(&d).map_err(|e| format!("client-key-data: {e}"))?),
-            (None, Some(f)) => Some(read_file(base, &f, "client-key")?),
+        let key = match (&u.client_key_data, &u.client_key) {
+            (Some(d), _) => Some(base64_decode(d).map_err(|e| format!("client-key-data: {e}"))?),
+            (None, Some(f)) => Some(read_file(base, f, "client-key")?),
             _ => None,
         };
         cfg.client_cert = match (cert, key) {
@@ -464,6 +556,100 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("must be a boolean"), "{e}");
+    }
+
+    /// Keys multimesh does not read are ignored; one it reads with a
+    /// value of another type, or an entry that is not an object, is
+    /// refused naming where.
+    #[test]
+    fn shapes_and_types() {
+        let kc = |user: Value| {
+            json!({"apiVersion": "v1", "preferences": {}, "extensions": [{"name": "x"}],
+                "clusters": [{"name": "c", "cluster": {"server": "https://198.51.100.1", "proxy-url": "x"}}],
+                "users": [{"name": "u", "user": user}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "n"}}]})
+        };
+        let c = from_value(
+            &kc(json!({"token": "t", "exec": null, "auth-provider": null})),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(c.token.as_deref(), Some("t"));
+        for (user, msg) in [
+            (
+                json!({"token": 5}),
+                "users[0].user.token: invalid type: integer `5`, expected a string",
+            ),
+            (
+                json!(["t"]),
+                "users[0].user: invalid type: sequence, expected an object",
+            ),
+            (
+                json!({"username": null}),
+                "basic authentication is not supported",
+            ),
+            (
+                json!({"password": "p"}),
+                "basic authentication is not supported",
+            ),
+            (
+                json!({"auth-provider": {"name": "gcp"}}),
+                "user auth-provider plugins are not supported",
+            ),
+            (
+                json!({"client-key-data": "aGVsbG8="}),
+                "client certificate and key must be given together",
+            ),
+            (
+                json!({"client-certificate-data": "*", "client-key-data": "aGVsbG8="}),
+                "client-certificate-data: invalid base64",
+            ),
+        ] {
+            let e = from_value(&kc(user.clone()), Path::new("/")).unwrap_err();
+            assert!(e.starts_with(msg), "{user}: {e:?} is not {msg:?}");
+        }
+        let mut v = kc(json!({}));
+        v["contexts"] = json!([["x", {"cluster": "c"}]]);
+        let e = from_value(&v, Path::new("/")).unwrap_err();
+        assert_eq!(e, "contexts[0]: invalid type: sequence, expected an object");
+        for (k, val, msg) in [
+            ("current-context", json!("y"), "context \"y\" not found"),
+            (
+                "contexts",
+                json!([{"name": "x", "context": {"user": "u"}}]),
+                "context has no cluster",
+            ),
+            (
+                "contexts",
+                json!([{"name": "x", "context": {"cluster": "d"}}]),
+                "cluster \"d\" not found",
+            ),
+            (
+                "contexts",
+                json!([{"name": "x", "context": {"cluster": "c", "user": "v"}}]),
+                "user \"v\" not found",
+            ),
+            (
+                "contexts",
+                json!([{"name": "x"}, {"name": "y"}]),
+                "no current-context (and not exactly one context)",
+            ),
+            (
+                "clusters",
+                json!([{"name": "c", "cluster": {}}]),
+                "cluster has no server",
+            ),
+            (
+                "clusters",
+                json!({"name": "c"}),
+                "clusters: invalid type: map, expected a sequence",
+            ),
+        ] {
+            let mut v = kc(json!({}));
+            v[k] = val;
+            assert_eq!(from_value(&v, Path::new("/")).unwrap_err(), msg, "{k}");
+        }
+        assert!(from_value(&json!([]), Path::new("/")).is_err());
     }
 
     #[test]

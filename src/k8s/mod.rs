@@ -109,8 +109,8 @@ pub fn api_error(e: ApiError, what: &str) -> CniError {
 pub struct Session {
     client: Client,
     pub pod_ref: PodRef,
-    pub pod: Value,
-    nads: HashMap<(String, String), Value>,
+    pub pod: pod::Pod,
+    nads: HashMap<(String, String), pod::Nad>,
 }
 
 impl Session {
@@ -136,11 +136,17 @@ impl Session {
                 &format!("reading pod {}/{}", pod_ref.namespace, pod_ref.name),
             ),
         })?;
+        let pod = pod::Pod::from_json(&pod).map_err(|e| {
+            CniError::new(
+                code::API,
+                format!(
+                    "pod {}/{} as the API server gave it: {e}",
+                    pod_ref.namespace, pod_ref.name
+                ),
+            )
+        })?;
         if let Some(want) = &pod_ref.uid {
-            let have = pod
-                .pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let have = pod.metadata.uid.as_deref().unwrap_or("");
             if have != want {
                 return Err(CniError::new(
                     code::POD_IDENTITY,
@@ -151,7 +157,7 @@ impl Session {
                 ));
             }
         }
-        pod::check_annotation_sizes(&pod)?;
+        pod.check_annotation_sizes()?;
         Ok(Session {
             client,
             pod_ref,
@@ -161,7 +167,7 @@ impl Session {
     }
 
     /// A NetworkAttachmentDefinition (one GET per distinct name per ADD).
-    pub fn nad(&mut self, ns: &str, name: &str) -> Result<Value> {
+    pub fn nad(&mut self, ns: &str, name: &str) -> Result<pod::Nad> {
         if !pod::is_dns_label(ns) || !pod::is_dns_subdomain(name) {
             // Names from the config (multusNamespace, clusterNetwork) are
             // checked here; the pod's were checked when parsed.
@@ -186,8 +192,11 @@ impl Session {
                 &format!("reading NetworkAttachmentDefinition {ns}/{name}"),
             ),
         })?;
-        self.nads.insert(key, v.clone());
-        Ok(v)
+        let nad = pod::Nad::from_json(&v).map_err(|e| {
+            CniError::config(format!("NetworkAttachmentDefinition {ns}/{name}: {e}"))
+        })?;
+        self.nads.insert(key, nad.clone());
+        Ok(nad)
     }
 
     /// Write `k8s.v1.cni.cncf.io/network-status` on the pod's status

@@ -1,13 +1,21 @@
-//! What a pod asks for, parsed and validated: the networks annotation (both
-//! forms), the default-network annotation, and the mesh annotations that
-//! decide and shape capture. Pure functions over JSON: unit-tested here,
-//! exercised end to end in tests/k8s.rs. Nothing here builds rule text:
-//! every value becomes a number, an address or a checked interface name.
+//! What a pod asks for, parsed and validated: the pod and
+//! NetworkAttachmentDefinition parts multimesh reads (`Pod`, `Nad`), the
+//! networks annotation (both forms; the JSON form's element is the derived
+//! `Selection`), the default-network annotation, the mesh annotations that
+//! decide and shape capture, and the network-status entry written back.
+//! Pure functions over typed documents: unit-tested here, exercised end to
+//! end in tests/k8s.rs and tests/boundary.rs. Nothing here builds rule
+//! text: every value becomes a number, an address or a checked interface
+//! name.
 
 use crate::capture::{self, CaptureConfig, PortSet, Profile};
 use crate::cni;
 use crate::error::{code, CniError, Result};
+use crate::fields;
+use serde::de::{Deserializer, Error as _};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 pub const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
@@ -40,27 +48,107 @@ const READ_ANNOTATIONS: &[&str] = &[
     "linkerd.io/",
 ];
 
-/// Every annotation multimesh reads is within `MAX_ANNOTATION_BYTES`.
-/// Checked once, when the pod is read, before anything is parsed.
-pub fn check_annotation_sizes(pod: &Value) -> Result<()> {
-    let Some(anns) = pod
-        .pointer("/metadata/annotations")
-        .and_then(Value::as_object)
-    else {
-        return Ok(());
-    };
-    for (k, v) in anns {
-        if !READ_ANNOTATIONS.iter().any(|p| k.starts_with(p)) {
-            continue;
-        }
-        let len = v.as_str().map_or(0, str::len);
-        if len > MAX_ANNOTATION_BYTES {
-            return Err(bad(format!(
-                "{k}: {len} bytes, more than the {MAX_ANNOTATION_BYTES} accepted"
-            )));
-        }
+/// The parts of a pod multimesh reads, as the API server gives them
+/// (annotations and labels are maps of strings in Kubernetes; a pod of
+/// another shape is refused when read, `Pod::from_json`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Pod {
+    pub metadata: Metadata,
+    pub spec: PodSpec,
+}
+
+/// The metadata multimesh reads of a pod or a NetworkAttachmentDefinition.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Metadata {
+    #[serde(deserialize_with = "fields::string")]
+    pub namespace: Option<String>,
+    #[serde(deserialize_with = "fields::string")]
+    pub uid: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(deserialize_with = "nullable")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(deserialize_with = "nullable")]
+    pub containers: Vec<fields::Object<Container>>,
+    #[serde(deserialize_with = "nullable")]
+    pub init_containers: Vec<fields::Object<Container>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Container {
+    #[serde(deserialize_with = "fields::string")]
+    pub name: Option<String>,
+}
+
+/// A NetworkAttachmentDefinition: its annotations and `spec.config`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Nad {
+    pub metadata: Metadata,
+    pub spec: NadSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct NadSpec {
+    /// The network config as JSON text; empty or absent: the file of the
+    /// NAD's name in confDir.
+    #[serde(deserialize_with = "fields::string")]
+    pub config: Option<String>,
+}
+
+/// `null` reads as the empty value.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> std::result::Result<T, D::Error> {
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
+}
+
+impl Pod {
+    /// Read a pod (the API server's answer, or a document given to
+    /// `multimesh rules --pod`).
+    pub fn from_json(v: &Value) -> std::result::Result<Pod, fields::Refused> {
+        fields::decode::<fields::Object<Pod>>(v).map(|o| o.0)
     }
-    Ok(())
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata.annotations.get(key).map(String::as_str)
+    }
+
+    fn label(&self, key: &str) -> Option<&str> {
+        self.metadata.labels.get(key).map(String::as_str)
+    }
+
+    /// Every annotation multimesh reads is within `MAX_ANNOTATION_BYTES`.
+    /// Checked once, when the pod is read, before anything is parsed.
+    pub fn check_annotation_sizes(&self) -> Result<()> {
+        for (k, v) in &self.metadata.annotations {
+            if !READ_ANNOTATIONS.iter().any(|p| k.starts_with(p)) {
+                continue;
+            }
+            if v.len() > MAX_ANNOTATION_BYTES {
+                return Err(bad(format!(
+                    "{k}: {} bytes, more than the {MAX_ANNOTATION_BYTES} accepted",
+                    v.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Nad {
+    pub fn from_json(v: &Value) -> std::result::Result<Nad, fields::Refused> {
+        fields::decode::<fields::Object<Nad>>(v).map(|o| o.0)
+    }
 }
 
 /// How deeply `v` nests (a scalar is 0, `[]` is 1).
@@ -77,37 +165,95 @@ pub fn bad(msg: impl Into<String>) -> CniError {
     CniError::new(code::POD_REQUEST, msg)
 }
 
-/// One entry of the networks annotation.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// One entry of the networks annotation: the JSON form's object (every
+/// key but `name` optional, unknown keys refused), or what the short form
+/// `[ns/]name[@ifname]` gives. Each value is checked as it is read.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Selection {
+    #[serde(default, deserialize_with = "namespace")]
     pub namespace: Option<String>,
+    #[serde(deserialize_with = "network_name")]
     pub name: String,
+    #[serde(default, deserialize_with = "interface")]
     pub interface: Option<String>,
+    #[serde(default, deserialize_with = "ips")]
     pub ips: Vec<String>,
+    #[serde(default, deserialize_with = "mac")]
     pub mac: Option<String>,
+    #[serde(rename = "default-route", default, deserialize_with = "gateways")]
     pub default_route: Vec<IpAddr>,
-    pub port_mappings: Option<Value>,
-    pub bandwidth: Option<Value>,
+    #[serde(rename = "portMappings", default, deserialize_with = "port_mappings")]
+    pub port_mappings: Option<Vec<PortMapping>>,
+    #[serde(default, deserialize_with = "bandwidth")]
+    pub bandwidth: Option<Bandwidth>,
+    #[serde(rename = "cni-args", default, deserialize_with = "cni_args")]
     pub cni_args: Option<Map<String, Value>>,
 }
 
+/// A `portMappings` entry (the portmap plugin's runtimeConfig).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PortMapping {
+    #[serde(default, deserialize_with = "some_port")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    #[serde(deserialize_with = "mapped_port")]
+    pub container_port: u16,
+    #[serde(default, deserialize_with = "protocol")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(rename = "hostIP", default, deserialize_with = "host_ip")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+}
+
+/// `bandwidth` (the bandwidth plugin's runtimeConfig): whole numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Bandwidth {
+    #[serde(default, deserialize_with = "rate")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress_rate: Option<u64>,
+    #[serde(default, deserialize_with = "rate")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress_burst: Option<u64>,
+    #[serde(default, deserialize_with = "rate")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_rate: Option<u64>,
+    #[serde(default, deserialize_with = "rate")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_burst: Option<u64>,
+}
+
+/// What a selection hands its delegate as `runtimeConfig` (given to
+/// plugins by capability).
+#[derive(Serialize)]
+struct RuntimeConfig<'a> {
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    ips: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mac: Option<&'a str>,
+    #[serde(rename = "portMappings", skip_serializing_if = "Option::is_none")]
+    port_mappings: Option<&'a [PortMapping]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bandwidth: Option<&'a Bandwidth>,
+}
+
 impl Selection {
-    /// `runtimeConfig` for the delegate (given to plugins by capability).
+    /// `runtimeConfig` for the delegate; None when the selection asks for
+    /// nothing of the kind.
     pub fn runtime_config(&self) -> Option<Map<String, Value>> {
-        let mut m = Map::new();
-        if !self.ips.is_empty() {
-            m.insert("ips".into(), self.ips.clone().into());
+        let rc = RuntimeConfig {
+            ips: &self.ips,
+            mac: self.mac.as_deref(),
+            port_mappings: self.port_mappings.as_deref(),
+            bandwidth: self.bandwidth.as_ref(),
+        };
+        match serde_json::to_value(rc) {
+            Ok(Value::Object(m)) if !m.is_empty() => Some(m),
+            _ => None,
         }
-        if let Some(mac) = &self.mac {
-            m.insert("mac".into(), mac.clone().into());
-        }
-        if let Some(p) = &self.port_mappings {
-            m.insert("portMappings".into(), p.clone());
-        }
-        if let Some(b) = &self.bandwidth {
-            m.insert("bandwidth".into(), b.clone());
-        }
-        (!m.is_empty()).then_some(m)
     }
 }
 
@@ -126,28 +272,20 @@ pub fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
-fn check_name(name: &str, what: &str) -> Result<()> {
-    if is_dns_subdomain(name) {
-        Ok(())
-    } else {
-        Err(bad(format!(
-            "{NETWORKS}: {what} {name:?} is not a valid DNS-1123 name"
-        )))
+fn check_name(name: &str) -> std::result::Result<(), String> {
+    match is_dns_subdomain(name) {
+        true => Ok(()),
+        false => Err(format!(
+            "network name {name:?} is not a valid DNS-1123 name"
+        )),
     }
 }
 
-fn check_ns(ns: &str) -> Result<()> {
-    if is_dns_label(ns) {
-        Ok(())
-    } else {
-        Err(bad(format!(
-            "{NETWORKS}: namespace {ns:?} is not a valid DNS-1123 label"
-        )))
+fn check_ns(ns: &str) -> std::result::Result<(), String> {
+    match is_dns_label(ns) {
+        true => Ok(()),
+        false => Err(format!("namespace {ns:?} is not a valid DNS-1123 label")),
     }
-}
-
-fn check_ifname(i: &str) -> Result<()> {
-    cni::validate_ifname(i).map_err(|e| bad(format!("{NETWORKS}: {e}")))
 }
 
 /// An IP address, or an address/prefix with a prefix of 1–3 ASCII digits
@@ -174,7 +312,8 @@ fn is_mac(s: &str) -> bool {
 }
 
 /// Parse the networks annotation: `[ns/]name[@ifname]` comma-separated, or
-/// a JSON list of selection objects.
+/// a JSON list of selection objects. Errors name the entry and key
+/// (`[1].ips`).
 pub fn parse_networks(v: &str) -> Result<Vec<Selection>> {
     let t = v.trim();
     if t.is_empty() {
@@ -188,20 +327,21 @@ pub fn parse_networks(v: &str) -> Result<Vec<Selection>> {
                 "{NETWORKS}: nested deeper than {MAX_JSON_DEPTH} levels"
             )));
         }
-        let list = match j {
-            Value::Array(a) => a,
-            _ => return Err(bad(format!("{NETWORKS}: the JSON form must be a list"))),
-        };
-        return list.iter().map(parse_json_selection).collect();
+        if !j.is_array() {
+            return Err(bad(format!("{NETWORKS}: the JSON form must be a list")));
+        }
+        let list: Vec<fields::Object<Selection>> =
+            fields::decode(&j).map_err(|e| bad(format!("{NETWORKS}: {e}")))?;
+        return Ok(list.into_iter().map(|o| o.0).collect());
     }
     t.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(parse_short)
+        .map(|s| parse_short(s).map_err(|e| bad(format!("{NETWORKS}: {e}"))))
         .collect()
 }
 
-fn parse_short(s: &str) -> Result<Selection> {
+fn parse_short(s: &str) -> std::result::Result<Selection, String> {
     let (rest, iface) = match s.split_once('@') {
         Some((r, i)) => (r, Some(i.to_string())),
         None => (s, None),
@@ -213,9 +353,9 @@ fn parse_short(s: &str) -> Result<Selection> {
     if let Some(n) = &ns {
         check_ns(n)?;
     }
-    check_name(&name, "network name")?;
+    check_name(&name)?;
     if let Some(i) = &iface {
-        check_ifname(i)?;
+        cni::validate_ifname(i)?;
     }
     Ok(Selection {
         namespace: ns,
@@ -225,154 +365,125 @@ fn parse_short(s: &str) -> Result<Selection> {
     })
 }
 
-const SELECTION_KEYS: &[&str] = &[
-    "name",
-    "namespace",
-    "interface",
-    "ips",
-    "mac",
-    "default-route",
-    "portMappings",
-    "bandwidth",
-    "cni-args",
-];
+/// A string the `check` accepts.
+fn checked<'de, D: Deserializer<'de>>(
+    d: D,
+    check: fn(&str) -> std::result::Result<(), String>,
+) -> std::result::Result<Option<String>, D::Error> {
+    let s = fields::string(d)?;
+    if let Some(s) = &s {
+        check(s).map_err(D::Error::custom)?;
+    }
+    Ok(s)
+}
 
-fn parse_json_selection(v: &Value) -> Result<Selection> {
-    let o = v
-        .as_object()
-        .ok_or_else(|| bad(format!("{NETWORKS}: each entry must be an object")))?;
-    for k in o.keys() {
-        if !SELECTION_KEYS.contains(&k.as_str()) {
-            return Err(bad(format!(
-                "{NETWORKS}: field {k:?} is not supported (supported: {})",
-                SELECTION_KEYS.join(", ")
-            )));
-        }
+fn network_name<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    checked(d, check_name)?.ok_or_else(|| D::Error::custom("an entry has no name"))
+}
+
+fn namespace<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    checked(d, check_ns)
+}
+
+fn interface<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    checked(d, cni::validate_ifname)
+}
+
+fn mac<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    checked(d, |m| match is_mac(m) {
+        true => Ok(()),
+        false => Err(format!("{m:?} is not a MAC address")),
+    })
+}
+
+/// A list of strings; `null` is the empty list.
+fn strings(v: Value) -> std::result::Result<Vec<String>, String> {
+    let not = || "must be a list of strings".to_string();
+    match v {
+        Value::Array(a) => a
+            .into_iter()
+            .map(|x| match x {
+                Value::String(s) => Ok(s),
+                _ => Err(not()),
+            })
+            .collect(),
+        _ => Err(not()),
     }
-    let s = |k: &str| -> Result<Option<String>> {
-        match o.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(bad(format!("{NETWORKS}: {k} must be a string"))),
-        }
-    };
-    let name = s("name")?.ok_or_else(|| bad(format!("{NETWORKS}: an entry has no name")))?;
-    check_name(&name, "network name")?;
-    let namespace = s("namespace")?;
-    if let Some(n) = &namespace {
-        check_ns(n)?;
-    }
-    let interface = s("interface")?;
-    if let Some(i) = &interface {
-        check_ifname(i)?;
-    }
-    let strs = |k: &str| -> Result<Vec<String>> {
-        match o.get(k) {
-            None | Some(Value::Null) => Ok(vec![]),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(String::from)
-                        .ok_or_else(|| bad(format!("{NETWORKS}: {k} must be a list of strings")))
-                })
-                .collect(),
-            Some(_) => Err(bad(format!("{NETWORKS}: {k} must be a list of strings"))),
-        }
-    };
-    let ips = strs("ips")?;
-    for ip in &ips {
-        // An address with its prefix, as the static IPAM expects.
+}
+
+/// Addresses with their prefix, as the static IPAM expects.
+fn ips<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    let l = fields::leaf(d, strings)?.unwrap_or_default();
+    for ip in &l {
         if !ip.contains('/') {
-            return Err(bad(format!(
-                "{NETWORKS}: ips: {ip:?} needs a prefix length"
-            )));
+            return Err(D::Error::custom(format!("{ip:?} needs a prefix length")));
         }
         if !is_address(ip) {
-            return Err(bad(format!(
-                "{NETWORKS}: ips: {ip:?} is not an address/prefix"
-            )));
+            return Err(D::Error::custom(format!("{ip:?} is not an address/prefix")));
         }
     }
-    let mac = s("mac")?;
-    if let Some(m) = &mac {
-        if !is_mac(m) {
-            return Err(bad(format!("{NETWORKS}: mac {m:?} is not a MAC address")));
-        }
-    }
-    let default_route = strs("default-route")?
+    Ok(l)
+}
+
+fn gateways<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<IpAddr>, D::Error> {
+    fields::leaf(d, strings)?
+        .unwrap_or_default()
         .iter()
         .map(|g| {
-            g.parse::<IpAddr>().map_err(|_| {
-                bad(format!(
-                    "{NETWORKS}: default-route: {g:?} is not an IP address"
-                ))
-            })
+            g.parse()
+                .map_err(|_| D::Error::custom(format!("{g:?} is not an IP address")))
         })
-        .collect::<Result<Vec<_>>>()?;
-    let port_mappings = match o.get("portMappings") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(a)) => {
-            for pm in a {
-                let ok = pm.as_object().is_some_and(|m| {
-                    m.iter().all(|(k, v)| match k.as_str() {
-                        "hostPort" | "containerPort" => {
-                            v.as_u64().is_some_and(|p| (1..=65535).contains(&p))
-                        }
-                        "protocol" => v.as_str().is_some_and(|p| {
-                            matches!(p, "tcp" | "udp" | "sctp" | "TCP" | "UDP" | "SCTP")
-                        }),
-                        "hostIP" => v.as_str().is_some_and(|h| h.parse::<IpAddr>().is_ok()),
-                        _ => false,
-                    }) && m.contains_key("containerPort")
-                });
-                if !ok {
-                    return Err(bad(format!(
-                        "{NETWORKS}: portMappings entry {pm} is not {{hostPort, containerPort, protocol, hostIP}}"
-                    )));
-                }
-            }
-            Some(Value::Array(a.clone()))
-        }
-        Some(_) => return Err(bad(format!("{NETWORKS}: portMappings must be a list"))),
-    };
-    let bandwidth = match o.get("bandwidth") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(m))
-            if m.iter().all(|(k, v)| {
-                matches!(
-                    k.as_str(),
-                    "ingressRate" | "ingressBurst" | "egressRate" | "egressBurst"
-                ) && v.is_u64()
-            }) =>
+        .collect()
+}
+
+fn port_mappings<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Vec<PortMapping>>, D::Error> {
+    let l = Option::<Vec<fields::Object<PortMapping>>>::deserialize(d)?;
+    Ok(l.map(|l| l.into_iter().map(|o| o.0).collect()))
+}
+
+/// A port number (a JSON number 1-65535); `null` is refused.
+fn mapped_port<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u16, D::Error> {
+    Value::deserialize(d)?
+        .as_u64()
+        .filter(|p| (1..=65535).contains(p))
+        .map(|p| p as u16)
+        .ok_or_else(|| D::Error::custom("must be a port number (1-65535)"))
+}
+
+fn some_port<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u16>, D::Error> {
+    mapped_port(d).map(Some)
+}
+
+fn protocol<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(p)
+            if matches!(p.as_str(), "tcp" | "udp" | "sctp" | "TCP" | "UDP" | "SCTP") =>
         {
-            Some(Value::Object(m.clone()))
+            Ok(Some(p))
         }
-        Some(_) => {
-            return Err(bad(format!(
-                "{NETWORKS}: bandwidth must be an object of ingressRate/ingressBurst/egressRate/egressBurst numbers"
-            )))
-        }
-    };
-    let cni_args = match o.get("cni-args") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(m)) => {
-            check_cni_args(m)?;
-            Some(m.clone())
-        }
-        Some(_) => return Err(bad(format!("{NETWORKS}: cni-args must be an object"))),
-    };
-    Ok(Selection {
-        namespace,
-        name,
-        interface,
-        ips,
-        mac,
-        default_route,
-        port_mappings,
-        bandwidth,
-        cni_args,
-    })
+        _ => Err(D::Error::custom("must be tcp, udp or sctp")),
+    }
+}
+
+fn host_ip<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(h) if h.parse::<IpAddr>().is_ok() => Ok(Some(h)),
+        _ => Err(D::Error::custom("must be an IP address")),
+    }
+}
+
+fn bandwidth<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Bandwidth>, D::Error> {
+    Ok(Option::<fields::Object<Bandwidth>>::deserialize(d)?.map(|o| o.0))
+}
+
+/// A whole number (of bits per second, or bits); `null` is refused.
+fn rate<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    Value::deserialize(d)?
+        .as_u64()
+        .map(Some)
+        .ok_or_else(|| D::Error::custom("must be a whole number"))
 }
 
 /// `cni-args` reach every plugin of the network as `args.cni`: values are
@@ -381,7 +492,17 @@ fn parse_json_selection(v: &Value) -> Result<Selection> {
 /// (`ips`: addresses, with or without prefix; `mac`: a MAC address), so a
 /// value a plugin would refuse — on ADD and again on every DEL — is
 /// refused here, before anything runs.
-fn check_cni_args(m: &Map<String, Value>) -> Result<()> {
+fn cni_args<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Map<String, Value>>, D::Error> {
+    let m = fields::object(d)?;
+    if let Some(m) = &m {
+        check_cni_args(m).map_err(D::Error::custom)?;
+    }
+    Ok(m)
+}
+
+fn check_cni_args(m: &Map<String, Value>) -> std::result::Result<(), String> {
     let scalar = |v: &Value| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_));
     for (k, v) in m {
         let ok = match v {
@@ -389,9 +510,9 @@ fn check_cni_args(m: &Map<String, Value>) -> Result<()> {
             v => scalar(v),
         };
         if !ok {
-            return Err(bad(format!(
-                "{NETWORKS}: cni-args {k:?}: values must be strings, numbers, booleans or lists of them"
-            )));
+            return Err(format!(
+                "{k:?}: values must be strings, numbers, booleans or lists of them"
+            ));
         }
     }
     if let Some(v) = m.get("ips") {
@@ -401,17 +522,13 @@ fn check_cni_args(m: &Map<String, Value>) -> Result<()> {
         };
         for ip in list {
             if !ip.as_str().is_some_and(is_address) {
-                return Err(bad(format!(
-                    "{NETWORKS}: cni-args ips: {ip} is not an IP address"
-                )));
+                return Err(format!("ips: {ip} is not an IP address"));
             }
         }
     }
     if let Some(v) = m.get("mac") {
         if !v.as_str().is_some_and(is_mac) {
-            return Err(bad(format!(
-                "{NETWORKS}: cni-args mac: {v} is not a MAC address"
-            )));
+            return Err(format!("mac: {v} is not a MAC address"));
         }
     }
     Ok(())
@@ -428,45 +545,26 @@ pub fn parse_default_network(v: &str) -> Result<Selection> {
     Ok(l.remove(0))
 }
 
-pub fn annotation<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
-    pod.pointer("/metadata/annotations")
-        .and_then(|a| a.get(key))
-        .and_then(Value::as_str)
-}
-
-fn label<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
-    pod.pointer("/metadata/labels")
-        .and_then(|a| a.get(key))
-        .and_then(Value::as_str)
-}
-
-fn container_names<'a>(pod: &'a Value, list: &str) -> Vec<&'a str> {
-    pod.pointer(&format!("/spec/{list}"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.get("name").and_then(Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default()
+fn container_names(list: &[fields::Object<Container>]) -> Vec<&str> {
+    list.iter().filter_map(|c| c.name.as_deref()).collect()
 }
 
 /// Does the pod run the profile's sidecar without its init container?
 /// (A native sidecar, an init container with restartPolicy Always, counts.)
-pub fn is_meshed(profile: Profile, pod: &Value) -> bool {
-    let containers = container_names(pod, "containers");
-    let inits = container_names(pod, "initContainers");
+pub fn is_meshed(profile: Profile, pod: &Pod) -> bool {
+    let containers = container_names(&pod.spec.containers);
+    let inits = container_names(&pod.spec.init_containers);
     let has = |n: &str| containers.contains(&n) || inits.contains(&n);
     match profile {
         Profile::Istio => {
-            annotation(pod, "sidecar.istio.io/status").is_some()
-                && annotation(pod, "sidecar.istio.io/inject") != Some("false")
-                && label(pod, "sidecar.istio.io/inject") != Some("false")
+            pod.annotation("sidecar.istio.io/status").is_some()
+                && pod.annotation("sidecar.istio.io/inject") != Some("false")
+                && pod.label("sidecar.istio.io/inject") != Some("false")
                 && has("istio-proxy")
                 && !inits.contains(&"istio-init")
         }
         Profile::Linkerd => {
-            annotation(pod, "linkerd.io/inject") != Some("disabled")
+            pod.annotation("linkerd.io/inject") != Some("disabled")
                 && has("linkerd-proxy")
                 && !inits.contains(&"linkerd-init")
         }
@@ -482,7 +580,7 @@ fn ann_ports(key: &str, v: &str) -> Result<Vec<u16>> {
                 "{key}: {item:?} is not a port or a port range a-b (1-65535)"
             ))
         };
-        let port = |s: &str| capture::parse_port_str(s.trim(), key).map_err(|_| not_port());
+        let port = |s: &str| capture::parse_port_str(s.trim()).map_err(|_| not_port());
         let (lo, hi) = match item.split_once('-') {
             Some((a, b)) => (port(a)?, port(b)?),
             None => {
@@ -508,7 +606,8 @@ fn ann_ports(key: &str, v: &str) -> Result<Vec<u16>> {
 }
 
 fn ann_cidrs(key: &str, v: &str) -> Result<Vec<capture::Cidr>> {
-    let l = capture::parse_cidrs(&Value::String(v.into()), key).map_err(|e| bad(e.msg))?;
+    let l =
+        capture::parse_cidrs(&Value::String(v.into())).map_err(|e| bad(format!("{key}: {e}")))?;
     at_most(key, l)
 }
 
@@ -533,14 +632,11 @@ fn union<T: PartialEq + Clone>(a: &mut Vec<T>, b: &[T]) {
 /// profile (or capture is off, or its namespace is excluded); otherwise the
 /// config with the pod's annotations applied. A bad annotation value is an
 /// error (code 110), never a rule.
-pub fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<CaptureConfig>> {
+pub fn capture_for_pod(base: &CaptureConfig, pod: &Pod) -> Result<Option<CaptureConfig>> {
     if !base.enabled {
         return Ok(None);
     }
-    let ns = pod
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("");
     if base.exclude_namespaces.iter().any(|n| n == ns) {
         return Ok(None);
     }
@@ -551,8 +647,11 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<Captu
     match base.profile {
         Profile::Istio => {
             const P: &str = "traffic.sidecar.istio.io/";
-            let get = |k: &str| annotation(pod, &format!("{P}{k}")).map(|v| (format!("{P}{k}"), v));
-            if let Some(m) = annotation(pod, "sidecar.istio.io/interceptionMode") {
+            let get = |k: &str| {
+                pod.annotation(&format!("{P}{k}"))
+                    .map(|v| (format!("{P}{k}"), v))
+            };
+            if let Some(m) = pod.annotation("sidecar.istio.io/interceptionMode") {
                 if m != "REDIRECT" {
                     return Err(bad(format!(
                         "sidecar.istio.io/interceptionMode: {m:?} is not supported (multimesh programs REDIRECT)"
@@ -587,14 +686,17 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<Captu
                 union(&mut c.exclude_outbound_cidrs, &ann_cidrs(&k, v)?);
             }
             if let Some((k, v)) = get("excludeInterfaces") {
-                let l =
-                    capture::parse_ifnames(&Value::String(v.into()), &k).map_err(|e| bad(e.msg))?;
+                let l = capture::parse_ifnames(&Value::String(v.into()))
+                    .map_err(|e| bad(format!("{k}: {e}")))?;
                 union(&mut c.exclude_interfaces, &at_most(&k, l)?);
             }
         }
         Profile::Linkerd => {
             const P: &str = "config.linkerd.io/";
-            let get = |k: &str| annotation(pod, &format!("{P}{k}")).map(|v| (format!("{P}{k}"), v));
+            let get = |k: &str| {
+                pod.annotation(&format!("{P}{k}"))
+                    .map(|v| (format!("{P}{k}"), v))
+            };
             if let Some((k, v)) = get("skip-inbound-ports") {
                 let ex = ann_ports(&k, v)?;
                 if let PortSet::AllExcept(list) = &mut c.inbound {
@@ -608,7 +710,7 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<Captu
                 union(&mut c.exclude_outbound_cidrs, &ann_cidrs(&k, v)?);
             }
             if let Some((k, v)) = get("proxy-uid") {
-                c.proxy_uid = crate::fields::id(&Value::String(v.into()), &k)
+                c.proxy_uid = crate::fields::id(&Value::String(v.into()))
                     .map_err(|_| bad(format!("{k}: {v:?} is not a numeric uid")))?;
             }
         }
@@ -618,76 +720,95 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<Captu
 
 /// A NetworkAttachmentDefinition's `multimesh.io/capture` annotation:
 /// Some(false) keeps its interface out of capture.
-pub fn nad_capture(nad: &Value) -> Result<bool> {
-    match nad
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(NAD_CAPTURE))
-    {
-        None => Ok(true),
-        Some(Value::String(s)) if s == "true" => Ok(true),
-        Some(Value::String(s)) if s == "false" => Ok(false),
+pub fn nad_capture(nad: &Nad) -> Result<bool> {
+    match nad.metadata.annotations.get(NAD_CAPTURE).map(String::as_str) {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
         Some(v) => Err(CniError::config(format!(
-            "NetworkAttachmentDefinition annotation {NAD_CAPTURE}: {v} must be \"true\" or \"false\""
+            "NetworkAttachmentDefinition annotation {NAD_CAPTURE}: {v:?} must be \"true\" or \"false\""
         ))),
     }
 }
 
 /// One entry of the network-status annotation (Multus's format).
+#[derive(Debug, Serialize)]
+pub struct NetworkStatus {
+    pub name: String,
+    pub interface: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub default: bool,
+    pub dns: Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateway: Vec<String>,
+}
+
+/// The parts of a CNI result the status reads; anything else in it, or
+/// of another shape, is left out of the status.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ResultView {
+    interfaces: Vec<InterfaceView>,
+    ips: Vec<IpView>,
+    dns: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct InterfaceView {
+    name: Option<String>,
+    mac: Option<String>,
+    sandbox: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct IpView {
+    address: Option<String>,
+    gateway: Option<String>,
+    interface: Option<u64>,
+}
+
+/// The status entry of attachment `ifname` from its delegate's result:
+/// the result's addresses on that interface (the one in the sandbox by
+/// that name; all of them when the result does not say), its MAC, DNS,
+/// and for the default network the gateways.
 pub fn status_entry(name: &str, ifname: &str, result: Option<&Value>, default: bool) -> Value {
-    let mut m = Map::new();
-    m.insert("name".into(), name.into());
-    m.insert("interface".into(), ifname.into());
-    let r = result.cloned().unwrap_or(Value::Null);
-    let ifs = r.get("interfaces").and_then(Value::as_array);
-    // The index of our interface (the one in the sandbox with our name).
-    let idx = ifs.and_then(|l| {
-        l.iter().position(|i| {
-            i.get("name").and_then(Value::as_str) == Some(ifname)
-                && i.get("sandbox")
-                    .and_then(Value::as_str)
-                    .is_some_and(|s| !s.is_empty())
-        })
+    let r: ResultView = result
+        .and_then(|r| serde_json::from_value(r.clone()).ok())
+        .unwrap_or_default();
+    let idx = r.interfaces.iter().position(|i| {
+        i.name.as_deref() == Some(ifname) && i.sandbox.as_deref().is_some_and(|s| !s.is_empty())
     });
-    let mut ips = Vec::new();
-    let mut gws = Vec::new();
-    for ip in r.get("ips").and_then(Value::as_array).into_iter().flatten() {
-        let on_us = match (idx, ip.get("interface").and_then(Value::as_u64)) {
-            (Some(i), Some(j)) => i as u64 == j,
-            _ => true,
-        };
-        if !on_us {
-            continue;
+    let on_us = r.ips.iter().filter(|ip| match (idx, ip.interface) {
+        (Some(i), Some(j)) => i as u64 == j,
+        _ => true,
+    });
+    let mut status = NetworkStatus {
+        name: name.into(),
+        interface: ifname.into(),
+        ips: Vec::new(),
+        mac: idx.and_then(|i| r.interfaces[i].mac.clone()),
+        default,
+        dns: r.dns.unwrap_or_else(|| Value::Object(Map::new())),
+        gateway: Vec::new(),
+    };
+    for ip in on_us {
+        if let Some(a) = &ip.address {
+            status
+                .ips
+                .push(a.split('/').next().unwrap_or(a).to_string());
         }
-        if let Some(a) = ip.get("address").and_then(Value::as_str) {
-            ips.push(Value::from(a.split('/').next().unwrap_or(a)));
+        if let Some(g) = &ip.gateway {
+            if default {
+                status.gateway.push(g.clone());
+            }
         }
-        if let Some(g) = ip.get("gateway").and_then(Value::as_str) {
-            gws.push(Value::from(g));
-        }
     }
-    if !ips.is_empty() {
-        m.insert("ips".into(), Value::Array(ips));
-    }
-    if let Some(mac) = idx
-        .and_then(|i| ifs.and_then(|l| l.get(i)))
-        .and_then(|i| i.get("mac"))
-        .and_then(Value::as_str)
-    {
-        m.insert("mac".into(), mac.into());
-    }
-    if default {
-        m.insert("default".into(), true.into());
-    }
-    m.insert(
-        "dns".into(),
-        r.get("dns")
-            .cloned()
-            .unwrap_or_else(|| Value::Object(Map::new())),
-    );
-    if default && !gws.is_empty() {
-        m.insert("gateway".into(), Value::Array(gws));
-    }
-    Value::Object(m)
+    serde_json::to_value(status).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
@@ -765,6 +886,277 @@ mod tests {
             "calico"
         );
         assert!(parse_default_network("a,b").is_err());
+    }
+
+    /// Each refusal of the JSON form names the entry and the key.
+    #[test]
+    fn json_form_refusals_name_the_key() {
+        for (ann, msg) in [
+            (r#"[{"name":null}]"#, "[0].name: an entry has no name"),
+            (r#"[{"name":"a"},{}]"#, "[1]: missing field `name`"),
+            (
+                r#"[{"name":"a","bogus":1}]"#,
+                "[0].bogus: unknown field `bogus`, expected one of",
+            ),
+            (
+                r#"[{"name":"A"}]"#,
+                "[0].name: network name \"A\" is not a valid DNS-1123 name",
+            ),
+            (
+                r#"[{"name":"a","namespace":"x/y"}]"#,
+                "[0].namespace: namespace \"x/y\" is not",
+            ),
+            (
+                r#"[{"name":"a","namespace":7}]"#,
+                "[0].namespace: must be a string",
+            ),
+            (r#"[{"name":"a","interface":"-x"}]"#, "[0].interface: "),
+            (
+                r#"[{"name":"a","ips":"198.51.100.9/24"}]"#,
+                "[0].ips: must be a list of strings",
+            ),
+            (
+                r#"[{"name":"a","ips":[1]}]"#,
+                "[0].ips: must be a list of strings",
+            ),
+            (
+                r#"[{"name":"a","ips":["198.51.100.9"]}]"#,
+                "[0].ips: \"198.51.100.9\" needs a prefix length",
+            ),
+            (
+                r#"[{"name":"a","ips":["x/24"]}]"#,
+                "[0].ips: \"x/24\" is not an address/prefix",
+            ),
+            (
+                r#"[{"name":"a","mac":"02:00:00:00:00"}]"#,
+                "[0].mac: \"02:00:00:00:00\" is not a MAC",
+            ),
+            (
+                r#"[{"name":"a","default-route":["x"]}]"#,
+                "[0].default-route: \"x\" is not an IP address",
+            ),
+            (
+                r#"[{"name":"a","portMappings":{}}]"#,
+                "[0].portMappings: invalid type: map",
+            ),
+            (
+                r#"[{"name":"a","portMappings":[[80]]}]"#,
+                "[0].portMappings[0]: invalid type: sequence, expected an object",
+            ),
+            (
+                r#"[{"name":"a","portMappings":[{"hostPort":80}]}]"#,
+                "[0].portMappings[0]: missing field `containerPort`",
+            ),
+            (
+                r#"[{"name":"a","portMappings":[{"containerPort":80,"hostPort":null}]}]"#,
+                "[0].portMappings[0].hostPort: must be a port number (1-65535)",
+            ),
+            (
+                r#"[{"name":"a","portMappings":[{"containerPort":80.0}]}]"#,
+                "[0].portMappings[0].containerPort: must be a port number",
+            ),
+            (
+                r#"[{"name":"a","portMappings":[{"containerPort":65536}]}]"#,
+                "[0].portMappings[0].containerPort: must be a port number",
+            ),
+            (
+                r#"[{"name":"a","portMappings":[{"containerPort":"80"}]}]"#,
+                "[0].portMappings[0].containerPort: must be a port number",
+            ),
+            (
+                r#"[{"name":"a","portMappings":[{"containerPort":80,"protocol":"icmp"}]}]"#,
+                "[0].portMappings[0].protocol: must be tcp, udp or sctp",
+            ),
+            (
+                r#"[{"name":"a","portMappings":[{"containerPort":80,"hostIP":"x"}]}]"#,
+                "[0].portMappings[0].hostIP: must be an IP address",
+            ),
+            (
+                r#"[{"name":"a","portMappings":[{"containerPort":80,"x":1}]}]"#,
+                "[0].portMappings[0].x: unknown field",
+            ),
+            (
+                r#"[{"name":"a","bandwidth":[]}]"#,
+                "[0].bandwidth: invalid type: sequence, expected an object",
+            ),
+            (
+                r#"[{"name":"a","bandwidth":{"ingressRate":null}}]"#,
+                "[0].bandwidth.ingressRate: must be a whole number",
+            ),
+            (
+                r#"[{"name":"a","bandwidth":{"egressBurst":-1}}]"#,
+                "[0].bandwidth.egressBurst: must be a whole number",
+            ),
+            (
+                r#"[{"name":"a","bandwidth":{"egressRate":1.5}}]"#,
+                "[0].bandwidth.egressRate: must be a whole number",
+            ),
+            (
+                r#"[{"name":"a","cni-args":[]}]"#,
+                "[0].cni-args: must be an object",
+            ),
+            (
+                r#"[{"name":"a","cni-args":{"k":null}}]"#,
+                "[0].cni-args: \"k\": values must be",
+            ),
+            (
+                r#"[{"name":"a","cni-args":{"ips":"x"}}]"#,
+                "[0].cni-args: ips: \"x\" is not an IP address",
+            ),
+            (
+                r#"[{"name":"a","cni-args":{"mac":1}}]"#,
+                "[0].cni-args: mac: 1 is not a MAC address",
+            ),
+            (
+                r#"[1]"#,
+                "[0]: invalid type: integer `1`, expected an object",
+            ),
+            (r#"{"name":"a"}"#, "the JSON form must be a list"),
+        ] {
+            let e = parse_networks(ann).unwrap_err();
+            assert_eq!(e.code, code::POD_REQUEST, "{ann}");
+            let want = format!("{NETWORKS}: {msg}");
+            assert!(
+                e.msg.starts_with(&want),
+                "{ann}: {:?} is not {want:?}",
+                e.msg
+            );
+        }
+        let e = parse_default_network(r#"[{"name":"a","ips":[1]}]"#).unwrap_err();
+        assert!(
+            e.msg.starts_with(&format!("{DEFAULT_NETWORK}: [0].ips")),
+            "{}",
+            e.msg
+        );
+    }
+
+    /// `null` reads as absent; what reaches the delegate is what was asked.
+    #[test]
+    fn json_form_nulls_and_runtime_config() {
+        let l = parse_networks(
+            r#"[{"name":"a","namespace":null,"interface":null,"ips":null,"mac":null,
+                "default-route":null,"portMappings":null,"bandwidth":null,"cni-args":null},
+               {"name":"b","portMappings":[{"containerPort":80,"protocol":"UDP","hostIP":"2001:db8::1"}],
+                "bandwidth":{}}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            l[0],
+            Selection {
+                name: "a".into(),
+                ..Selection::default()
+            }
+        );
+        assert_eq!(l[0].runtime_config(), None);
+        let rc = l[1].runtime_config().unwrap();
+        assert_eq!(
+            Value::Object(rc),
+            json!({"portMappings": [{"containerPort": 80, "protocol": "UDP", "hostIP": "2001:db8::1"}],
+                   "bandwidth": {}})
+        );
+    }
+
+    /// A result of another shape gives a status with no addresses; DNS
+    /// and the MAC come from the result as they are.
+    #[test]
+    fn status_from_odd_results() {
+        let e = status_entry("n", "eth0", Some(&json!("x")), true);
+        assert_eq!(
+            e,
+            json!({"name": "n", "interface": "eth0", "default": true, "dns": {}})
+        );
+        let r =
+            json!({"ips": [{"address": "2001:db8::5/64", "gateway": "2001:db8::1"}], "dns": null});
+        let e = status_entry("n", "eth0", Some(&r), false);
+        assert_eq!(
+            e,
+            json!({"name": "n", "interface": "eth0", "ips": ["2001:db8::5"], "dns": {}})
+        );
+    }
+
+    /// The pod as the tests write it, read as the API's answer is.
+    fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<CaptureConfig>> {
+        super::capture_for_pod(base, &Pod::from_json(pod).unwrap())
+    }
+
+    fn nad_capture(nad: &Value) -> Result<bool> {
+        super::nad_capture(&Nad::from_json(nad).unwrap())
+    }
+
+    /// The pod and NAD subsets: what is absent or `null` reads as empty;
+    /// a part of another type is refused, naming where.
+    #[test]
+    fn pod_and_nad_shapes() {
+        let p = Pod::from_json(
+            &json!({"metadata": {"annotations": null, "labels": {"a": "b"},
+            "uid": "u", "managedFields": [1]}, "spec": {"containers": null,
+            "initContainers": [{"name": "istio-proxy", "restartPolicy": "Always"}]}, "status": {}}),
+        )
+        .unwrap();
+        assert!(p.metadata.annotations.is_empty());
+        assert_eq!(p.label("a"), Some("b"));
+        assert_eq!(p.metadata.uid.as_deref(), Some("u"));
+        assert_eq!(
+            p.spec.init_containers[0].name.as_deref(),
+            Some("istio-proxy")
+        );
+        assert_eq!(Pod::from_json(&json!({})).unwrap(), Pod::default());
+        for (v, msg) in [
+            (json!([]), "invalid type: sequence, expected an object"),
+            (
+                json!({"metadata": {"annotations": {"k": 1}}}),
+                "metadata.annotations.k: invalid type: integer `1`, expected a string",
+            ),
+            (
+                json!({"metadata": {"labels": []}}),
+                "metadata.labels: invalid type: sequence",
+            ),
+            (
+                json!({"metadata": {"uid": 5}}),
+                "metadata.uid: must be a string",
+            ),
+            (
+                json!({"spec": {"containers": [["istio-proxy"]]}}),
+                "spec.containers[0]: invalid type: sequence, expected an object",
+            ),
+            (
+                json!({"spec": {"initContainers": [{"name": true}]}}),
+                "spec.initContainers[0].name: must be a string",
+            ),
+        ] {
+            let e = Pod::from_json(&v).unwrap_err().to_string();
+            assert!(e.starts_with(msg), "{v}: {e:?} is not {msg:?}");
+        }
+        let n = Nad::from_json(&json!({"metadata": {"annotations": {NAD_CAPTURE: "false"}},
+            "spec": {"config": null}}))
+        .unwrap();
+        assert_eq!(n.spec.config, None);
+        assert!(!super::nad_capture(&n).unwrap());
+        let e = Nad::from_json(&json!({"spec": {"config": {"type": "bridge"}}})).unwrap_err();
+        assert_eq!(e.to_string(), "spec.config: must be a string");
+        let e =
+            nad_capture(&json!({"metadata": {"annotations": {NAD_CAPTURE: "no"}}})).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(
+            e.msg.ends_with("\"no\" must be \"true\" or \"false\""),
+            "{}",
+            e.msg
+        );
+    }
+
+    #[test]
+    fn annotation_sizes() {
+        let big = "x".repeat(MAX_ANNOTATION_BYTES + 1);
+        let p = Pod::from_json(&json!({"metadata": {"annotations": {"other.io/x": big}}})).unwrap();
+        assert!(p.check_annotation_sizes().is_ok());
+        let p = Pod::from_json(&json!({"metadata": {"annotations": {NETWORKS: big}}})).unwrap();
+        let e = p.check_annotation_sizes().unwrap_err();
+        assert_eq!(e.code, code::POD_REQUEST);
+        assert!(e.msg.starts_with(NETWORKS), "{}", e.msg);
+        let ok = "x".repeat(MAX_ANNOTATION_BYTES);
+        let p =
+            Pod::from_json(&json!({"metadata": {"annotations": {DEFAULT_NETWORK: ok}}})).unwrap();
+        assert!(p.check_annotation_sizes().is_ok());
     }
 
     fn pod(ann: Value, containers: &[&str], inits: &[&str]) -> Value {

@@ -23,13 +23,9 @@ pub struct PodNetworks {
 
 /// A network config from a NAD: `spec.config` (conf or conflist), or the
 /// file of the same name in confDir when it is empty.
-fn nad_config(conf: &NetConf, nad: &Value, ns: &str, name: &str) -> Result<Value> {
+fn nad_config(conf: &NetConf, nad: &pod::Nad, ns: &str, name: &str) -> Result<Value> {
     let ctx = |e: CniError| e.context(format!("NetworkAttachmentDefinition {ns}/{name}"));
-    let text = nad
-        .pointer("/spec/config")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim();
+    let text = nad.spec.config.as_deref().unwrap_or("").trim();
     if text.is_empty() {
         return config::load_network(&conf.conf_dir, name).map_err(ctx);
     }
@@ -210,7 +206,7 @@ pub fn for_pod(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<PodNetwo
     let mut items: Vec<Item> = Vec::new();
     // The pod's requests are parsed and counted before any NAD is fetched:
     // the work a pod can cause is bounded by maxNetworksPerPod.
-    let requests = match pod::annotation(&s.pod, pod::NETWORKS) {
+    let requests = match s.pod.annotation(pod::NETWORKS) {
         Some(a) => pod::parse_networks(a)?,
         None => Vec::new(),
     };
@@ -229,7 +225,7 @@ pub fn for_pod(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<PodNetwo
     }
 
     // 1. The cluster network, or the pod's replacement for it.
-    let default_ann = pod::annotation(&s.pod, pod::DEFAULT_NETWORK).map(String::from);
+    let default_ann = s.pod.annotation(pod::DEFAULT_NETWORK).map(String::from);
     let extra_delegates: &[Value];
     match default_ann {
         Some(a) => {
