@@ -24,6 +24,7 @@ State: files under DIR, re-read on every request (tests edit them live).
                           and blank lines ignored)
   DIR/objects/pods/<ns>/<name>.json   Pod objects
   DIR/objects/nads/<ns>/<name>.json   NetworkAttachmentDefinition objects
+  DIR/objects/namespaces/<ns>.json    Namespace objects
   DIR/faults.json         optional fault injection, see below
   DIR/requests.log        written by the server: one JSON object per line
                           per request:
@@ -85,6 +86,7 @@ Routes (JSON answers; errors are metav1.Status bodies like the real server):
         (bad op, missing path, failed test) -> 422 Invalid.
   PUT   /api/v1/namespaces/{ns}/pods/{name}/status      full replacement
         (name/namespace must match the URL -> else 400)
+  GET   /api/v1/namespaces/{ns}                         the namespace or 404
   GET   /apis/k8s.cni.cncf.io/v1/namespaces/{ns}/network-attachment-definitions/{name}
 
 Writes to pods/status: if the patched (or PUT) object carries
@@ -538,6 +540,14 @@ class Handler(BaseHTTPRequestHandler):
             }, {}, "application/json"
 
         parts = path.split("/")[1:]
+        # /api/v1/namespaces/{ns}
+        if len(parts) == 4 and parts[:3] == ["api", "v1", "namespaces"]:
+            ns = parts[3]
+            if not NAME_RE.match(ns):
+                raise not_found_path()
+            self.allow(method, ("GET",))
+            file = os.path.join(d, "objects", "namespaces", ns + ".json")
+            return 200, self.load(file, "namespaces", ns, None), {}, "application/json"
         # /api/v1/namespaces/{ns}/pods/{name}[/status]
         if (
             len(parts) in (6, 7)
