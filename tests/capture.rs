@@ -856,6 +856,16 @@ fn tproxy_keeps_source_and_destination() {
             2,
             "{rules}"
         );
+        // inspect shows the mangle capture and the routing.
+        let ins = sh_ok(&format!("{BIN} inspect --netns {}", pod.path));
+        let chain = if variant(&cap).is_some() {
+            "MULTIMESH_TPROXY"
+        } else {
+            "tproxy_redirect"
+        };
+        for want in [chain, "TPROXY routing (IPv4)", "TPROXY routing (IPv6)"] {
+            assert!(ins.contains(want), "inspect lacks {want:?}:\n{ins}");
+        }
         let proxy = Listener::start_with(&pod.name, IN_PORT, false, 3, &["--transparent"]);
         for (what, client, to, peer) in [
             (

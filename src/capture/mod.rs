@@ -186,7 +186,9 @@ pub fn render(cfg: &CaptureConfig, ipv6: bool) -> String {
     if !cfg.enabled {
         return "# capture disabled: no rules\n".into();
     }
-    driver(cfg.backend, cfg.variant, Path::new("")).render(&Plan::new(cfg, ipv6))
+    let plan = Plan::new(cfg, ipv6);
+    let rules = driver(cfg.backend, cfg.variant, Path::new("")).render(&plan);
+    rules + &route::render(&plan)
 }
 
 impl Setup {

@@ -203,6 +203,26 @@ pub fn check(ns: &NetNs, families: &[Family]) -> Result<()> {
     Ok(())
 }
 
+/// What the plan programs of routing, as `ip` commands in comments
+/// (`multimesh rules`); empty without TPROXY.
+pub fn render(plan: &super::Plan) -> String {
+    if !plan.tproxy() {
+        return String::new();
+    }
+    let mut s = String::from("# policy routing (route netlink, pod netns)\n");
+    for f in plan.families() {
+        let (flag, dst) = match f {
+            Family::V4 => ("-4", "0.0.0.0/0"),
+            Family::V6 => ("-6", "::/0"),
+        };
+        s.push_str(&format!(
+            "# ip {flag} rule add fwmark {TPROXY_MARK:#x} lookup {TPROXY_TABLE}\n\
+             # ip {flag} route add local {dst} dev lo table {TPROXY_TABLE}\n"
+        ));
+    }
+    s
+}
+
 /// The routing as `inspect` shows it; None when there is none.
 pub fn describe(ns: &NetNs) -> Result<Option<String>> {
     let mut out = String::new();
