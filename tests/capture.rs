@@ -934,11 +934,16 @@ fn tproxy_keeps_source_and_destination() {
 fn dns_captured_but_not_the_proxys() {
     for_each_backend(|name, cap| {
         let node = Node::new(&tag("dns", name));
+        no_dad(&node.name);
         let pod = node.pod("p");
+        no_dad(&pod.name);
         let cap = with(cap, json!({"dnsCapture": true}));
-        let conf = node.meta(vec![node.cluster_bridge()], cap.clone());
+        let conf = node.meta(vec![node.dual_stack_bridge()], cap.clone());
         node.cni("ADD", &conf, &pod.path, "cdns", "eth0").ok();
-        // The proxy's DNS server, as Istio's: on localhost, as the proxy.
+        wait_v6_ready(&node.name, "mm0");
+        wait_v6_ready(&pod.name, "eth0");
+        // The proxy's DNS server, as Istio's: on localhost (both
+        // families), as the proxy.
         let proxy_id = ["--uid", "1337", "--gid", "1337"];
         let _udp = Listener::start_with(
             &pod.name,
@@ -947,16 +952,24 @@ fn dns_captured_but_not_the_proxys() {
             1,
             &[&["--bind", "127.0.0.1"][..], &proxy_id].concat(),
         );
-        let _tcp = Listener::start_with(&pod.name, 15053, false, 1, &proxy_id);
-        let a = answer(&pod.name, "203.0.113.53", 53, true, None);
-        assert_eq!(field(&a, "served_by"), "15053", "UDP DNS: {a}");
-        assert_eq!(
-            field(&a, "from"),
-            "203.0.113.53:53",
-            "UDP DNS answer's source: {a}"
+        let _udp6 = Listener::start_with(
+            &pod.name,
+            15053,
+            true,
+            1,
+            &[&["--bind", "::1"][..], &proxy_id].concat(),
         );
-        let a = answer(&pod.name, "203.0.113.53", 53, false, None);
-        assert_served(&a, 15053, "203.0.113.53:53", "TCP DNS");
+        let _tcp = Listener::start_with(&pod.name, 15053, false, 2, &proxy_id);
+        for (resolver, from) in [
+            ("203.0.113.53", "203.0.113.53:53"),
+            ("2001:db8:53::53", "[2001:db8:53::53]:53"),
+        ] {
+            let a = answer(&pod.name, resolver, 53, true, None);
+            assert_eq!(field(&a, "served_by"), "15053", "UDP DNS: {a}");
+            assert_eq!(field(&a, "from"), from, "UDP DNS answer's source: {a}");
+            let a = answer(&pod.name, resolver, 53, false, None);
+            assert_served(&a, 15053, from, "TCP DNS");
+        }
         // The proxy's own queries reach the resolver (the node).
         let _res_udp = Listener::start(&node.name, 53, true, 1);
         let _res_tcp = Listener::start(&node.name, 53, false, 1);
@@ -1059,6 +1072,15 @@ fn invalid_packets_dropped() {
         );
         node.cni("CHECK", &conf_drop, &dropping.path, "cinv1", "eth0")
             .ok();
+        let drift = match variant(cap) {
+            Some(v) => format!("iptables-{v} -t mangle -F MULTIMESH_MANGLE_IN"),
+            None => "nft flush chain inet multimesh mangle_inbound".into(),
+        };
+        dropping.exec_ok(&drift);
+        let msg = node
+            .cni("CHECK", &conf_drop, &dropping.path, "cinv1", "eth0")
+            .err(104);
+        assert!(msg.contains("capture rules changed"), "{msg}");
         node.cni("DEL", &conf_drop, &dropping.path, "cinv1", "eth0")
             .ok();
         node.cni("DEL", &conf, &plain.path, "cinv0", "eth0").ok();
@@ -1091,6 +1113,15 @@ fn rerouted_interface_reaches_outbound_port() {
         let a = answer(&node.name, &eth0, 8080, false, None);
         assert_served(&a, IN_PORT, &sock(&eth0, 8080), "TCP entering eth0");
         node.cni("CHECK", &conf, &pod.path, "crr", "eth0").ok();
+        let drift = match variant(&cap) {
+            Some(v) => {
+                format!("iptables-{v} -t nat -D MULTIMESH_INBOUND -i net1 -j MULTIMESH_REDIRECT")
+            }
+            None => "nft flush chain inet multimesh inbound".into(),
+        };
+        pod.exec_ok(&drift);
+        let msg = node.cni("CHECK", &conf, &pod.path, "crr", "eth0").err(104);
+        assert!(msg.contains("capture rules changed"), "{msg}");
         node.cni("DEL", &conf, &pod.path, "crr", "eth0").ok();
         pod.assert_no_capture("after DEL");
         node.assert_no_leaks();
