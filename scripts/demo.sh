@@ -6,7 +6,9 @@
 # multimesh reads them, attaches the networks the pods ask for, captures the
 # meshed one only, writes network-status back, and DELs without the server.
 # Then kubelet's path: containerd's CRI runs a pod's network through
-# multimesh (RunPodSandbox / StopPodSandbox from a CRI client).
+# multimesh (RunPodSandbox / StopPodSandbox from a CRI client). Then the
+# startup race: a meshed pod whose network was set up before multimesh was
+# installed is repaired in place by `multimesh agent`.
 #
 #   scripts/demo.sh
 #
@@ -33,6 +35,7 @@ K8S_PODS=("mmdemo-web-$$" "mmdemo-plain-$$")
 TMP=""
 BG_PIDS=()
 API_PID=""   # the fake API server (Kubernetes part)
+AGENT_PID="" # unshare running multimesh agent in its own PID namespace
 API_FD=""    # write end of its stdin: it exits on EOF, i.e. when we die
 
 if [ -t 1 ]; then BOLD=$'\e[1m'; GREEN=$'\e[32m'; RED=$'\e[31m'; OFF=$'\e[0m'; else BOLD=""; GREEN=""; RED=""; OFF=""; fi
@@ -49,7 +52,9 @@ cleanup() {
   for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${BG_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   if [ -n "$TMP" ] && [ -d "$TMP/containerd" ]; then scripts/cri_containerd.sh down "$TMP/containerd" "$CRI" || true; fi
+  stop_agent
   stop_api
+  if [ -n "$TMP" ] && [ -d "$TMP/agent/netns" ]; then umount -R "$TMP/agent/netns" 2>/dev/null || true; fi
   for p in "${PODS[@]}" "${K8S_PODS[@]}"; do ip netns del "$p" 2>/dev/null || true; done
   ip netns del "$NODE" 2>/dev/null || true
   [ -n "$TMP" ] && rm -rf "$TMP"
@@ -66,6 +71,19 @@ stop_api() {
     API_PID=""
   fi
   if [ -n "$API_FD" ]; then exec {API_FD}>&-; API_FD=""; fi
+}
+# SIGTERM to the agent (unshare, its parent, then exits too), up to 5 s,
+# then SIGKILL to both. Idempotent.
+stop_agent() {
+  if [ -n "$AGENT_PID" ]; then
+    local child i
+    child=$(cat "/proc/$AGENT_PID/task/$AGENT_PID/children" 2>/dev/null || true)
+    [ -z "$child" ] || kill -TERM $child 2>/dev/null || true
+    for i in $(seq 100); do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$AGENT_PID" 2>/dev/null || true
+    wait "$AGENT_PID" 2>/dev/null || true
+    AGENT_PID=""
+  fi
 }
 trap cleanup EXIT
 trap 'echo "demo.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
@@ -623,6 +641,98 @@ ok "StopPodSandbox (CNI DEL) + RemovePodSandbox: netns, interfaces and multimesh
 scripts/cri_containerd.sh down "$CD_DIR" "$CRI" || die "containerd or its shims did not stop"
 ok "containerd stopped, no shim or sandbox process left"
 
+section "The startup race: pod demo/late got its network before multimesh was installed"
+LATE="mmdemo-late-$$"
+K8S_PODS+=("$LATE")
+AG=$TMP/agent
+mkdir -p "$AG/net.d" "$AG/sa" "$AG/netns" "$AG/cni"
+ip netns add "$LATE"
+in_pod "$LATE" ip link set lo up
+BRIDGE_CONF='{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge", "bridge": "mm0", "isGateway": true,
+  "ipam": {"type": "host-local", "dataDir": "'"$TMP/ipam"'",
+           "ranges": [[{"subnet": "198.51.100.0/25", "gateway": "198.51.100.1"}]], "routes": [{"dst": "0.0.0.0/0"}]}}'
+printf '{"cniVersion": "1.0.0", "name": "cluster", "plugins": [%s]}\n' "$BRIDGE_CONF" >"$AG/net.d/10-cluster.conflist"
+out=$(timeout 60 ip netns exec "$NODE" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+  CNI_COMMAND=ADD CNI_CONTAINERID="demo-late-$$" CNI_NETNS="/run/netns/$LATE" CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
+  /usr/lib/cni/bridge <<<"$BRIDGE_CONF") || die "bridge ADD failed: $out"
+LATE_IP=$(addr_of "$LATE" eth0)
+info "the bridge plugin alone (the node's primary network) gave $LATE eth0 $LATE_IP: no capture"
+[ "$(capture_rules "$LATE" | wc -l)" = 0 ] || die "capture rules in $LATE already"
+"$PY" - "$API/objects" "$LATE_IP" <<'PY' || die "writing pod demo/late and node node-1 failed"
+import json, os, sys
+objs, ip = sys.argv[1], sys.argv[2]
+json.dump({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "late", "namespace": "demo", "uid": "uid-late", "resourceVersion": "1",
+                        "annotations": {"sidecar.istio.io/status": '{"containers":["istio-proxy"]}'}},
+           "spec": {"nodeName": "node-1", "containers": [{"name": "app"}, {"name": "istio-proxy"}],
+                    "initContainers": [{"name": "multimesh-validation"}]},
+           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}},
+          open(f"{objs}/pods/demo/late.json", "w"))
+os.makedirs(f"{objs}/nodes", exist_ok=True)
+json.dump({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1", "resourceVersion": "1"},
+           "spec": {"taints": [{"key": "multimesh.io/not-ready", "effect": "NoSchedule"}]}},
+          open(f"{objs}/nodes/node-1.json", "w"))
+PY
+ok "pod demo/late (istio-meshed, Running, $LATE_IP) on the API server; node node-1 tainted multimesh.io/not-ready:NoSchedule"
+
+section "The startup race: multimesh agent installs, becomes ready, removes the taint and repairs demo/late in place"
+echo "$TOKEN" >"$AG/sa/token"
+cp "$PKI/ca.pem" "$AG/sa/ca.crt"
+# A netns directory of bind mounts, shared as /run/netns is; the agent gets
+# a PID namespace (and /proc) of its own, so the namespaces it searches are
+# this demo's.
+mount --bind "$AG/netns" "$AG/netns" && mount --make-shared "$AG/netns"
+touch "$AG/netns/$LATE" && mount --bind "/run/netns/$LATE" "$AG/netns/$LATE"
+t0=$(date +%s%N)
+ip netns exec "$NODE" unshare --pid --fork --mount-proc --propagation=slave --kill-child=SIGTERM \
+  "$MM" agent --listen=127.0.0.1:9190 --node-name=node-1 --kubeconfig="$API/kubeconfig" \
+  --netns-dir="$AG/netns" --api-server="$SERVER" --bin-src="$MM" --bin-dir="$AG/bin" \
+  --cni-conf-dir="$AG/net.d" --multimesh-conf-dir="$AG/mm" --service-account-dir="$AG/sa" \
+  --state-dir="$AG/cni" --watch=10 >"$AG/agent.log" 2>&1 &
+AGENT_PID=$!
+ready=""
+for _ in $(seq 200); do # up to ~10 s
+  ready=$(in_node curl -s --max-time 2 http://127.0.0.1:9190/readyz 2>/dev/null || true)
+  [ "$ready" = ok ] && break
+  sleep 0.05
+done
+[ "$ready" = ok ] || { cat "$AG/agent.log" >&2; die "the agent did not become ready"; }
+ok "/readyz: ok (installed $(basename "$AG")/net.d/00-multimesh.conflist, watching the pods of node-1)"
+ev=""
+for _ in $(seq 200); do
+  ev=$(cat "$API"/objects/events/demo/late.*.json 2>/dev/null || true)
+  [ -n "$ev" ] && break
+  sleep 0.05
+done
+t1=$(date +%s%N)
+[ -n "$ev" ] || { cat "$AG/agent.log" >&2; die "no event for demo/late"; }
+"$PY" -c 'import json,sys; e=json.load(sys.stdin); print("Event", e["type"], e["reason"] + ":", e["message"])' <<<"$ev" | indent
+taints=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["spec"].get("taints"))' "$API/objects/nodes/node-1.json")
+[ "$taints" = "[]" ] || die "taint still on node-1: $taints"
+ok "taint removed from node-1; demo/late repaired $(((t1 - t0) / 1000000)) ms after the agent started"
+capture_rules "$LATE" | head -4 | indent
+info "... $(capture_rules "$LATE" | wc -l) MULTIMESH rules in $LATE, as ADD programs them"
+listen "$LATE" "$TMP/llate.out" --port 15001 --count 1
+ans=$(in_pod "$LATE" "$PROBE" connect --addr 203.0.113.200 --port 443 --timeout 5 2>&1) || ans="FAILED: $ans"
+info "$LATE -> 203.0.113.200:443  =>  $ans"
+case $ans in *"served_by=15001 orig=203.0.113.200:443"*) ;; *) die "the app's TCP was not redirected" ;; esac
+ok "the app's outbound TCP lands on the sidecar port 15001, no restart"
+in_node curl -s http://127.0.0.1:9190/metrics | grep -e '^multimesh_repairs_total' -e '^multimesh_pods_watched' | indent
+stop_agent
+
+section "The startup race: demo/late's DEL (the runtime's, through the installed multimesh) removes the repair"
+"$PY" -c 'import json,sys; l=json.load(open(sys.argv[1])); p=l["plugins"][0]; p["name"]=l["name"]; p["cniVersion"]=l["cniVersion"]; print(json.dumps(p))' \
+  "$AG/net.d/00-multimesh.conflist" >"$AG/installed.conf"
+out=$(timeout 60 ip netns exec "$NODE" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+  CNI_COMMAND=DEL CNI_CONTAINERID="demo-late-$$" CNI_NETNS="/run/netns/$LATE" CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
+  "$MM" <"$AG/installed.conf" 2>&1) || die "DEL demo/late failed: $out"
+[ "$(capture_rules "$LATE" | wc -l)" = 0 ] || die "capture rules left in $LATE"
+left=$(find "$AG/cni" -mindepth 1 -maxdepth 1 -name 'repair-*')
+[ -z "$left" ] || die "repair record left: $left"
+ok "no capture rules, no repair record; the IP went back to host-local"
+umount "$AG/netns/$LATE" && umount "$AG/netns"
+ip netns del "$LATE"
+
 section "Kubernetes mode: stop the API server, then CNI DEL both pods (DEL needs no API server)"
 pid=$API_PID
 stop_api
@@ -638,6 +748,6 @@ for spec in "web $WEB $UID_WEB" "plain $PLAIN $UID_PLAIN"; do
 done
 
 section "Kubernetes mode: nothing left behind"
-nothing_left "${K8S_PODS[@]}"
+nothing_left "$WEB" "$PLAIN"
 
 printf '\n%sDemo complete.%s Cleaning up namespaces.\n' "$BOLD" "$OFF"

@@ -13,13 +13,14 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# --- Kubernetes manifests (tests/manifests.rs): kubernetes-validate from PyPI,
+# --- Kubernetes manifests (tests/manifests.rs) and the agent's metrics
+# (tests/agent.rs): kubernetes-validate and prometheus-client from PyPI,
 # pinned in scripts/requirements-k8s.txt, in a venv of Debian's python3
 # (its system site is externally managed). Reinstalled when the pins change.
 venv=${MULTIMESH_VENV:-/opt/multimesh-venv}
 req="$(dirname "$0")/requirements-k8s.txt"
 if ! cmp -s "$req" "$venv/.requirements" 2>/dev/null; then
-  echo "installing kubernetes-validate into $venv" >&2
+  echo "installing the test Python packages into $venv" >&2
   if [ -f "$venv/pyvenv.cfg" ]; then rm -rf "$venv"; fi
   /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"

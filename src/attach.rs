@@ -8,6 +8,16 @@
 //! Failure handling: state is written before the first delegate runs and
 //! after each one returns, so whatever ADD did can always be undone — by
 //! ADD's own rollback, by DEL, or by the next ADD finding a crashed one.
+//!
+//! Repairs (`repair`, for the node agent): capture programmed into the
+//! netns of a pod whose ADD multimesh never saw (it ran before multimesh
+//! was installed). The repair is recorded like a chained ADD's capture,
+//! in a container directory named by the netns (`repair-<netns key>`,
+//! network `multimesh-repair`, so no runtime's GC of its own network
+//! touches it) and as an owner of the netns's capture. The pod's own DEL
+//! finds no record of its container; it then looks for a repair of the
+//! netns CNI_NETNS names and releases it (`release_repair`), so the rules
+//! and the record go with the pod.
 
 use crate::capture::{self, CaptureConfig, Setup};
 use crate::cni::{self, Env};
@@ -670,6 +680,19 @@ pub fn del(conf: &NetConf, env: &Env) -> Result<()> {
                 },
                 atts,
             );
+            if !env.netns.is_empty() {
+                // The agent may have repaired this netns (the pod's ADD
+                // went to the primary plugin alone): release that first.
+                let key = NetNs::open(Path::new(&env.netns))
+                    .ok()
+                    .flatten()
+                    .and_then(|ns| ns.key().ok());
+                if let Some(k) = key {
+                    if let Err(e) = release_repair(&conf.cni_dir, &k, Some(&env.netns)) {
+                        log::error!("DEL: repaired capture not released: {e}");
+                    }
+                }
+            }
             if conf.capture.enabled {
                 // Nothing says capture was ever programmed: remove what may
                 // be there, best effort, unless another attachment of this
@@ -710,6 +733,153 @@ fn remove_unowned_capture(p: &Setup, netns: &str, lk: &ContainerLock, ifname: &s
         return Ok(());
     }
     capture::remove(p, &ns, lk.dir())
+}
+
+/// The network name of repair records (never a runtime's network).
+pub const REPAIR_NETWORK: &str = "multimesh-repair";
+/// The "interface" a repair record is filed under (the whole netns).
+const REPAIR_IFNAME: &str = "repair";
+const REPAIR_PREFIX: &str = "repair-";
+
+/// What `repair` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repaired {
+    /// Capture programmed and recorded.
+    Programmed,
+    /// Nothing to do: multimesh already owns this netns's capture (an
+    /// ADD's or an earlier repair).
+    AlreadyOwned,
+}
+
+fn repair_runner(netns: &str) -> Runner {
+    Runner {
+        bin_dir: Default::default(),
+        cni_path: String::new(),
+        container_id: String::new(),
+        netns: netns.to_string(),
+        args: String::new(),
+        cluster_ifname: REPAIR_IFNAME.into(),
+        bounds: crate::delegate::Bounds::new(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(1),
+        ),
+    }
+}
+
+/// Program capture `cfg` into `ns` (reached as `netns_path`) for a pod
+/// whose ADD multimesh never saw, exactly as a chained ADD does (the same
+/// `Setup`, backend and ownership), and record it under cniDir so that
+/// the pod's DEL removes it (`release_repair`). `cni_args` names the pod
+/// (K8S_POD_NAMESPACE/NAME/UID) for the agent's later clean-up. On
+/// failure nothing stays: neither rules nor record.
+pub fn repair(
+    cni_dir: &Path,
+    ns: &NetNs,
+    netns_path: &str,
+    cfg: &CaptureConfig,
+    ipv6: bool,
+    cni_args: &str,
+) -> Result<Repaired> {
+    let key = ns.key()?;
+    let lk = ContainerLock::acquire(cni_dir, &format!("{REPAIR_PREFIX}{key}"), true)?
+        .ok_or_else(|| CniError::new(code::STATE, "state directory vanished"))?;
+    let run = repair_runner(netns_path);
+    if let Some(mut old) = lk.load(REPAIR_IFNAME)? {
+        if old.complete {
+            return Ok(Repaired::AlreadyOwned);
+        }
+        // An interrupted repair: undo it, then start again.
+        teardown(&mut old, &lk, &run, netns_path)?;
+    }
+    {
+        let _held = ns.lock()?;
+        if NetnsOwners::of(&lk).any(&key) {
+            return Ok(Repaired::AlreadyOwned);
+        }
+    }
+    let mut rec = Record {
+        network: REPAIR_NETWORK.into(),
+        cni_version: cni::SUPPORTED_VERSIONS
+            .last()
+            .copied()
+            .unwrap_or("1.0.0")
+            .into(),
+        container_id: format!("{REPAIR_PREFIX}{key}"),
+        ifname: REPAIR_IFNAME.into(),
+        netns: netns_path.into(),
+        cni_args: cni_args.into(),
+        mode: Mode::Chained,
+        complete: false,
+        attachments: Vec::new(),
+        capture: None,
+        netns_key: None,
+    };
+    let added = Setup::resolve(cfg, ipv6, lk.dir())
+        .and_then(|p| add_capture(&p, &mut rec, &lk, ns, capture::apply));
+    if let Err(e) = added {
+        if let Err(re) = teardown(&mut rec, &lk, &run, netns_path) {
+            log::error!("repair rollback incomplete: {re}");
+        }
+        return Err(e);
+    }
+    rec.complete = true;
+    if let Err(e) = lk.save(&rec) {
+        let _ = teardown(&mut rec, &lk, &run, netns_path);
+        return Err(e);
+    }
+    Ok(Repaired::Programmed)
+}
+
+/// Release the repair of netns `key`, if there is one: remove its capture
+/// (unless another attachment owns it too) and its record. `netns` is the
+/// path to reach it (DEL's CNI_NETNS); None: the path the record names, if
+/// that still is netns `key` (else only the record and owner marker go:
+/// the netns, and its rules, are gone). Ok(false): no repair of `key`.
+pub fn release_repair(cni_dir: &Path, key: &str, netns: Option<&str>) -> Result<bool> {
+    let Some(lk) = ContainerLock::acquire(cni_dir, &format!("{REPAIR_PREFIX}{key}"), false)? else {
+        return Ok(false);
+    };
+    let Some(mut rec) = lk.load(REPAIR_IFNAME)? else {
+        return Ok(false);
+    };
+    let path = match netns {
+        Some(p) => p.to_string(),
+        None => {
+            let same = NetNs::open(Path::new(&rec.netns))
+                .ok()
+                .flatten()
+                .and_then(|ns| ns.key().ok())
+                .is_some_and(|k| k == key);
+            if same {
+                rec.netns.clone()
+            } else {
+                String::new()
+            }
+        }
+    };
+    teardown(&mut rec, &lk, &repair_runner(&path), &path)?;
+    Ok(true)
+}
+
+/// Every repair record under cniDir: (netns key, record).
+pub fn repairs(cni_dir: &Path) -> Vec<(String, Record)> {
+    let mut out = Vec::new();
+    for dir in state::container_dirs(cni_dir) {
+        let Some(key) = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(REPAIR_PREFIX))
+            .map(String::from)
+        else {
+            continue;
+        };
+        if let Ok(Some(lk)) = ContainerLock::acquire_dir(dir, false) {
+            if let Ok(Some(rec)) = lk.load(REPAIR_IFNAME) {
+                out.push((key, rec));
+            }
+        }
+    }
+    out
 }
 
 pub fn check(conf: &NetConf, env: &Env) -> Result<()> {

@@ -128,7 +128,7 @@ pub fn main(args: &[&str]) -> i32 {
     0
 }
 
-fn print_lines(lines: &[String]) {
+pub fn print_lines(lines: &[String]) {
     let mut out = std::io::stdout().lock();
     for l in lines {
         let _ = writeln!(out, "multimesh install: {l}");
@@ -401,24 +401,40 @@ extern "C" fn on_terminate(_: libc::c_int) {
     TERMINATE.store(true, Ordering::SeqCst);
 }
 
-/// Repeat the install pass every `every` until SIGTERM/SIGINT. As PID 1 of a
-/// container the default action of SIGTERM would be ignored, so it is
-/// caught. A failed pass is reported and retried; what is installed stays.
-fn watch(o: &Options, every: Duration) {
-    {
-        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-        let act = SigAction::new(
-            SigHandler::Handler(on_terminate),
-            SaFlags::empty(),
-            SigSet::empty(),
-        );
-        for sig in [Signal::SIGTERM, Signal::SIGINT] {
-            // SAFETY: installing a handler is unsafe in nix because the
-            // handler runs asynchronously; `on_terminate` only stores to an
-            // atomic, which is async-signal-safe.
-            let _ = unsafe { sigaction(sig, &act) };
-        }
+/// Catch SIGTERM and SIGINT from here on (`terminating` tells): as PID 1
+/// of a container their default action would be ignored.
+pub fn catch_terminate() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(
+        SigHandler::Handler(on_terminate),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: installing a handler is unsafe in nix because the
+        // handler runs asynchronously; `on_terminate` only stores to an
+        // atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &act) };
     }
+}
+
+/// Has SIGTERM or SIGINT arrived (after `catch_terminate`)?
+pub fn terminating() -> bool {
+    TERMINATE.load(Ordering::SeqCst)
+}
+
+/// The lines of an install pass that wrote something.
+pub fn changed(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .filter(|l| l.starts_with("wrote"))
+        .collect()
+}
+
+/// Repeat the install pass every `every` until SIGTERM/SIGINT. A failed
+/// pass is reported and retried; what is installed stays.
+fn watch(o: &Options, every: Duration) {
+    catch_terminate();
     let quick = Options {
         wait_for_primary: Duration::ZERO,
         ..o.clone()
@@ -430,20 +446,14 @@ fn watch(o: &Options, every: Duration) {
     loop {
         let until = Instant::now() + every;
         while Instant::now() < until {
-            if TERMINATE.load(Ordering::SeqCst) {
+            if terminating() {
                 println!("multimesh install: terminating");
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         match install(&quick) {
-            Ok(lines) => {
-                let changed: Vec<String> = lines
-                    .into_iter()
-                    .filter(|l| l.starts_with("wrote"))
-                    .collect();
-                print_lines(&changed);
-            }
+            Ok(lines) => print_lines(&changed(lines)),
             Err(e) => eprintln!("multimesh install: {e} (keeping what is installed)"),
         }
     }
@@ -748,8 +758,11 @@ fn mkdir(p: &Path, mode: u32) -> Result<(), String> {
 /// Replace `path` with `bytes` and `mode` atomically, unless it already has
 /// exactly those. Returns whether it wrote.
 pub fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, String> {
-    if let (Ok(meta), Ok(old)) = (std::fs::symlink_metadata(path), std::fs::read(path)) {
-        if meta.file_type().is_file() && meta.permissions().mode() & 0o7777 == mode && old == bytes
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_file()
+            && meta.permissions().mode() & 0o7777 == mode
+            && meta.len() == bytes.len() as u64
+            && same_content(path, bytes)
         {
             return Ok(false);
         }
@@ -757,6 +770,30 @@ pub fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, St
     crate::state::replace_file(path, bytes, mode, true)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(true)
+}
+
+/// Does the file hold exactly `bytes`? Compared a block at a time: the
+/// agent repeats install passes, and the binary is megabytes.
+fn same_content(path: &Path, bytes: &[u8]) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut block = vec![0u8; 64 * 1024];
+    let mut at = 0;
+    loop {
+        match f.read(&mut block) {
+            Ok(0) => return at == bytes.len(),
+            Ok(n) => {
+                if bytes.get(at..at + n) != Some(&block[..n]) {
+                    return false;
+                }
+                at += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 #[cfg(test)]

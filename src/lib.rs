@@ -14,7 +14,11 @@
 //! - [`logging`]: the `log` facade's sink (stderr, logFile)
 //! - [`install`]: node-side install (binary, kubeconfig, wrapping conflist)
 //! - [`validate`]: the in-pod check that outbound TCP is captured
+//! - [`agent`]: the node agent (`multimesh agent`): install, readiness,
+//!   metrics, and repair of pods that started without capture
+//! - [`journal`]: the CNI call journal the plugin appends for the agent
 
+pub mod agent;
 pub mod attach;
 pub mod capture;
 pub mod cli;
@@ -25,6 +29,7 @@ pub mod error;
 pub mod fields;
 pub mod flags;
 pub mod install;
+pub mod journal;
 pub mod k8s;
 pub mod logging;
 pub mod netlink;

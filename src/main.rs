@@ -38,6 +38,7 @@ fn fail(e: &CniError, version: &str) -> i32 {
 }
 
 fn cni_main() -> i32 {
+    let started = std::time::Instant::now();
     let cmd_str = std::env::var("CNI_COMMAND").unwrap_or_default();
     let mut stdin = Vec::with_capacity(64 * 1024);
     let _ = std::io::stdin().read_to_end(&mut stdin);
@@ -82,7 +83,11 @@ fn cni_main() -> i32 {
     };
     let env = match Env::from_env(cmd, |k| std::env::var(k).ok()) {
         Ok(e) => e,
-        Err(e) => return fail(&e, &conf.cni_version),
+        Err(e) => {
+            let status = fail(&e, &conf.cni_version);
+            multimesh::journal::append(&conf.cni_dir, cmd.as_str(), e.code, started.elapsed());
+            return status;
+        }
     };
     logging::init(
         conf.log_level,
@@ -91,29 +96,38 @@ fn cni_main() -> i32 {
         format!("{} {}/{}", cmd.as_str(), env.container_id, env.ifname),
     );
     log::debug!("start");
+    let (status, outcome) = run(cmd, &conf, &env);
+    // For the node agent's metrics, after the answer is out.
+    multimesh::journal::append(&conf.cni_dir, cmd.as_str(), outcome, started.elapsed());
+    status
+}
+
+/// Run a command and print its answer: the exit status, and the CNI error
+/// code (0 for success) for the journal.
+fn run(cmd: Command, conf: &NetConf, env: &Env) -> (i32, u32) {
     let res = match cmd {
-        Command::Add => attach::add(&conf, &env).map(Some),
-        Command::Del => attach::del(&conf, &env).map(|_| None),
-        Command::Check => attach::check(&conf, &env).map(|_| None),
-        Command::Gc => attach::gc(&conf, &env).map(|_| None),
-        Command::Status => attach::status(&conf, &env).map(|_| None),
+        Command::Add => attach::add(conf, env).map(Some),
+        Command::Del => attach::del(conf, env).map(|_| None),
+        Command::Check => attach::check(conf, env).map(|_| None),
+        Command::Gc => attach::gc(conf, env).map(|_| None),
+        Command::Status => attach::status(conf, env).map(|_| None),
         Command::Version => unreachable!(),
     };
     match res {
         Ok(Some(result)) => {
             if print_json(&result) {
                 log::debug!("done");
-                0
+                (0, 0)
             } else {
                 // Nothing reached the runtime: it will see a failure anyway.
-                code::IO as i32
+                (code::IO as i32, code::IO)
             }
         }
         Ok(None) => {
             log::debug!("done");
-            0
+            (0, 0)
         }
-        Err(e) => fail(&e, &conf.cni_version),
+        Err(e) => (fail(&e, &conf.cni_version), e.code),
     }
 }
 

@@ -380,6 +380,18 @@ impl NetnsOwners {
         }
     }
 
+    /// Does any attachment own netns `key`? (Stale markers do not count.)
+    pub fn any(&self, key: &str) -> bool {
+        let prefix = format!("{key}:");
+        fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten().any(|e| {
+                    e.file_name().to_string_lossy().starts_with(&prefix) && e.path().exists()
+                })
+            })
+            .unwrap_or(false)
+    }
+
     /// Does any attachment other than `lock`'s `ifname` own netns `key`?
     /// Stale markers (their record gone) are removed on the way.
     pub fn others(&self, key: &str, lock: &ContainerLock, ifname: &str) -> bool {

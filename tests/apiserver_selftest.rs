@@ -288,9 +288,8 @@ fn get_pod_nad_and_errors() {
 
     // Unknown paths, bad names, wrong methods.
     for p in [
-        "/api/v1/namespaces/ns1/pods",
-        "/api/v1/nodes/n1",
         "/api/v1/namespaces/ns1/pods/p1/log",
+        "/api/v1/nodes/n1/proxy",
         "/api/v1/namespaces/ns1/pods/..%2Fx",
         "/",
     ] {
@@ -307,12 +306,12 @@ fn get_pod_nad_and_errors() {
             "-H",
             &bearer(&srv),
             "-X",
-            "DELETE",
+            "PUT",
             &format!("{}{P1}", srv.url),
         ],
     );
     assert_status(&c.json(405), 405, "MethodNotAllowed");
-    let c = patch(&srv, P1, MERGE, "{}");
+    let c = patch(&srv, "/api/v1/namespaces/ns1/pods", MERGE, "{}");
     assert_status(&c.json(405), 405, "MethodNotAllowed");
 
     // /version and /healthz: with a token, and anonymously.
@@ -875,4 +874,224 @@ fn stop_kills_server_and_removes_dir() {
     assert_ne!(a.token, b.token);
     let c = curl(&a, &["-H", &bearer(&b), &format!("{}/version", a.url)]);
     assert_status(&c.json(401), 401, "Unauthorized");
+}
+
+/// A watch read with curl for `secs` seconds: its JSON lines.
+fn watch_lines(srv: &ApiServer, query: &str, secs: u32) -> Vec<Value> {
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "-N",
+            "--max-time",
+            &(secs + 5).to_string(),
+            "--cacert",
+        ])
+        .arg(srv.ca_pem())
+        .args(["-H", &bearer(srv)])
+        .arg(format!("{}/api/v1/pods?{query}", srv.url))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn pod_on(ns: &str, name: &str, node: &str) -> Value {
+    let mut p = ApiServer::pod_json(ns, name, &format!("uid-{name}"), Value::Null, &["app"], &[]);
+    p["spec"]["nodeName"] = json!(node);
+    p
+}
+
+/// Lists with a node field selector, watches (chunked JSON lines, growing
+/// resourceVersions, ADDED/MODIFIED/DELETED, timeoutSeconds), the 410 that
+/// forces a relist, pod PATCH and DELETE, nodes and events.
+#[test]
+fn list_watch_nodes_events() {
+    let mut srv = ApiServer::start();
+    srv.put_pod(&pod_on("ns1", "a", "node-1"));
+    srv.put_pod(&pod_on("ns2", "b", "node-1"));
+    srv.put_pod(&pod_on("ns1", "c", "node-2"));
+    let l = get(&srv, "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1").json(200);
+    assert_eq!(l["kind"], "PodList");
+    let names: Vec<&str> = l["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    let rv: u64 = l["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rv >= 3, "{l}");
+    let l = get(&srv, "/api/v1/namespaces/ns1/pods").json(200);
+    assert_eq!(l["items"].as_array().unwrap().len(), 2);
+    assert_status(
+        &get(&srv, "/api/v1/pods?fieldSelector=metadata.name%3Da").json(400),
+        400,
+        "BadRequest",
+    );
+
+    // A watch from the list's version sees only later changes, each with
+    // a larger resourceVersion, filtered by node.
+    let q = format!(
+        "fieldSelector=spec.nodeName%3Dnode-1&watch=1&resourceVersion={rv}&timeoutSeconds=3"
+    );
+    let h = std::thread::spawn({
+        let url = srv.url.clone();
+        let ca = srv.ca_pem();
+        let tok = bearer(&srv);
+        move || {
+            let o = Command::new("curl")
+                .args(["-sS", "-N", "--max-time", "8", "--cacert"])
+                .arg(ca)
+                .args(["-H", &tok])
+                .arg(format!("{url}/api/v1/pods?{q}"))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        }
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let c = patch(
+        &srv,
+        "/api/v1/namespaces/ns1/pods/a",
+        MERGE,
+        r#"{"metadata":{"labels":{"x":"y"}},"status":{"phase":"Failed"}}"#,
+    )
+    .json(200);
+    assert_eq!(c["metadata"]["labels"]["x"], "y");
+    assert_eq!(
+        c["status"]["phase"], "Pending",
+        "a pod PATCH leaves status alone"
+    );
+    srv.put_pod(&pod_on("ns1", "c2", "node-2")); // other node: not seen
+    let d = curl(
+        &srv,
+        &[
+            "-H",
+            &bearer(&srv),
+            "-X",
+            "DELETE",
+            &format!("{}/api/v1/namespaces/ns2/pods/b", srv.url),
+        ],
+    )
+    .json(200);
+    assert_eq!(d["metadata"]["name"], "b");
+    assert!(!srv.has_pod("ns2", "b"));
+    let out = h.join().unwrap();
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["object"]["metadata"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [("MODIFIED", "a"), ("DELETED", "b")], "{out}");
+    let rvs: Vec<u64> = events
+        .iter()
+        .map(|e| {
+            e["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(rvs[0] > rv && rvs[1] > rvs[0], "{rvs:?}");
+    assert_eq!(events[0]["object"]["metadata"]["labels"]["x"], "y");
+
+    // From 0: every pod as ADDED first.
+    let all = watch_lines(
+        &srv,
+        "watch=1&timeoutSeconds=1&fieldSelector=spec.nodeName%3Dnode-2",
+        1,
+    );
+    let added: Vec<&str> = all
+        .iter()
+        .map(|e| e["object"]["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, ["c", "c2"]);
+    assert!(all.iter().all(|e| e["type"] == "ADDED"));
+
+    // expire_watches: the next watch gets a 410 ERROR event, and so does
+    // any later watch from a version before the expiry.
+    srv.set_faults(json!({"expire_watches": 1}));
+    let last = *rvs.last().unwrap();
+    let ev = watch_lines(
+        &srv,
+        &format!("watch=1&resourceVersion={last}&timeoutSeconds=2"),
+        2,
+    );
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["type"], "ERROR");
+    assert_eq!(ev[0]["object"]["code"], 410);
+    assert_eq!(ev[0]["object"]["reason"], "Expired");
+    assert_eq!(srv.faults()["expire_watches"], 0);
+    let again = watch_lines(
+        &srv,
+        &format!("watch=1&resourceVersion={last}&timeoutSeconds=1"),
+        1,
+    );
+    assert_eq!(again[0]["object"]["code"], 410);
+    let l = get(&srv, "/api/v1/pods").json(200);
+    let now: u64 = l["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(now > last);
+    let fine = watch_lines(
+        &srv,
+        &format!("watch=1&resourceVersion={now}&timeoutSeconds=1"),
+        1,
+    );
+    assert!(fine.is_empty(), "{fine:?}");
+
+    // A restart keeps the versions growing and forgets the history.
+    srv.restart();
+    let l = get(&srv, "/api/v1/pods").json(200);
+    let after: u64 = l["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(after > now, "{after} <= {now}");
+    let old = watch_lines(
+        &srv,
+        &format!("watch=1&resourceVersion={now}&timeoutSeconds=1"),
+        1,
+    );
+    assert_eq!(old[0]["object"]["code"], 410);
+
+    // Nodes: GET and PATCH (a JSON patch removing a taint).
+    srv.put_node(&json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "node-1", "resourceVersion": "5"},
+        "spec": {"taints": [{"key": "multimesh.io/not-ready", "effect": "NoSchedule"}]}}));
+    let n = get(&srv, "/api/v1/nodes/node-1").json(200);
+    assert_eq!(n["spec"]["taints"][0]["key"], "multimesh.io/not-ready");
+    let n = patch(&srv, "/api/v1/nodes/node-1", JSONP,
+        r#"[{"op":"test","path":"/spec/taints/0/key","value":"multimesh.io/not-ready"},{"op":"remove","path":"/spec/taints/0"}]"#).json(200);
+    assert_eq!(n["spec"]["taints"], json!([]));
+    assert_eq!(srv.node("node-1")["metadata"]["resourceVersion"], "6");
+    assert_status(&get(&srv, "/api/v1/nodes/nope").json(404), 404, "NotFound");
+
+    // Events: POSTed, stored, named.
+    let e = curl(&srv, &["-H", &bearer(&srv), "-X", "POST", "-H", "Content-Type: application/json",
+        "--data-binary", r#"{"involvedObject":{"kind":"Pod","name":"a","namespace":"ns1"},"reason":"Repaired","message":"m","type":"Normal"}"#,
+        &format!("{}/api/v1/namespaces/ns1/events", srv.url)]).json(201);
+    assert!(e["metadata"]["name"].as_str().unwrap().starts_with("a."));
+    let stored = srv.events();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["reason"], "Repaired");
 }

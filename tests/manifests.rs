@@ -221,8 +221,8 @@ fn validation_catches_broken_manifests() {
         ),
         (
             "rbac.yaml",
-            "verbs: [\"get\"]",
-            "verb: [\"get\"]",
+            "verbs: [\"get\", \"patch\"]",
+            "verb: [\"get\", \"patch\"]",
             "'verbs' is a required property",
         ),
         // Custom resources against the CRD schema.
@@ -345,6 +345,14 @@ fn manifests_agree_with_each_other_and_the_binary() {
         })
     };
     assert!(allows("", "pods", "get"));
+    // The agent: its node's pods, the node's taint.
+    for verb in ["list", "watch", "patch", "delete"] {
+        assert!(allows("", "pods", verb), "pods {verb}");
+    }
+    for verb in ["get", "patch"] {
+        assert!(allows("", "nodes", verb), "nodes {verb}");
+    }
+    assert!(allows("", "events", "create"));
     assert!(allows("", "pods/status", "patch"));
     assert!(allows("", "pods/status", "update"));
     for verb in ["get", "list", "watch"] {
@@ -355,25 +363,46 @@ fn manifests_agree_with_each_other_and_the_binary() {
         ));
     }
 
-    // DaemonSet: node-wide, privileged install, host paths at the same paths.
+    // DaemonSet: node-wide, one privileged agent, probes on its endpoints,
+    // the host's processes and netns bind mounts visible, host paths at the
+    // same paths.
     assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["hostPID"], true);
+    assert!(pod.get("initContainers").is_none());
     assert!(pod["tolerations"]
         .as_array()
         .unwrap()
         .iter()
         .any(|t| t["operator"] == "Exists" && t.get("key").is_none()));
-    let init = &pod["initContainers"][0];
     let main = &pod["containers"][0];
-    assert_eq!(init["securityContext"]["privileged"], true);
-    let init_args = strs(&init["args"]);
+    assert_eq!(main["securityContext"]["privileged"], true);
     let main_args = strs(&main["args"]);
-    assert_eq!(init_args[0], "install");
-    // The watcher runs the very same install, repeated.
-    assert_eq!(main_args[..main_args.len() - 1], init_args[..]);
-    assert!(main_args.last().unwrap().starts_with("--watch="));
-    for c in [init, main] {
-        assert!(c["resources"]["limits"]["memory"].is_string(), "{c}");
-        let mounts: BTreeMap<String, String> = c["volumeMounts"]
+    assert_eq!(main_args[0], "agent");
+    let listen = main_args
+        .iter()
+        .find_map(|a| a.strip_prefix("--listen="))
+        .expect("--listen");
+    let port: u64 = listen.rsplit_once(':').unwrap().1.parse().unwrap();
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(main[probe]["httpGet"]["path"], path, "{probe}");
+        assert_eq!(main[probe]["httpGet"]["port"], port, "{probe}");
+    }
+    assert_eq!(
+        main["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert_eq!(main["env"][0]["name"], "NODE_NAME");
+    let netns = main["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/var/run/netns")
+        .expect("the netns directory");
+    assert_eq!(netns["mountPropagation"], "HostToContainer");
+    assert!(main_args.contains(&"--netns-dir=/var/run/netns".to_string()));
+    {
+        assert!(main["resources"]["limits"]["memory"].is_string(), "{main}");
+        let mounts: BTreeMap<String, String> = main["volumeMounts"]
             .as_array()
             .unwrap()
             .iter()
@@ -396,18 +425,40 @@ fn manifests_agree_with_each_other_and_the_binary() {
             "/etc/cni/net.d",
             "/etc/cni/multimesh",
             "/var/lib/cni/multimesh",
+            "/var/run/netns",
         ] {
             // Same path inside and outside: what install writes is valid on the host.
             assert_eq!(mounts.get(p).map(String::as_str), Some(p), "{mounts:?}");
         }
     }
 
-    // The install arguments work: run them against a scratch node root.
-    let help = Command::new(BIN)
-        .args(["install", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    // The agent's arguments work: its own options are the agent's, the
+    // rest install's, which run against a scratch node root.
+    let help_of = |cmd: &str| {
+        let o = Command::new(BIN).args([cmd, "--help"]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let (help, agent_help) = (help_of("install"), help_of("agent"));
+    let agent_own = [
+        "--listen",
+        "--node-name",
+        "--kubeconfig",
+        "--netns-dir",
+        "--repair-mode",
+    ];
+    let init_args: Vec<String> = main_args
+        .iter()
+        .filter(|a| {
+            let opt = a.split_once('=').map_or(a.as_str(), |(o, _)| o);
+            let own = agent_own.contains(&opt);
+            assert!(
+                !own || agent_help.contains(opt),
+                "{opt} is not an agent option"
+            );
+            !own && opt != "--watch"
+        })
+        .cloned()
+        .collect();
     let root = std::env::temp_dir().join(format!("mm-manifests-ds-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("etc/cni/net.d")).unwrap();

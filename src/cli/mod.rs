@@ -30,6 +30,11 @@ Usage:
   multimesh validate [--profile istio|linkerd] [--timeout S] [--port P] ...
       In a pod (init container multimesh-validation): check that its outbound
       TCP is captured; exit 95 naming what is missing. multimesh validate --help
+  multimesh agent [every install option] [--listen ADDR:PORT] [--node-name N]
+                  [--repair-mode repair|label|delete|off] ...
+      The node agent (DaemonSet): install and keep installed, /healthz,
+      /readyz, /metrics, remove the node's not-ready taint, repair meshed
+      pods that started without capture. All options: multimesh agent --help
 
 As a CNI plugin it is run by the container runtime with CNI_COMMAND set;
 see README.md and docs/ for the configuration.
@@ -58,6 +63,7 @@ pub fn main(args: Vec<String>) -> i32 {
         Some("inspect") => report(inspect::main(&a[1..])),
         Some("install") => crate::install::main(&a[1..]),
         Some("validate") => crate::validate::main(&a[1..]),
+        Some("agent") => crate::agent::main(&a[1..]),
         Some(other) => {
             eprintln!("multimesh: unknown command {other:?}\n\n{HELP}");
             2

@@ -1,9 +1,12 @@
 //! A minimal, synchronous Kubernetes API client: HTTP/1.1 over TLS
-//! (rustls) or plain TCP, one keep-alive connection per invocation, bounded
-//! timeouts, a few retries for GETs. It runs in the node's network
-//! namespace: nothing here enters a pod netns.
+//! (rustls) or plain TCP, one keep-alive connection per client, bounded
+//! timeouts, a few retries for GETs; GET, PATCH, POST, DELETE, and watches
+//! (a streaming GET on a connection of its own, read one event at a time,
+//! each bounded; reconnecting is the caller's). It runs in the node's
+//! network namespace: nothing here enters a pod netns.
 
 use super::kubeconfig::{ApiConfig, Scheme};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -21,6 +24,12 @@ pub const MAX_HEADER: usize = 64 * 1024;
 /// Largest response body kept.
 #[doc(hidden)]
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Largest watch event (one JSON line: an object, which etcd caps at
+/// 1.5 MiB, in its JSON form).
+pub const MAX_WATCH_EVENT: usize = 4 * 1024 * 1024;
+/// A watch's connection may stay silent this much longer than the
+/// `timeoutSeconds` it asked the server for before it counts as broken.
+pub const WATCH_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
@@ -76,6 +85,15 @@ impl Read for Timed {
         match &mut self.stream {
             Stream::Plain(s) => s.read(b),
             Stream::Tls(s) => s.read(b),
+        }
+    }
+}
+
+impl Stream {
+    fn set_read_timeout(&self, d: Duration) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.set_read_timeout(Some(d)),
+            Stream::Tls(s) => s.sock.set_read_timeout(Some(d)),
         }
     }
 }
@@ -275,15 +293,14 @@ impl Client {
         })
     }
 
-    /// One request/response exchange. A reused keep-alive connection that
-    /// turns out to be closed is replaced once.
-    fn exchange(
-        &mut self,
+    /// The request's bytes: head and body.
+    fn request_bytes(
+        &self,
         method: &str,
         path: &str,
         ctype: Option<&str>,
         body: &[u8],
-    ) -> Result<(u16, Vec<u8>), ApiError> {
+    ) -> Result<Vec<u8>, ApiError> {
         let token = self.cfg.bearer().map_err(ApiError::Unreachable)?;
         let mut req = format!(
             "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: multimesh/{}\r\nAccept: application/json\r\n",
@@ -305,6 +322,19 @@ impl Client {
         req.push_str("\r\n");
         let mut wire = req.into_bytes();
         wire.extend_from_slice(body);
+        Ok(wire)
+    }
+
+    /// One request/response exchange. A reused keep-alive connection that
+    /// turns out to be closed is replaced once.
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        ctype: Option<&str>,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), ApiError> {
+        let wire = self.request_bytes(method, path, ctype, body)?;
         for attempt in 0..2 {
             let mut conn = match self.conn.take() {
                 Some(c) => c,
@@ -339,34 +369,29 @@ impl Client {
         Err(ApiError::Unreachable("connection closed".into()))
     }
 
-    fn json_request(
+    fn json_request<T: DeserializeOwned>(
         &mut self,
         method: &str,
         path: &str,
         ctype: Option<&str>,
         body: &[u8],
-    ) -> Result<Value, ApiError> {
+    ) -> Result<T, ApiError> {
         let (status, body) = self.exchange(method, path, ctype, body)?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body)
                 .map_err(|e| ApiError::Invalid(format!("{method} {path}: not JSON: {e}")));
         }
-        // A Status object, if the server sent one.
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let msg = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let mut message = msg("message");
-        if message.is_empty() {
-            message = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        }
-        Err(ApiError::Status {
-            code: status,
-            reason: msg("reason"),
-            message,
-        })
+        Err(status_error(status, &body))
     }
 
     /// GET with retries on connection errors, 429 and 5xx.
     pub fn get(&mut self, path: &str) -> Result<Value, ApiError> {
+        self.get_as(path)
+    }
+
+    /// GET into a type of the caller's (a list's few fields, say: the
+    /// rest of each object is skipped while parsing, never held).
+    pub fn get_as<T: DeserializeOwned>(&mut self, path: &str) -> Result<T, ApiError> {
         let mut delay = Duration::from_millis(100);
         let mut attempt = 1;
         loop {
@@ -386,6 +411,235 @@ impl Client {
     /// PATCH (one attempt; the caller decides about retries).
     pub fn patch(&mut self, path: &str, ctype: &str, body: &[u8]) -> Result<Value, ApiError> {
         self.json_request("PATCH", path, Some(ctype), body)
+    }
+
+    /// POST a JSON object (one attempt).
+    pub fn post(&mut self, path: &str, body: &[u8]) -> Result<Value, ApiError> {
+        self.json_request("POST", path, Some("application/json"), body)
+    }
+
+    /// DELETE (one attempt).
+    pub fn delete(&mut self, path: &str) -> Result<Value, ApiError> {
+        self.json_request("DELETE", path, None, b"")
+    }
+
+    /// Start a watch: GET `path` (which asks for `watch=1` and
+    /// `timeoutSeconds`, `timeout`) on a connection of its own. Reads may
+    /// wait up to `timeout` + `WATCH_GRACE` in all. An error status is
+    /// the server's Status, as for other requests.
+    pub fn watch(&mut self, path: &str, timeout: Duration) -> Result<Watch, ApiError> {
+        let wire = self.request_bytes("GET", path, None, b"")?;
+        let mut conn = self.connect()?;
+        self.requests += 1;
+        let limit = timeout + WATCH_GRACE;
+        let stream = &mut conn.reader.get_mut().stream;
+        let io = |e: std::io::Error| ApiError::Unreachable(e.to_string());
+        stream.set_read_timeout(limit).map_err(io)?;
+        stream
+            .write_all(&wire)
+            .and_then(|_| stream.flush())
+            .map_err(io)?;
+        conn.reader.get_mut().deadline = Instant::now() + limit;
+        let head = loop {
+            let h = read_head(&mut conn.reader)?;
+            if h.status >= 200 || h.status == 101 {
+                break h;
+            }
+        };
+        if head.status != 200 {
+            // The error's body is small: read it as a whole answer would be.
+            let body = if head.chunked {
+                read_chunked(&mut conn.reader)?
+            } else if let Some(n) = head.length.filter(|n| *n <= MAX_BODY) {
+                let mut b = Vec::new();
+                read_exact_into(&mut conn.reader, &mut b, n, "the body")?;
+                b
+            } else {
+                Vec::new()
+            };
+            return Err(status_error(head.status, &body));
+        }
+        Ok(Watch::over(Box::new(conn.reader), head.chunked))
+    }
+}
+
+/// A server's error answer: its Status object's reason and message when
+/// it sent one.
+fn status_error(status: u16, body: &[u8]) -> ApiError {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let msg = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut message = msg("message");
+    if message.is_empty() {
+        message = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    }
+    ApiError::Status {
+        code: status,
+        reason: msg("reason"),
+        message,
+    }
+}
+
+/// A watch's body as a byte stream: chunked (what the API server sends)
+/// or until the connection closes.
+enum WatchBody {
+    Chunked {
+        r: Box<dyn BufRead + Send>,
+        /// Bytes left in the current chunk.
+        left: usize,
+        first: bool,
+        done: bool,
+    },
+    Plain(Box<dyn BufRead + Send>),
+}
+
+impl Read for WatchBody {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let bad = |e: ReadErr| match e {
+            ReadErr::Io(m, _) => std::io::Error::new(ErrorKind::UnexpectedEof, m),
+            ReadErr::Bad(m) => std::io::Error::new(ErrorKind::InvalidData, m),
+        };
+        match self {
+            WatchBody::Plain(r) => r.read(out),
+            WatchBody::Chunked {
+                r,
+                left,
+                first,
+                done,
+            } => {
+                if *done {
+                    return Ok(0);
+                }
+                if *left == 0 {
+                    if !*first {
+                        let mut budget = 2;
+                        if !read_line(r, &mut budget, "the end of a chunk")
+                            .map_err(bad)?
+                            .is_empty()
+                        {
+                            return Err(bad(ReadErr::Bad(
+                                "chunk data not followed by CRLF".into(),
+                            )));
+                        }
+                    }
+                    *first = false;
+                    let mut budget = MAX_CHUNK_LINE;
+                    let line = read_line(r, &mut budget, "a chunk size line").map_err(bad)?;
+                    *left = parse_chunk_size(&line).map_err(bad)?;
+                    if *left == 0 {
+                        *done = true;
+                        let mut budget = MAX_HEADER;
+                        while !read_line(r, &mut budget, "the chunked trailer")
+                            .map_err(bad)?
+                            .is_empty()
+                        {}
+                        return Ok(0);
+                    }
+                }
+                let want = out.len().min(*left);
+                let n = r.read(&mut out[..want])?;
+                if n == 0 {
+                    return Err(bad(ReadErr::Io(
+                        "connection closed in a chunk".into(),
+                        false,
+                    )));
+                }
+                *left -= n;
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// What happened to an object, as a watch reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+    /// Only a newer resourceVersion (the object carries nothing else).
+    Bookmark,
+}
+
+/// An open watch (`Client::watch`).
+pub struct Watch {
+    lines: BufReader<WatchBody>,
+}
+
+impl Watch {
+    /// A watch over a response body (after its head): chunked or until
+    /// the end. Public for the tests.
+    #[doc(hidden)]
+    pub fn over(r: Box<dyn BufRead + Send>, chunked: bool) -> Watch {
+        let body = if chunked {
+            WatchBody::Chunked {
+                r,
+                left: 0,
+                first: true,
+                done: false,
+            }
+        } else {
+            WatchBody::Plain(r)
+        };
+        Watch {
+            lines: BufReader::with_capacity(64 * 1024, body),
+        }
+    }
+
+    /// The next event, its object parsed as `T`; Ok(None) when the server
+    /// ended the stream. An ERROR event is the Status it carries (410
+    /// Gone: the version is too old, relist); an event longer than
+    /// `MAX_WATCH_EVENT`, not JSON, of an unknown type, or whose object is
+    /// not a `T` is Invalid. After any error the watch is done.
+    pub fn next_event<T: DeserializeOwned>(&mut self) -> Result<Option<(EventType, T)>, ApiError> {
+        loop {
+            match self.lines.fill_buf() {
+                Ok([]) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::InvalidData => {
+                    return Err(ApiError::Invalid(e.to_string()))
+                }
+                Err(e) => return Err(ApiError::Unreachable(e.to_string())),
+            }
+            let mut budget = MAX_WATCH_EVENT;
+            let line = read_line(&mut self.lines, &mut budget, "a watch event")?;
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            #[derive(serde::Deserialize)]
+            struct Event {
+                #[serde(rename = "type")]
+                kind: String,
+                object: Value,
+            }
+            let ev: Event = serde_json::from_slice(&line)
+                .map_err(|e| ApiError::Invalid(format!("watch event: {e}")))?;
+            let kind = match ev.kind.as_str() {
+                "ADDED" => EventType::Added,
+                "MODIFIED" => EventType::Modified,
+                "DELETED" => EventType::Deleted,
+                "BOOKMARK" => EventType::Bookmark,
+                "ERROR" => {
+                    let code = ev
+                        .object
+                        .get("code")
+                        .and_then(Value::as_u64)
+                        .and_then(|c| u16::try_from(c).ok())
+                        .unwrap_or(500);
+                    let text = serde_json::to_vec(&ev.object).unwrap_or_default();
+                    return Err(status_error(code, &text));
+                }
+                other => {
+                    let shown: String = other.chars().take(32).collect();
+                    return Err(ApiError::Invalid(format!(
+                        "watch event of unknown type {shown:?}"
+                    )));
+                }
+            };
+            let obj = T::deserialize(ev.object)
+                .map_err(|e| ApiError::Invalid(format!("watch event object: {e}")))?;
+            return Ok(Some((kind, obj)));
+        }
     }
 }
 
@@ -990,5 +1244,123 @@ mod tests {
         wire.extend(std::iter::repeat_n(b'a', MAX_HEADER - 100));
         wire.extend_from_slice(b"\r\nContent-Length: 2\r\n\r\nok");
         assert_eq!(parse(&wire).unwrap().body, b"ok");
+    }
+
+    fn chunked(data: &[u8], sizes: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = data;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = sizes[i % sizes.len()].min(rest.len());
+            out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            out.extend_from_slice(&rest[..n]);
+            out.extend_from_slice(b"\r\n");
+            rest = &rest[n..];
+            i += 1;
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    }
+
+    fn watch_of(wire: Vec<u8>, chunked: bool) -> Watch {
+        Watch::over(Box::new(std::io::Cursor::new(wire)), chunked)
+    }
+
+    #[test]
+    fn watch_events_across_chunks() {
+        let events = b"{\"type\":\"ADDED\",\"object\":{\"n\":1}}\n\n{\"type\":\"MODIFIED\",\"object\":{\"n\":2}}\n{\"type\":\"DELETED\",\"object\":{\"n\":3}}\n{\"type\":\"BOOKMARK\",\"object\":{\"n\":4}}\n";
+        for sizes in [&[1usize][..], &[7, 3], &[events.len()]] {
+            for slow in [false, true] {
+                let wire = chunked(events, sizes);
+                let mut w = if slow {
+                    Watch::over(
+                        Box::new(BufReader::with_capacity(1, std::io::Cursor::new(wire))),
+                        true,
+                    )
+                } else {
+                    watch_of(wire, true)
+                };
+                let mut got = Vec::new();
+                while let Some((k, v)) = w.next_event::<Value>().unwrap() {
+                    got.push((k, v["n"].as_u64().unwrap()));
+                }
+                assert_eq!(
+                    got,
+                    [
+                        (EventType::Added, 1),
+                        (EventType::Modified, 2),
+                        (EventType::Deleted, 3),
+                        (EventType::Bookmark, 4)
+                    ]
+                );
+                assert!(w.next_event::<Value>().unwrap().is_none());
+            }
+        }
+        // Not chunked: until the connection closes.
+        let mut w = watch_of(events.to_vec(), false);
+        assert_eq!(
+            w.next_event::<Value>().unwrap().unwrap().0,
+            EventType::Added
+        );
+    }
+
+    #[test]
+    fn watch_errors() {
+        // 410 Gone as an ERROR event.
+        let gone = br#"{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired","message":"too old resource version: 5"}}
+"#;
+        let e = watch_of(chunked(gone, &[10]), true)
+            .next_event::<Value>()
+            .unwrap_err();
+        assert_eq!(e.status(), Some(410));
+        assert!(e.to_string().contains("Expired"), "{e}");
+        // Unknown type, not JSON, wrong object shape.
+        for (line, want) in [
+            (
+                &b"{\"type\":\"EXPLODED\",\"object\":{}}\n"[..],
+                "unknown type",
+            ),
+            (b"not json\n", "watch event"),
+            (b"{\"type\":\"ADDED\"}\n", "watch event"),
+        ] {
+            match watch_of(chunked(line, &[4]), true).next_event::<Value>() {
+                Err(ApiError::Invalid(m)) => assert!(m.contains(want), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Named {
+            name: String,
+        }
+        match watch_of(
+            chunked(b"{\"type\":\"ADDED\",\"object\":{\"name\":5}}\n", &[9]),
+            true,
+        )
+        .next_event::<Named>()
+        {
+            Err(ApiError::Invalid(m)) => assert!(m.contains("object"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // An event longer than the bound, even when it never ends.
+        let mut big = b"{\"type\":\"ADDED\",\"object\":{\"x\":\"".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_WATCH_EVENT));
+        big.extend_from_slice(b"\"}}\n");
+        match watch_of(chunked(&big, &[65536]), true).next_event::<Value>() {
+            Err(ApiError::Invalid(m)) => assert!(m.contains("too long"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // A stream cut in the middle of an event or a chunk.
+        let mut cut = chunked(b"{\"type\":\"ADDED\",\"object\":{}}\n", &[8]);
+        cut.truncate(20);
+        assert!(matches!(
+            watch_of(cut, true).next_event::<Value>(),
+            Err(ApiError::Unreachable(_))
+        ));
+        // A bad chunk size.
+        assert!(matches!(
+            watch_of(b"zz\r\n{}\r\n".to_vec(), true).next_event::<Value>(),
+            Err(ApiError::Invalid(_))
+        ));
     }
 }

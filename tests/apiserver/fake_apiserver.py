@@ -25,6 +25,12 @@ State: files under DIR, re-read on every request (tests edit them live).
   DIR/objects/pods/<ns>/<name>.json   Pod objects
   DIR/objects/nads/<ns>/<name>.json   NetworkAttachmentDefinition objects
   DIR/objects/namespaces/<ns>.json    Namespace objects
+  DIR/objects/nodes/<name>.json       Node objects
+  DIR/objects/events/<ns>/<name>.json Events the clients POSTed (written by
+                          the server)
+  DIR/store-rv            written by the server: the last resourceVersion
+                          its pod store handed out (kept across restarts,
+                          so versions only grow)
   DIR/faults.json         optional fault injection, see below
   DIR/requests.log        written by the server: one JSON object per line
                           per request:
@@ -52,6 +58,12 @@ faults.json (every key optional):
     "status_conflicts": 0,  the next N writes (PATCH/PUT) to an existing
                             pods/status get 409 Conflict; the counter is
                             decremented and written back
+    "expire_watches": 0,    the next N pod watches (open ones first, else
+                            the next to start) end with an ERROR event,
+                            410 Expired, and every resourceVersion before
+                            that moment is compacted: a watch from one of
+                            them gets 410 too, so the client must relist.
+                            Decremented and written back.
     "fail": [               the next `count` requests matching an entry get
       {"method": "GET",         its status (entries are tried in order, the
        "path_prefix": "/api/",  first match with count > 0 is used and its
@@ -89,6 +101,31 @@ Routes (JSON answers; errors are metav1.Status bodies like the real server):
   GET   /api/v1/namespaces/{ns}                         the namespace or 404
   GET   /apis/k8s.cni.cncf.io/v1/namespaces/{ns}/network-attachment-definitions/{name}
 
+  GET   /api/v1/pods, /api/v1/namespaces/{ns}/pods     PodList; query
+        fieldSelector=spec.nodeName=NODE (the only selector) filters;
+        metadata.resourceVersion is the store's current version.
+        With watch=1 (or true): a watch, a chunked stream of JSON lines
+        {"type": "ADDED"|"MODIFIED"|"DELETED"|"ERROR", "object": ...}
+        of the changes after resourceVersion=N (absent or 0: every pod
+        as ADDED first); timeoutSeconds=S ends it after S seconds
+        (default 1800). A version older than the store keeps (or than an
+        expiry, see expire_watches) gets one ERROR event, a Status with
+        code 410 reason Expired, and the end of the stream.
+  PATCH /api/v1/namespaces/{ns}/pods/{name}  the patch types as for
+        pods/status; status changes are discarded (the main resource)
+  DELETE /api/v1/namespaces/{ns}/pods/{name}  removes it, answers the pod
+  GET   /api/v1/nodes/{name}, PATCH /api/v1/nodes/{name}   Node objects
+  POST  /api/v1/namespaces/{ns}/events   stores the Event (name from
+        metadata.name, else generateName or the involved object's name plus
+        a counter), answers 201 with it
+
+The pod store: pods are the files under objects/pods, whoever wrote them
+(the tests edit them directly). Lists and watches see them through a store
+that stats the files (at most every 50 ms) and turns each change into an
+event with the next resourceVersion (a global counter, as etcd's); event
+and list objects carry that version in metadata.resourceVersion. The last
+10000 events are kept for watches.
+
 Writes to pods/status: if the patched (or PUT) object carries
 metadata.resourceVersion and it differs from the stored one -> 409 Conflict.
 As the real status strategy does, spec changes are discarded (metadata,
@@ -101,6 +138,7 @@ An exception while handling a request gives a 500 Status, never a dead server.
 """
 
 import argparse
+import collections
 import copy
 import json
 import os
@@ -112,7 +150,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 MAX_BODY = 8 * 1024 * 1024
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -144,6 +182,7 @@ STATE_LOCK = threading.Lock()  # faults.json counters, object writes
 LOG_LOCK = threading.Lock()
 CONN_LOCK = threading.Lock()
 CONN_COUNTER = [0]
+EVENT_SEQ = [0]
 
 
 def vlog(msg):
@@ -344,6 +383,146 @@ def json_patch(doc, ops):
     return doc
 
 
+# ---------------------------------------------------------------- pod store
+
+
+HISTORY = 10000
+SYNC_EVERY = 0.05
+
+
+class PodStore:
+    """The pods under DIR/objects/pods as lists and watches see them: each
+    change of a file (mtime, size, inode) since the last look is an event
+    with the next resourceVersion."""
+
+    def __init__(self, root):
+        self.root = root
+        self.cond = threading.Condition()
+        self.known = {}  # (ns, name) -> (signature, object with its rv)
+        self.history = collections.deque(maxlen=HISTORY)  # (rv, type, obj)
+        self.rv_file = os.path.join(root, "store-rv")
+        try:
+            with open(self.rv_file) as f:
+                self.rv = int(f.read().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            self.rv = 0
+        self.last_sync = 0.0
+        with self.cond:
+            self._sync()
+            # Nothing before this start can be watched from: the history
+            # of an earlier run of the server is gone.
+            self.compacted = self.rv
+
+    def _files(self):
+        base = os.path.join(self.root, "objects", "pods")
+        out = {}
+        try:
+            namespaces = sorted(os.listdir(base))
+        except FileNotFoundError:
+            return out
+        for ns in namespaces:
+            d = os.path.join(base, ns)
+            try:
+                names = sorted(os.listdir(d))
+            except (NotADirectoryError, FileNotFoundError):
+                continue
+            for f in names:
+                if f.startswith(".") or not f.endswith(".json"):
+                    continue
+                try:
+                    st = os.stat(os.path.join(d, f))
+                except FileNotFoundError:
+                    continue
+                out[(ns, f[: -len(".json")])] = (st.st_mtime_ns, st.st_size, st.st_ino)
+        return out
+
+    def _event(self, kind, obj):
+        self.rv += 1
+        obj = copy.deepcopy(obj)
+        if isinstance(obj.get("metadata"), dict):
+            obj["metadata"]["resourceVersion"] = str(self.rv)
+        self.history.append((self.rv, kind, obj))
+        return obj
+
+    def _sync(self):
+        """Turn file changes into events (the caller holds self.cond)."""
+        self.last_sync = time.monotonic()
+        files = self._files()
+        changed = False
+        for key, sig in files.items():
+            old = self.known.get(key)
+            if old is not None and old[0] == sig:
+                continue
+            try:
+                obj = read_json(os.path.join(self.root, "objects", "pods", key[0], key[1] + ".json"))
+            except ValueError:
+                continue  # half-written by a test: next time
+            if not isinstance(obj, dict):
+                continue
+            obj = self._event("ADDED" if old is None else "MODIFIED", obj)
+            self.known[key] = (sig, obj)
+            changed = True
+        for key in [k for k in self.known if k not in files]:
+            self._event("DELETED", self.known.pop(key)[1])
+            changed = True
+        if changed:
+            atomic_write(self.rv_file, "%d\n" % self.rv)
+            self.cond.notify_all()
+
+    def sync(self, force=False):
+        with self.cond:
+            if force or time.monotonic() - self.last_sync >= SYNC_EVERY:
+                self._sync()
+
+    def expire(self):
+        """Compact every version so far: watches from them get 410."""
+        with self.cond:
+            self._sync()
+            self.rv += 1
+            self.compacted = self.rv
+            atomic_write(self.rv_file, "%d\n" % self.rv)
+            self.cond.notify_all()
+
+    def list(self, ns, node):
+        with self.cond:
+            self._sync()
+            items = [
+                o
+                for (ons, _), (_, o) in sorted(self.known.items())
+                if (ns is None or ons == ns) and (node is None or (o.get("spec") or {}).get("nodeName") == node)
+            ]
+            return str(self.rv), copy.deepcopy(items)
+
+    def since(self, rv):
+        """Events after rv, or None when rv is too old (410)."""
+        with self.cond:
+            if rv < self.compacted or (self.history and rv < self.history[0][0] - 1):
+                return None
+            return [e for e in self.history if e[0] > rv]
+
+
+def gone_event(rv):
+    return {
+        "type": "ERROR",
+        "object": {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": "too old resource version: %d" % rv,
+            "reason": "Expired",
+            "code": 410,
+        },
+    }
+
+
+class Watch:
+    """A pod watch to stream (see Handler.stream)."""
+
+    def __init__(self, ns, node, rv, timeout):
+        self.ns, self.node, self.rv, self.timeout = ns, node, rv, timeout
+
+
 # ---------------------------------------------------------------- server
 
 
@@ -486,7 +665,13 @@ class Handler(BaseHTTPRequestHandler):
                 raise
             if body:
                 entry["body"] = body[:65536].decode("utf-8", "replace")
+            self.query = parse_qs(url.query, keep_blank_values=True)
             code, obj, headers, ctype_out = self.handle_api(url.path, entry["auth"], ctype, body)
+            if isinstance(obj, Watch):
+                entry["status"] = code
+                self.record(entry)
+                self.stream(obj)
+                return
         except DropConnection:
             self.close_connection = True
             self.record(entry)
@@ -548,6 +733,15 @@ class Handler(BaseHTTPRequestHandler):
             self.allow(method, ("GET",))
             file = os.path.join(d, "objects", "namespaces", ns + ".json")
             return 200, self.load(file, "namespaces", ns, None), {}, "application/json"
+        # /api/v1/pods, /api/v1/namespaces/{ns}/pods: list or watch
+        if parts == ["api", "v1", "pods"] or (
+            len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods"
+        ):
+            ns = parts[3] if len(parts) == 5 else None
+            if ns is not None and not NAME_RE.match(ns):
+                raise not_found_path()
+            self.allow(method, ("GET",))
+            return self.list_pods(ns)
         # /api/v1/namespaces/{ns}/pods/{name}[/status]
         if (
             len(parts) in (6, 7)
@@ -560,12 +754,37 @@ class Handler(BaseHTTPRequestHandler):
                 raise not_found_path()
             file = os.path.join(d, "objects", "pods", ns, name + ".json")
             if len(parts) == 6:
-                self.allow(method, ("GET",))
+                self.allow(method, ("GET", "PATCH", "DELETE"))
+                if method == "PATCH":
+                    new = self.write_object(file, "pods", ns, name, ctype, body, keep="status")
+                    return 200, new, {}, "application/json"
+                if method == "DELETE":
+                    with STATE_LOCK:
+                        obj = self.load(file, "pods", name, None)
+                        os.unlink(file)
+                    return 200, obj, {}, "application/json"
                 return 200, self.load(file, "pods", name, None), {}, "application/json"
             self.allow(method, ("GET", "PATCH", "PUT"))
             if method == "GET":
                 return 200, self.load(file, "pods", name, None), {}, "application/json"
             return 200, self.write_status(file, ns, name, ctype, body), {}, "application/json"
+        # /api/v1/nodes/{name}
+        if len(parts) == 4 and parts[:3] == ["api", "v1", "nodes"]:
+            name = parts[3]
+            if not NAME_RE.match(name):
+                raise not_found_path()
+            file = os.path.join(d, "objects", "nodes", name + ".json")
+            self.allow(method, ("GET", "PATCH"))
+            if method == "GET":
+                return 200, self.load(file, "nodes", name, None), {}, "application/json"
+            return 200, self.write_object(file, "nodes", None, name, ctype, body, keep=None), {}, "application/json"
+        # /api/v1/namespaces/{ns}/events
+        if len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "events":
+            ns = parts[3]
+            if not NAME_RE.match(ns):
+                raise not_found_path()
+            self.allow(method, ("POST",))
+            return 201, self.create_event(ns, ctype, body), {}, "application/json"
         # /apis/k8s.cni.cncf.io/v1/namespaces/{ns}/network-attachment-definitions/{name}
         if (
             len(parts) == 7
@@ -623,7 +842,129 @@ class Handler(BaseHTTPRequestHandler):
             raise not_found(kind, name, group)
         return obj
 
+    def list_pods(self, ns):
+        q = self.query
+        node = None
+        for sel in q.get("fieldSelector", []):
+            if not sel.startswith("spec.nodeName="):
+                raise ApiError(400, "unsupported field selector %r (only spec.nodeName=NODE)" % sel)
+            node = sel[len("spec.nodeName="):]
+        store = self.server.store
+        if q.get("watch", ["false"])[-1] in ("1", "true"):
+            try:
+                rv = int(q.get("resourceVersion", ["0"])[-1] or "0")
+                timeout = int(q.get("timeoutSeconds", ["1800"])[-1])
+            except ValueError:
+                raise ApiError(400, "resourceVersion and timeoutSeconds must be integers")
+            return 200, Watch(ns, node, rv, timeout), {}, "application/json"
+        rv, items = store.list(ns, node)
+        return 200, {
+            "kind": "PodList",
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": rv},
+            "items": items,
+        }, {}, "application/json"
+
+    def chunk(self, obj):
+        data = (json.dumps(obj) + "\n").encode()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def expiry_due(self):
+        """Take one expire_watches token from faults.json, if any."""
+        file = os.path.join(self.server.state_dir, "faults.json")
+        with STATE_LOCK:
+            faults = read_json(file) or {}
+            if (faults.get("expire_watches") or 0) <= 0:
+                return False
+            faults["expire_watches"] -= 1
+            atomic_write(file, json.dumps(faults, indent=1))
+        self.server.store.expire()
+        return True
+
+    def stream(self, w):
+        """Serve a watch: chunked JSON lines until timeoutSeconds, an
+        expiry, the server going down (faults) or the client leaving."""
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        store = self.server.store
+        deadline = time.monotonic() + max(w.timeout, 0)
+
+        def wanted(obj):
+            md = obj.get("metadata") or {}
+            return (w.ns is None or md.get("namespace") == w.ns) and (
+                w.node is None or (obj.get("spec") or {}).get("nodeName") == w.node
+            )
+
+        try:
+            rv = w.rv
+            if rv == 0:
+                rv, items = store.list(w.ns, w.node)
+                rv = int(rv)
+                for o in items:
+                    self.chunk({"type": "ADDED", "object": o})
+            while True:
+                if self.expiry_due():
+                    self.chunk(gone_event(rv))
+                    break
+                store.sync()
+                events = store.since(rv)
+                if events is None:
+                    self.chunk(gone_event(rv))
+                    break
+                for erv, kind, obj in events:
+                    if wanted(obj):
+                        self.chunk({"type": kind, "object": obj})
+                    rv = erv
+                if time.monotonic() >= deadline:
+                    break
+                if (read_json(os.path.join(self.server.state_dir, "faults.json")) or {}).get("down"):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                with store.cond:
+                    store.cond.wait(SYNC_EVERY)
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (OSError, ValueError):
+            pass  # the client went away
+
+    def create_event(self, ns, ctype, body):
+        try:
+            ev = json.loads(body.decode("utf-8")) if body else None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ApiError(400, "error decoding event: %s" % e)
+        if not isinstance(ev, dict) or not isinstance(ev.get("metadata", {}), dict):
+            raise ApiError(400, "the body must be an Event object")
+        md = ev.setdefault("metadata", {})
+        if md.get("namespace", ns) != ns:
+            raise ApiError(400, "the namespace of the provided object does not match the namespace sent on the request")
+        md["namespace"] = ns
+        with STATE_LOCK:
+            EVENT_SEQ[0] += 1
+            seq = EVENT_SEQ[0]
+        if not md.get("name"):
+            base = md.get("generateName") or (
+                ((ev.get("involvedObject") or {}).get("name") or "event") + "."
+            )
+            md["name"] = "%s%x%x" % (base, int(time.time() * 1000), seq)
+        if not NAME_RE.match(md["name"]):
+            raise ApiError(422, 'Event "%s" is invalid: metadata.name' % md["name"])
+        atomic_write(
+            os.path.join(self.server.state_dir, "objects", "events", ns, md["name"] + ".json"),
+            json.dumps(ev, indent=1),
+        )
+        return ev
+
     def write_status(self, file, ns, name, ctype, body):
+        return self.write_object(file, "pods", ns, name, ctype, body, keep="spec")
+
+    def write_object(self, file, kind, ns, name, ctype, body, keep):
+        """PATCH (or PUT) of an object; `keep` names the part the write
+        cannot change (pods/status: spec; pods: status)."""
         media = (ctype or "").split(";")[0].strip().lower()
         if self.command == "PATCH" and media not in PATCH_TYPES:
             raise ApiError(
@@ -638,10 +979,10 @@ class Handler(BaseHTTPRequestHandler):
         if doc is None:
             raise ApiError(400, "the request body is empty")
         with STATE_LOCK:
-            old = self.load(file, "pods", name, None)
+            old = self.load(file, kind, name, None)
             faults_file = os.path.join(self.server.state_dir, "faults.json")
             faults = read_json(faults_file) or {}
-            if (faults.get("status_conflicts") or 0) > 0:
+            if kind == "pods" and keep == "spec" and (faults.get("status_conflicts") or 0) > 0:
                 faults["status_conflicts"] -= 1
                 atomic_write(faults_file, json.dumps(faults, indent=1))
                 raise conflict(name)
@@ -655,7 +996,7 @@ class Handler(BaseHTTPRequestHandler):
                         "the name of the object (%s) does not match the name on the URL (%s)"
                         % (md.get("name"), name),
                     )
-                if md.get("namespace", ns) != ns:
+                if ns is not None and md.get("namespace", ns) != ns:
                     raise ApiError(
                         400, "the namespace of the provided object does not match the namespace sent on the request"
                     )
@@ -665,25 +1006,28 @@ class Handler(BaseHTTPRequestHandler):
                     new = json_patch(old, doc)
                 except PatchError as e:
                     raise ApiError(422, "the server rejected our request due to an error in our request: %s" % e,
-                                   details={"name": name, "kind": "pods"})
+                                   details={"name": name, "kind": kind})
             else:
                 if not isinstance(doc, dict):
                     raise ApiError(400, "a merge patch must be a JSON object")
                 new = merge_patch(old, doc)
             if not isinstance(new, dict) or not isinstance(new.get("metadata"), dict):
-                raise ApiError(422, 'Pod "%s" is invalid: metadata missing' % name,
-                               details={"name": name, "kind": "pods"})
+                raise ApiError(422, '%s "%s" is invalid: metadata missing' % (kind, name),
+                               details={"name": name, "kind": kind})
             old_rv = str((old.get("metadata") or {}).get("resourceVersion", "0"))
             new_rv = new["metadata"].get("resourceVersion")
             if new_rv not in (None, "") and str(new_rv) != old_rv:
                 raise conflict(name)
-            # pods/status never changes the spec (the real status strategy).
-            if "spec" in old:
-                new["spec"] = old["spec"]
-            else:
-                new.pop("spec", None)
+            # pods/status never changes the spec (the real status strategy),
+            # nor a pod write its status.
+            if keep is not None:
+                if keep in old:
+                    new[keep] = old[keep]
+                else:
+                    new.pop(keep, None)
             new["metadata"]["name"] = name
-            new["metadata"]["namespace"] = ns
+            if ns is not None:
+                new["metadata"]["namespace"] = ns
             try:
                 new["metadata"]["resourceVersion"] = str(int(old_rv) + 1)
             except ValueError:
@@ -723,6 +1067,7 @@ class Server(ThreadingHTTPServer):
         # ctx None: plain HTTP (--plain).
         self.ssl_ctx = ctx
         self.state_dir = state_dir
+        self.store = PodStore(state_dir)
         super().__init__(addr, Handler)
 
     def finish_request(self, request, client_address):
@@ -784,7 +1129,8 @@ def main():
             ctx.verify_mode = ssl.CERT_OPTIONAL
 
     os.makedirs(os.path.join(args.dir, "objects", "pods"), exist_ok=True)
-    os.makedirs(os.path.join(args.dir, "objects", "nads"), exist_ok=True)
+    for kind in ("nads", "nodes", "events"):
+        os.makedirs(os.path.join(args.dir, "objects", kind), exist_ok=True)
     srv = Server(("127.0.0.1", args.port), ctx, os.path.abspath(args.dir))
 
     def stop(signum, frame):

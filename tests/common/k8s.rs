@@ -114,6 +114,9 @@ pub struct ApiServer {
     pub token: String,
     child: Option<Child>,
     kubeconfigs: AtomicUsize,
+    /// The network namespace it runs in (None: this one).
+    netns: Option<String>,
+    plain: bool,
 }
 
 impl ApiServer {
@@ -157,14 +160,37 @@ impl ApiServer {
         write_file(&dir.join("tokens"), &format!("{token}\n"), 0o600);
         write_file(&dir.join("token-file"), &format!("{token}\n"), 0o600);
 
-        let stderr = std::fs::File::create(dir.join("server.stderr")).unwrap();
+        let mut srv = ApiServer {
+            dir,
+            port: 0,
+            url: String::new(),
+            token,
+            child: None,
+            kubeconfigs: AtomicUsize::new(0),
+            netns: netns.map(String::from),
+            plain,
+        };
+        srv.spawn(0);
+        srv
+    }
+
+    /// Start the server process on `port` (0: any) and wait until it
+    /// listens (bounded).
+    fn spawn(&mut self, port: u16) {
+        let dir = self.dir.clone();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.stderr"))
+            .unwrap();
         let python = if Path::new("/usr/bin/python3").exists() {
             "/usr/bin/python3"
         } else {
             "python3"
         };
         let port_file = dir.join("port");
-        let mut cmd = match netns {
+        let _ = std::fs::remove_file(&port_file);
+        let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns, python]);
@@ -173,7 +199,7 @@ impl ApiServer {
             None => Command::new(python),
         };
         cmd.arg(script()).arg("--dir").arg(&dir);
-        if plain {
+        if self.plain {
             cmd.arg("--plain");
         } else {
             cmd.arg("--cert")
@@ -186,6 +212,8 @@ impl ApiServer {
         let child = cmd
             .arg("--port-file")
             .arg(&port_file)
+            .arg("--port")
+            .arg(port.to_string())
             // We keep the write end: if this process dies, the server sees
             // EOF and exits.
             .arg("--exit-on-stdin-eof")
@@ -194,38 +222,69 @@ impl ApiServer {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {python}: {e}"));
-        let mut srv = ApiServer {
-            dir,
-            port: 0,
-            url: String::new(),
-            token,
-            child: Some(child),
-            kubeconfigs: AtomicUsize::new(0),
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(st) = srv.child.as_mut().unwrap().try_wait().unwrap() {
-                srv.fail_start(&format!("fake apiserver exited early ({st})"));
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.fail_start(&format!("fake apiserver exited early ({st})"));
             }
             if let Some(port) = std::fs::read_to_string(&port_file)
                 .ok()
                 .and_then(|s| s.trim().parse::<u16>().ok())
             {
                 let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                if netns.is_some()
+                if self.netns.is_some()
                     || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
                 {
-                    srv.port = port;
-                    let scheme = if plain { "http" } else { "https" };
-                    srv.url = format!("{scheme}://127.0.0.1:{port}");
-                    return srv;
+                    self.port = port;
+                    let scheme = if self.plain { "http" } else { "https" };
+                    self.url = format!("{scheme}://127.0.0.1:{port}");
+                    return;
                 }
             }
             if Instant::now() > deadline {
-                srv.fail_start("fake apiserver not ready within 10 s");
+                self.fail_start("fake apiserver not ready within 10 s");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Stop the server process (its files stay) and start a new one on the
+    /// same port: what a client sees when the API server restarts. The new
+    /// one forgets the watch history (a watch from an old version gets 410).
+    pub fn restart(&mut self) {
+        self.terminate();
+        self.spawn(self.port);
+    }
+
+    /// Stop the server process only (SIGTERM, bounded wait, SIGKILL);
+    /// its exit code when it exited by itself.
+    fn terminate(&mut self) -> Option<i32> {
+        let mut code = None;
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(st)) => {
+                        code = st.code();
+                        break;
+                    }
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    _ => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        code
     }
 
     fn fail_start(&mut self, what: &str) -> ! {
@@ -531,34 +590,58 @@ impl ApiServer {
     /// `stop`, returning how the server ended: its exit code (None if it
     /// had to be SIGKILLed or was already stopped) and its stderr.
     pub fn stop_checked(&mut self) -> (Option<i32>, String) {
-        let mut code = None;
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .stderr(Stdio::null())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(3);
-            loop {
-                match c.try_wait() {
-                    Ok(Some(st)) => {
-                        code = st.code();
-                        break;
-                    }
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    _ => {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        break;
-                    }
-                }
-            }
-        }
+        let code = self.terminate();
         let err = self.stderr();
         let _ = std::fs::remove_dir_all(&self.dir);
         (code, err)
     }
+
+    /// Store a Node (name from its metadata).
+    pub fn put_node(&self, node: &Value) {
+        let name = node["metadata"]["name"]
+            .as_str()
+            .expect("node metadata.name");
+        assert!(!name.contains('/') && !name.starts_with('.'));
+        let path = self.dir.join("objects/nodes").join(format!("{name}.json"));
+        write_file(&path, &serde_json::to_string_pretty(node).unwrap(), 0o644);
+    }
+
+    /// The Node as stored now.
+    pub fn node(&self, name: &str) -> Value {
+        let path = self.dir.join("objects/nodes").join(format!("{name}.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    /// Is the pod stored (not deleted)?
+    pub fn has_pod(&self, ns: &str, name: &str) -> bool {
+        self.object_path("pods", ns, name).exists()
+    }
+
+    /// Every Event POSTed to the server.
+    pub fn events(&self) -> Vec<Value> {
+        walk_json(&self.dir.join("objects/events"))
+    }
+}
+
+fn walk_json(dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            out.extend(walk_json(&p));
+        } else if p.extension().is_some_and(|x| x == "json")
+            && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+        {
+            if let Ok(v) = serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_default()) {
+                out.push(v);
+            }
+        }
+    }
+    out
 }
 
 impl Drop for ApiServer {

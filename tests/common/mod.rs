@@ -358,9 +358,13 @@ impl Node {
     pub fn leaks(&self) -> Vec<String> {
         let mut out = Vec::new();
         for e in walk(&self.cni_dir()) {
-            // Node-wide files that stay: the variant cache and the
-            // directory of netns capture owners (its markers are leaks).
-            if !e.ends_with("iptables-variant") && !e.ends_with("/cni/netns/") {
+            // Node-wide files that stay: the variant cache, the
+            // directory of netns capture owners (its markers are leaks)
+            // and the agent's CNI call journal.
+            if !e.ends_with("iptables-variant")
+                && !e.ends_with("/cni/netns/")
+                && !e.contains("/cni/journal/")
+            {
                 out.push(format!("state: {e}"));
             }
         }
