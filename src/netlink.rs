@@ -11,8 +11,8 @@
 use crate::error::{code, CniError, Result};
 use crate::netns::NetNs;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_MULTIPART, NLM_F_REQUEST,
+    NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE,
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_MULTIPART, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkFlags, LinkMessage};
@@ -121,7 +121,7 @@ impl Socket {
             let n = self.recv()?;
             let mut datagram = &self.buf[..n];
             while !datagram.is_empty() {
-                let part = parse(datagram)?;
+                let part = parse::<RouteNetlinkMessage>(datagram)?;
                 datagram = part.rest;
                 let msg = part.msg;
                 if msg.header.sequence_number != self.seq {
@@ -392,15 +392,16 @@ fn finish(
     }
 }
 
-struct Parsed<'a> {
-    msg: NetlinkMessage<RouteNetlinkMessage>,
-    rest: &'a [u8],
+/// One message of a datagram, and the rest of the datagram.
+pub struct Parsed<'a, I> {
+    pub msg: NetlinkMessage<I>,
+    pub rest: &'a [u8],
 }
 
-/// Parse the first netlink message of `buf`; what follows it (aligned).
-fn parse(buf: &[u8]) -> std::result::Result<Parsed<'_>, Error> {
-    let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(buf)
-        .map_err(|e| Error::Decode(e.to_string()))?;
+/// Parse the first netlink message of `buf` (a datagram of any netlink
+/// protocol whose messages are `I`); what follows it (aligned).
+pub fn parse<I: NetlinkDeserializable>(buf: &[u8]) -> std::result::Result<Parsed<'_, I>, Error> {
+    let msg = NetlinkMessage::<I>::deserialize(buf).map_err(|e| Error::Decode(e.to_string()))?;
     let len = msg.header.length as usize;
     if len < 16 || len > buf.len() {
         return Err(Error::Decode(format!(
@@ -528,7 +529,7 @@ mod tests {
         let mut rest = &dgram[..];
         let mut seen = vec![];
         while !rest.is_empty() {
-            let p = parse(rest).unwrap();
+            let p = parse::<RouteNetlinkMessage>(rest).unwrap();
             rest = p.rest;
             seen.push(match p.msg.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
@@ -551,7 +552,7 @@ mod tests {
         let mut e = ErrorMessage::default();
         e.code = NonZeroI32::new(-libc::EPERM);
         let b = bytes(NetlinkPayload::Error(e), 0, 1);
-        match parse(&b).unwrap().msg.payload {
+        match parse::<RouteNetlinkMessage>(&b).unwrap().msg.payload {
             NetlinkPayload::Error(e) => {
                 assert_eq!(e.to_io().raw_os_error(), Some(libc::EPERM));
                 let shown = Error::Kernel(e.to_io()).to_string();
@@ -560,7 +561,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let ack = bytes(NetlinkPayload::Error(ErrorMessage::default()), 0, 1);
-        match parse(&ack).unwrap().msg.payload {
+        match parse::<RouteNetlinkMessage>(&ack).unwrap().msg.payload {
             NetlinkPayload::Error(e) => assert!(e.code.is_none()),
             other => panic!("{other:?}"),
         }
@@ -573,8 +574,14 @@ mod tests {
             0,
             1,
         );
-        assert!(matches!(parse(&b[..b.len() - 4]), Err(Error::Decode(_))));
-        assert!(matches!(parse(&[1, 2, 3]), Err(Error::Decode(_))));
+        assert!(matches!(
+            parse::<RouteNetlinkMessage>(&b[..b.len() - 4]),
+            Err(Error::Decode(_))
+        ));
+        assert!(matches!(
+            parse::<RouteNetlinkMessage>(&[1, 2, 3]),
+            Err(Error::Decode(_))
+        ));
     }
 
     #[test]

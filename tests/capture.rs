@@ -1127,3 +1127,52 @@ fn rerouted_interface_reaches_outbound_port() {
         node.assert_no_leaks();
     });
 }
+
+// q. Every mode at once (TPROXY, DNS capture, invalid-drop, a rerouted
+// interface), dual-stack: programmed, CHECK clean, traffic of each kind
+// where it belongs, DEL leaves nothing.
+#[test]
+fn all_modes_together() {
+    for_each_backend(|name, cap| {
+        let node = Node::new(&tag("all", name));
+        no_dad(&node.name);
+        let pod = node.pod("p");
+        no_dad(&pod.name);
+        let cap = with(
+            cap,
+            json!({"interceptionMode": "TPROXY", "dnsCapture": true, "dropInvalid": true,
+                   "rerouteInterfaces": ["net1"]}),
+        );
+        let conf = node.meta(
+            vec![node.dual_stack_bridge(), node.second_bridge()],
+            cap.clone(),
+        );
+        let res = node
+            .cni("ADD", &conf, &pod.path, "call", "eth0")
+            .ok()
+            .clone();
+        let ip6 = result_addr(&res, true);
+        let net1 = addr_of(&pod, "net1", false);
+        wait_v6_ready(&node.name, "mm0");
+        wait_v6_ready(&pod.name, "eth0");
+        node.cni("CHECK", &conf, &pod.path, "call", "eth0").ok();
+        let _tin = Listener::start_with(&pod.name, IN_PORT, false, 1, &["--transparent"]);
+        let _tout = Listener::start(&pod.name, OUT_PORT, false, 1);
+        let _dns = Listener::start_with(
+            &pod.name,
+            15053,
+            true,
+            1,
+            &["--bind", "127.0.0.1", "--uid", "1337", "--gid", "1337"],
+        );
+        let a = answer(&node.name, &ip6, 8080, false, None);
+        assert_eq!(field(&a, "local"), format!("[{ip6}]:8080"), "TPROXY: {a}");
+        let a = answer(&node.name, &net1, 8080, false, None);
+        assert_served(&a, OUT_PORT, &sock(&net1, 8080), "rerouted net1");
+        let a = answer(&pod.name, "203.0.113.53", 53, true, None);
+        assert_eq!(field(&a, "from"), "203.0.113.53:53", "DNS: {a}");
+        node.cni("DEL", &conf, &pod.path, "call", "eth0").ok();
+        pod.assert_no_capture("after DEL");
+        node.assert_no_leaks();
+    });
+}

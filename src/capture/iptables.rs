@@ -477,8 +477,9 @@ fn remove_families(
     if families.is_empty() {
         return Ok(());
     }
-    if variant == Variant::Nft && plan.tables() == [Table::Nat] {
-        match super::nftnl::remove_xt(ns, CHAIN_PREFIX, families) {
+    if variant == Variant::Nft {
+        let tables: Vec<&str> = plan.tables().into_iter().map(table_name).collect();
+        match super::nftnl::remove_xt(ns, CHAIN_PREFIX, families, &tables) {
             Ok(()) => return Ok(()),
             Err(e) => log::info!("{e}; removing with the restore tool"),
         }

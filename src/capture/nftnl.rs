@@ -5,136 +5,85 @@
 //! `nft::render_table` prints (see `nft --debug=netlink`), so `nft list`
 //! shows exactly that text and CHECK keeps comparing text.
 //!
-//! Why: an `nft` exec costs ~4 ms of CPU per ADD and per DEL, and a process
-//! that closes an nf_tables socket while a deleted table awaits its RCU
-//! grace period waits for it holding the netns's nf_tables commit mutex —
-//! the mutex a veth being unregistered in that netns (the delegate's DEL)
-//! needs. Keeping the socket open until multimesh exits (after the
-//! delegates) lets the kernel finish in the background.
+//! The messages are `netlink-packet-netfilter`'s typed table, chain and
+//! rule messages (its `redir`, `ct`, `socket` and `tproxy` expressions
+//! are missing: they are built as raw expressions, `Expressions::Other`,
+//! with the attributes `nft --debug=netlink` shows nft sending); dump
+//! replies are parsed by the same crate. The socket is
+//! `netlink-sys`'s.
+//!
+//! Why no `nft`: an `nft` exec costs ~4 ms of CPU per ADD and per DEL, and
+//! a process that closes an nf_tables socket while a deleted table awaits
+//! its RCU grace period waits for it holding the netns's nf_tables commit
+//! mutex — the mutex a veth being unregistered in that netns (the
+//! delegate's DEL) needs. Keeping the socket open until multimesh exits
+//! (after the delegates) lets the kernel finish in the background.
 
 use super::plan::{Chain, Family, Match, Plan, Rule, Target};
 use super::Cidr;
 use crate::error::{code, CniError, Result};
+use crate::netlink;
 use crate::netns::NetNs;
-use netlink_sys::{Socket, SocketAddr};
+use netlink_packet_core::{
+    DefaultNla, Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLA_F_NESTED, NLM_F_ACK,
+    NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_netfilter::nftables::{
+    Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
+    Hook, HookNumber, Immediate, InetHookNumber, ListAttribute, Meta, MetaKey, NfTablesMessage,
+    Operator, Payload, Register, RuleAttribute, RuleMessage, TableAttribute, TableMessage, Verdict,
+    VerdictAttribute,
+};
+use netlink_packet_netfilter::none::ControlMessage;
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+};
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use std::sync::Mutex;
 
-// linux/netlink.h, linux/netfilter/nfnetlink.h, linux/netfilter/nf_tables.h
-const NETLINK_NETFILTER: i32 = 12;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_APPEND: u16 = 0x800;
-const NLA_F_NESTED: u16 = 0x8000;
-const NFNL_MSG_BATCH_BEGIN: u16 = 16;
-const NFNL_MSG_BATCH_END: u16 = 17;
+// What the crate leaves to its users (linux/netfilter/nfnetlink.h,
+// linux/netfilter/nf_tables.h, linux/netfilter/nf_nat.h).
+/// The subsystem a batch is for, in the batch messages' nfgenmsg res_id.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_DELTABLE: u16 = 2;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_DELRULE: u16 = 8;
-const NFPROTO_INET: u8 = 1;
-const NFPROTO_IPV4: u8 = 2;
-const NFPROTO_IPV6: u8 = 10;
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_HOOK: u16 = 4;
-const NFTA_CHAIN_POLICY: u16 = 5;
-const NFTA_CHAIN_TYPE: u16 = 7;
-const NFTA_HOOK_HOOKNUM: u16 = 1;
-const NFTA_HOOK_PRIORITY: u16 = 2;
-const NF_INET_PRE_ROUTING: u32 = 0;
-const NF_INET_LOCAL_OUT: u32 = 3;
-const NF_ACCEPT: u32 = 1;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
-const NFT_REG_VERDICT: u32 = 0;
-const NFT_REG_1: u32 = 1;
-const NFTA_META_DREG: u16 = 1;
-const NFTA_META_KEY: u16 = 2;
-const NFT_META_IIFNAME: u32 = 6;
-const NFT_META_OIFNAME: u32 = 7;
-const NFT_META_SKUID: u32 = 10;
-const NFT_META_SKGID: u32 = 11;
-const NFT_META_NFPROTO: u32 = 15;
-const NFT_META_L4PROTO: u32 = 16;
-const NFTA_CMP_SREG: u16 = 1;
-const NFTA_CMP_OP: u16 = 2;
-const NFTA_CMP_DATA: u16 = 3;
-const NFT_CMP_EQ: u32 = 0;
-const NFT_CMP_NEQ: u32 = 1;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
-const NFT_JUMP: i32 = -3;
-const NFT_RETURN: i32 = -5;
-const NFTA_PAYLOAD_DREG: u16 = 1;
-const NFTA_PAYLOAD_BASE: u16 = 2;
-const NFTA_PAYLOAD_OFFSET: u16 = 3;
-const NFTA_PAYLOAD_LEN: u16 = 4;
-const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
-const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
-const NFTA_BITWISE_SREG: u16 = 1;
-const NFTA_BITWISE_DREG: u16 = 2;
-const NFTA_BITWISE_LEN: u16 = 3;
-const NFTA_BITWISE_MASK: u16 = 4;
-const NFTA_BITWISE_XOR: u16 = 5;
-const NFTA_IMMEDIATE_DREG: u16 = 1;
-const NFTA_IMMEDIATE_DATA: u16 = 2;
 const NFTA_REDIR_REG_PROTO_MIN: u16 = 1;
 const NFTA_REDIR_FLAGS: u16 = 3;
 const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
-const IPPROTO_TCP: u8 = 6;
-const IFNAMSIZ: usize = 16;
+const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+const NF_ACCEPT: u32 = 1;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+/// `priority dstnat` (NF_IP_PRI_NAT_DST), the base chains' priority.
+const PRIORITY_DSTNAT: i32 = -100;
+const IPPROTO_TCP: u8 = libc::IPPROTO_TCP as u8;
+const IPPROTO_UDP: u8 = libc::IPPROTO_UDP as u8;
+/// `priority mangle` and `priority raw` (NF_IP_PRI_MANGLE, NF_IP_PRI_RAW).
+const PRIORITY_MANGLE: i32 = -150;
+const PRIORITY_RAW: i32 = -300;
+const NF_DROP: u32 = 0;
+// The expressions the crate has no type for: ct, socket, tproxy
+// (linux/netfilter/nf_tables.h).
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFTA_CT_SREG: u16 = 4;
+const NFT_CT_STATE: u32 = 0;
+const NFT_CT_MARK: u32 = 3;
+const NFT_CT_ZONE: u32 = 17;
+/// NF_CT_STATE_INVALID_BIT, the `ct state invalid` bit.
+const CT_STATE_INVALID: u32 = 1;
+const NFTA_SOCKET_KEY: u16 = 1;
+const NFTA_SOCKET_DREG: u16 = 2;
+const NFT_SOCKET_TRANSPARENT: u32 = 0;
+const NFTA_TPROXY_FAMILY: u16 = 1;
+const NFTA_TPROXY_REG_PORT: u16 = 3;
+const IFNAMSIZ: usize = libc::IFNAMSIZ;
 
 /// Sockets whose close is left to process exit (see the module doc).
 static LINGER: Mutex<Vec<Socket>> = Mutex::new(Vec::new());
 
-/// Netlink attribute writer over a byte buffer.
-struct Buf(Vec<u8>);
-
-impl Buf {
-    fn put(&mut self, ty: u16, data: &[u8]) {
-        let len = 4 + data.len();
-        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.0.extend_from_slice(&ty.to_ne_bytes());
-        self.0.extend_from_slice(data);
-        self.pad();
-    }
-    fn pad(&mut self) {
-        while !self.0.len().is_multiple_of(4) {
-            self.0.push(0);
-        }
-    }
-    fn strz(&mut self, ty: u16, s: &str) {
-        let mut v = s.as_bytes().to_vec();
-        v.push(0);
-        self.put(ty, &v);
-    }
-    fn be32(&mut self, ty: u16, v: u32) {
-        self.put(ty, &v.to_be_bytes());
-    }
-    fn nest(&mut self, ty: u16, f: impl FnOnce(&mut Buf)) {
-        let at = self.0.len();
-        self.0.extend_from_slice(&[0, 0]);
-        self.0.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
-        f(self);
-        let len = (self.0.len() - at) as u16;
-        self.0[at..at + 2].copy_from_slice(&len.to_ne_bytes());
-    }
-}
-
-/// One nf_tables batch: BATCH_BEGIN, the messages, BATCH_END.
+/// One nf_tables batch: BATCH_BEGIN, the messages, BATCH_END, emitted into
+/// one buffer, numbered from 0.
 struct Batch {
-    buf: Buf,
+    buf: Vec<u8>,
     seq: u32,
     /// What each acknowledged message does, by sequence number - 1.
     what: Vec<String>,
@@ -143,311 +92,544 @@ struct Batch {
 impl Batch {
     fn new() -> Batch {
         let mut b = Batch {
-            buf: Buf(Vec::with_capacity(8192)),
+            buf: Vec::with_capacity(8192),
             seq: 0,
             what: Vec::new(),
         };
-        b.header(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, |_| {});
+        b.control(ControlMessage::BatchBegin);
         b
     }
 
-    fn header(&mut self, ty: u16, flags: u16, family: u8, f: impl FnOnce(&mut Buf)) {
-        let at = self.buf.0.len();
-        let seq = self.seq;
-        self.seq += 1;
-        let res_id: u16 = if family == 0 { NFNL_SUBSYS_NFTABLES } else { 0 };
-        let v = &mut self.buf.0;
-        v.extend_from_slice(&0u32.to_ne_bytes()); // length, set below
-        v.extend_from_slice(&ty.to_ne_bytes());
-        v.extend_from_slice(&flags.to_ne_bytes());
-        v.extend_from_slice(&seq.to_ne_bytes());
-        v.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-        v.push(family); // nfgenmsg
-        v.push(0); // NFNETLINK_V0
-        v.extend_from_slice(&res_id.to_be_bytes());
-        f(&mut self.buf);
-        let len = (self.buf.0.len() - at) as u32;
-        self.buf.0[at..at + 4].copy_from_slice(&len.to_ne_bytes());
-    }
-
-    /// An nf_tables message on the inet family, acknowledged.
-    fn msg(&mut self, ty: u16, flags: u16, what: String, f: impl FnOnce(&mut Buf)) {
-        self.msg_in(NFPROTO_INET, ty, flags, what, f)
+    /// BATCH_BEGIN or BATCH_END: no family, the subsystem in res_id.
+    fn control(&mut self, m: ControlMessage) {
+        let header = NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES);
+        self.emit(header, m.into(), NLM_F_REQUEST);
     }
 
     /// An nf_tables message on `family`, acknowledged.
-    fn msg_in(&mut self, family: u8, ty: u16, flags: u16, what: String, f: impl FnOnce(&mut Buf)) {
+    fn msg(&mut self, family: NetfilterProtoFamily, m: NfTablesMessage, flags: u16, what: String) {
         self.what.push(what);
-        self.header(
-            (NFNL_SUBSYS_NFTABLES << 8) | ty,
-            NLM_F_REQUEST | NLM_F_ACK | flags,
-            family,
-            f,
-        );
+        let header = NetfilterHeader::new(family, 0, 0);
+        self.emit(header, m.into(), NLM_F_REQUEST | NLM_F_ACK | flags);
+    }
+
+    fn emit(&mut self, header: NetfilterHeader, inner: NetfilterMessageInner, flags: u16) {
+        let msg = request(header, inner, flags, self.seq);
+        self.seq += 1;
+        let at = self.buf.len();
+        self.buf.resize(at + msg.buffer_len(), 0);
+        msg.serialize(&mut self.buf[at..]);
     }
 
     fn finish(mut self) -> (Vec<u8>, Vec<String>) {
-        self.header(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, |_| {});
-        (self.buf.0, self.what)
+        self.control(ControlMessage::BatchEnd);
+        (self.buf, self.what)
     }
+}
+
+/// One request, its length and type set; port id 0 (the kernel's).
+fn request(
+    header: NetfilterHeader,
+    inner: NetfilterMessageInner,
+    flags: u16,
+    seq: u32,
+) -> NetlinkMessage<NetfilterMessage> {
+    let mut h = NetlinkHeader::default();
+    h.flags = flags;
+    h.sequence_number = seq;
+    let payload = NetlinkPayload::InnerMessage(NetfilterMessage::new(header, inner));
+    let mut msg = NetlinkMessage::new(h, payload);
+    msg.finalize();
+    msg
 }
 
 fn chain_name(c: Chain) -> &'static str {
     super::nft::chain_name(c)
 }
 
+fn nfproto(f: Family) -> NetfilterProtoFamily {
+    match f {
+        Family::V4 => NetfilterProtoFamily::IPv4,
+        Family::V6 => NetfilterProtoFamily::IPv6,
+    }
+}
+
 // ------------------------------------------------------------ expressions
 
-fn expr(b: &mut Buf, name: &str, f: impl FnOnce(&mut Buf)) {
-    b.nest(NFTA_LIST_ELEM, |b| {
-        b.strz(NFTA_EXPR_NAME, name);
-        b.nest(NFTA_EXPR_DATA, f);
-    });
+/// A rule's expressions, in order.
+type Exprs = Vec<ListAttribute<ExpressionAttribute>>;
+
+fn reg(r: Register) -> [u8; 4] {
+    u32::from(r).to_be_bytes()
 }
 
-fn meta(b: &mut Buf, key: u32) {
-    expr(b, "meta", |b| {
-        b.be32(NFTA_META_DREG, NFT_REG_1);
-        b.be32(NFTA_META_KEY, key);
-    });
+fn meta(e: &mut Exprs, key: MetaKey) {
+    e.push(
+        Expressions::Meta(vec![
+            Meta::DestinationRegister(Register::Reg1),
+            Meta::Key(key),
+        ])
+        .into(),
+    );
 }
 
-fn cmp(b: &mut Buf, op: u32, data: &[u8]) {
-    expr(b, "cmp", |b| {
-        b.be32(NFTA_CMP_SREG, NFT_REG_1);
-        b.be32(NFTA_CMP_OP, op);
-        b.nest(NFTA_CMP_DATA, |b| b.put(NFTA_DATA_VALUE, data));
-    });
+fn cmp(e: &mut Exprs, op: Operator, data: Vec<u8>) {
+    e.push(
+        Expressions::Cmp(vec![
+            Cmp::SourceRegister(Register::Reg1),
+            Cmp::Op(op),
+            Cmp::Data(DataAttribute::Value(data)),
+        ])
+        .into(),
+    );
 }
 
-fn payload(b: &mut Buf, base: u32, offset: u32, len: u32) {
-    expr(b, "payload", |b| {
-        b.be32(NFTA_PAYLOAD_DREG, NFT_REG_1);
-        b.be32(NFTA_PAYLOAD_BASE, base);
-        b.be32(NFTA_PAYLOAD_OFFSET, offset);
-        b.be32(NFTA_PAYLOAD_LEN, len);
-    });
+fn payload(e: &mut Exprs, base: u32, offset: u32, len: u32) {
+    e.push(
+        Expressions::Payload(vec![
+            Payload::DestinationRegister(Register::Reg1),
+            Payload::Base(base),
+            Payload::Offset(offset),
+            Payload::Len(len),
+        ])
+        .into(),
+    );
 }
 
-fn verdict(b: &mut Buf, code: i32, chain: Option<&str>) {
-    expr(b, "immediate", |b| {
-        b.be32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
-        b.nest(NFTA_IMMEDIATE_DATA, |b| {
-            b.nest(NFTA_DATA_VERDICT, |b| {
-                b.be32(NFTA_VERDICT_CODE, code as u32);
-                if let Some(c) = chain {
-                    b.strz(NFTA_VERDICT_CHAIN, c);
-                }
-            })
-        });
-    });
+fn verdict(e: &mut Exprs, code: Verdict, chain: Option<&str>) {
+    let mut v = vec![VerdictAttribute::Code(code)];
+    if let Some(c) = chain {
+        v.push(VerdictAttribute::Chain(c.into()));
+    }
+    e.push(
+        Expressions::Immediate(vec![
+            Immediate::DestinationRegister(Register::Verdict),
+            Immediate::Data(DataAttribute::Verdict(v)),
+        ])
+        .into(),
+    );
 }
 
-fn redirect(b: &mut Buf, port: u16) {
-    expr(b, "immediate", |b| {
-        b.be32(NFTA_IMMEDIATE_DREG, NFT_REG_1);
-        b.nest(NFTA_IMMEDIATE_DATA, |b| {
-            b.put(NFTA_DATA_VALUE, &port.to_be_bytes())
-        });
-    });
-    expr(b, "redir", |b| {
-        b.be32(NFTA_REDIR_REG_PROTO_MIN, NFT_REG_1);
-        b.be32(NFTA_REDIR_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED);
-    });
+/// `redirect to :port`: the port into register 1, then `redir` (not in
+/// the crate: a raw expression of its two attributes).
+fn redirect(e: &mut Exprs, port: u16) {
+    e.push(
+        Expressions::Immediate(vec![
+            Immediate::DestinationRegister(Register::Reg1),
+            Immediate::Data(DataAttribute::Value(port.to_be_bytes().to_vec())),
+        ])
+        .into(),
+    );
+    e.push(
+        Expressions::Other {
+            expression_type: "redir".into(),
+            attributes: vec![
+                DefaultNla::new(NFTA_REDIR_REG_PROTO_MIN, reg(Register::Reg1).to_vec()),
+                DefaultNla::new(
+                    NFTA_REDIR_FLAGS,
+                    NF_NAT_RANGE_PROTO_SPECIFIED.to_be_bytes().to_vec(),
+                ),
+            ],
+        }
+        .into(),
+    );
 }
 
-fn l4proto_tcp(b: &mut Buf) {
-    meta(b, NFT_META_L4PROTO);
-    cmp(b, NFT_CMP_EQ, &[IPPROTO_TCP]);
+/// A rule's NFTA_RULE_EXPRESSIONS, each expression emitted once by the
+/// crate and the list carried pre-encoded. Emitted as one typed tree, the
+/// crate's `Emitable` would recompute every nested length at each level
+/// above it (`&[T]::buffer_len` twice per element): exponential in the
+/// depth: the batch would take about twice the CPU time to encode
+/// (`examples/nft_encode_cost.rs`, docs/design.md). The bytes are the
+/// same.
+fn expressions(e: &Exprs) -> RuleAttribute {
+    let mut buf = vec![0u8; e.as_slice().buffer_len()];
+    let mut at = 0;
+    for x in e {
+        let len = x.buffer_len();
+        x.emit(&mut buf[at..at + len]);
+        at += len;
+    }
+    RuleAttribute::Other(DefaultNla::new(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, buf))
 }
 
-fn ifname(b: &mut Buf, key: u32, name: &str) {
-    meta(b, key);
-    let mut v = [0u8; IFNAMSIZ];
+/// `meta l4proto tcp|udp`.
+fn l4proto(e: &mut Exprs, udp: bool) {
+    meta(e, MetaKey::L4Proto);
+    cmp(
+        e,
+        Operator::Equal,
+        vec![if udp { IPPROTO_UDP } else { IPPROTO_TCP }],
+    );
+}
+
+/// `ct KEY`, loaded into register 1 (raw: the crate has no `ct`).
+fn ct_load(e: &mut Exprs, key: u32) {
+    e.push(
+        Expressions::Other {
+            expression_type: "ct".into(),
+            attributes: vec![
+                DefaultNla::new(NFTA_CT_DREG, reg(Register::Reg1).to_vec()),
+                DefaultNla::new(NFTA_CT_KEY, key.to_be_bytes().to_vec()),
+            ],
+        }
+        .into(),
+    );
+}
+
+/// `ct KEY set` from register 1.
+fn ct_set(e: &mut Exprs, key: u32) {
+    e.push(
+        Expressions::Other {
+            expression_type: "ct".into(),
+            attributes: vec![
+                DefaultNla::new(NFTA_CT_KEY, key.to_be_bytes().to_vec()),
+                DefaultNla::new(NFTA_CT_SREG, reg(Register::Reg1).to_vec()),
+            ],
+        }
+        .into(),
+    );
+}
+
+/// `meta KEY set` from register 1.
+fn meta_set(e: &mut Exprs, key: MetaKey) {
+    e.push(Expressions::Meta(vec![Meta::Key(key), Meta::SourceRegister(Register::Reg1)]).into());
+}
+
+/// A value into register 1.
+fn load(e: &mut Exprs, data: Vec<u8>) {
+    e.push(
+        Expressions::Immediate(vec![
+            Immediate::DestinationRegister(Register::Reg1),
+            Immediate::Data(DataAttribute::Value(data)),
+        ])
+        .into(),
+    );
+}
+
+/// `ct state invalid`: the state bit masked, compared with zero.
+fn ct_invalid(e: &mut Exprs) {
+    ct_load(e, NFT_CT_STATE);
+    e.push(
+        Expressions::Bitwise(vec![
+            Bitwise::SourceRegister(Register::Reg1),
+            Bitwise::DestinationRegister(Register::Reg1),
+            Bitwise::Length(4),
+            Bitwise::Mask(DataAttribute::Value(
+                CT_STATE_INVALID.to_ne_bytes().to_vec(),
+            )),
+            Bitwise::Xor(DataAttribute::Value(vec![0; 4])),
+        ])
+        .into(),
+    );
+    cmp(e, Operator::NotEqual, vec![0; 4]);
+}
+
+/// `socket transparent 1` (raw: the crate has no `socket`).
+fn socket_transparent(e: &mut Exprs) {
+    e.push(
+        Expressions::Other {
+            expression_type: "socket".into(),
+            attributes: vec![
+                DefaultNla::new(
+                    NFTA_SOCKET_KEY,
+                    NFT_SOCKET_TRANSPARENT.to_be_bytes().to_vec(),
+                ),
+                DefaultNla::new(NFTA_SOCKET_DREG, reg(Register::Reg1).to_vec()),
+            ],
+        }
+        .into(),
+    );
+    cmp(e, Operator::Equal, vec![1]);
+}
+
+/// `tproxy ip|ip6 to :port meta mark set MARK accept` (raw `tproxy`).
+fn tproxy(e: &mut Exprs, family: Family, port: u16, mark: u32) {
+    load(e, port.to_be_bytes().to_vec());
+    e.push(
+        Expressions::Other {
+            expression_type: "tproxy".into(),
+            attributes: vec![
+                DefaultNla::new(
+                    NFTA_TPROXY_FAMILY,
+                    u32::from(u8::from(nfproto(family))).to_be_bytes().to_vec(),
+                ),
+                DefaultNla::new(NFTA_TPROXY_REG_PORT, reg(Register::Reg1).to_vec()),
+            ],
+        }
+        .into(),
+    );
+    load(e, mark.to_ne_bytes().to_vec());
+    meta_set(e, MetaKey::Mark);
+    verdict(e, Verdict::Other(NF_ACCEPT), None);
+}
+
+/// `iifname|oifname NAME`: the name zero-padded to IFNAMSIZ, as nft does.
+fn ifname(e: &mut Exprs, key: MetaKey, name: &str) {
+    meta(e, key);
+    let mut v = vec![0u8; IFNAMSIZ];
     let n = name.len().min(IFNAMSIZ - 1);
     v[..n].copy_from_slice(&name.as_bytes()[..n]);
-    cmp(b, NFT_CMP_EQ, &v);
+    cmp(e, Operator::Equal, v);
 }
 
 /// `ip|ip6 saddr|daddr [!=] CIDR`, with the `meta nfproto` dependency nft
 /// adds in an inet table (once per rule and family).
-fn address(b: &mut Buf, c: &Cidr, dst: bool, op: u32, proto: &mut Option<Family>) {
+fn address(e: &mut Exprs, c: &Cidr, dst: bool, op: Operator, proto: &mut Option<Family>) {
     let fam = c.family();
     if *proto != Some(fam) {
-        meta(b, NFT_META_NFPROTO);
-        cmp(
-            b,
-            NFT_CMP_EQ,
-            &[if fam == Family::V4 {
-                NFPROTO_IPV4
-            } else {
-                NFPROTO_IPV6
-            }],
-        );
+        meta(e, MetaKey::Nfproto);
+        cmp(e, Operator::Equal, vec![u8::from(nfproto(fam))]);
         *proto = Some(fam);
     }
     let (bytes, off): (Vec<u8>, u32) = match c.addr {
         std::net::IpAddr::V4(a) => (a.octets().to_vec(), if dst { 16 } else { 12 }),
         std::net::IpAddr::V6(a) => (a.octets().to_vec(), if dst { 24 } else { 8 }),
     };
-    payload(b, NFT_PAYLOAD_NETWORK_HEADER, off, bytes.len() as u32);
+    let len = bytes.len() as u32;
+    payload(e, NFT_PAYLOAD_NETWORK_HEADER, off, len);
     let bits = usize::from(c.len).min(bytes.len() * 8);
     if bits == bytes.len() * 8 {
-        cmp(b, op, &bytes);
+        cmp(e, op, bytes);
         return;
     }
-    let mut mask = vec![0u8; bytes.len()];
-    for (i, m) in mask.iter_mut().enumerate() {
-        let have = bits.saturating_sub(i * 8).min(8);
-        *m = if have == 0 { 0 } else { 0xffu8 << (8 - have) };
-    }
+    let mask: Vec<u8> = (0..bytes.len())
+        .map(|i| match bits.saturating_sub(i * 8).min(8) {
+            0 => 0,
+            have => 0xffu8 << (8 - have),
+        })
+        .collect();
     let net: Vec<u8> = bytes.iter().zip(&mask).map(|(a, m)| a & m).collect();
-    let len = bytes.len() as u32;
-    expr(b, "bitwise", |b| {
-        b.be32(NFTA_BITWISE_SREG, NFT_REG_1);
-        b.be32(NFTA_BITWISE_DREG, NFT_REG_1);
-        b.be32(NFTA_BITWISE_LEN, len);
-        b.nest(NFTA_BITWISE_MASK, |b| b.put(NFTA_DATA_VALUE, &mask));
-        b.nest(NFTA_BITWISE_XOR, |b| {
-            b.put(NFTA_DATA_VALUE, &vec![0u8; mask.len()])
-        });
-    });
-    cmp(b, op, &net);
+    let xor = vec![0u8; mask.len()];
+    e.push(
+        Expressions::Bitwise(vec![
+            Bitwise::SourceRegister(Register::Reg1),
+            Bitwise::DestinationRegister(Register::Reg1),
+            Bitwise::Length(len),
+            Bitwise::Mask(DataAttribute::Value(mask)),
+            Bitwise::Xor(DataAttribute::Value(xor)),
+        ])
+        .into(),
+    );
+    cmp(e, op, net);
 }
 
 /// The expressions of one rule, in the order `nft::rule_text` writes its
 /// parts (so nft would build the same rule from that text).
-fn rule_exprs(b: &mut Buf, r: &Rule) {
+fn rule_exprs(r: &Rule) -> Exprs {
+    let mut e = Exprs::new();
     let mut proto: Option<Family> = None;
     for m in &r.matches {
         if let Match::Src(c) = m {
-            address(b, c, false, NFT_CMP_EQ, &mut proto);
+            address(&mut e, c, false, Operator::Equal, &mut proto);
         }
     }
     for m in &r.matches {
         match m {
-            Match::Dst(c) => address(b, c, true, NFT_CMP_EQ, &mut proto),
-            Match::NotDst(c) => address(b, c, true, NFT_CMP_NEQ, &mut proto),
+            Match::Dst(c) => address(&mut e, c, true, Operator::Equal, &mut proto),
+            Match::NotDst(c) => address(&mut e, c, true, Operator::NotEqual, &mut proto),
             _ => {}
         }
     }
     for m in &r.matches {
         if let Match::InIface(i) = m {
-            ifname(b, NFT_META_IIFNAME, i);
+            ifname(&mut e, MetaKey::Iifname, i);
         }
     }
     for m in &r.matches {
         if let Match::OutIface(i) = m {
-            ifname(b, NFT_META_OIFNAME, i);
+            ifname(&mut e, MetaKey::Oifname, i);
         }
     }
-    let has_dport = r.matches.iter().any(|m| matches!(m, Match::Dport(_)));
-    let tcp = r.matches.iter().any(|m| matches!(m, Match::Tcp))
-        || matches!(r.target, Target::Redirect(_));
+    let has_port = r
+        .matches
+        .iter()
+        .any(|m| matches!(m, Match::Dport(_) | Match::Sport(_)));
+    let proto = super::iptables::proto(r);
+    let udp = proto == Some("udp");
     let mut l4 = false;
-    if tcp && !has_dport {
-        l4proto_tcp(b);
+    if proto.is_some() && !has_port {
+        l4proto(&mut e, udp);
         l4 = true;
     }
     for m in &r.matches {
-        let (key, op, id) = match m {
-            Match::Uid(u) => (NFT_META_SKUID, NFT_CMP_EQ, *u),
-            Match::NotUid(u) => (NFT_META_SKUID, NFT_CMP_NEQ, *u),
-            Match::Gid(g) => (NFT_META_SKGID, NFT_CMP_EQ, *g),
-            Match::NotGid(g) => (NFT_META_SKGID, NFT_CMP_NEQ, *g),
-            _ => continue,
-        };
-        meta(b, key);
-        cmp(b, op, &id.to_ne_bytes());
-    }
-    for m in &r.matches {
-        if let Match::Dport(p) = m {
-            if !l4 {
-                l4proto_tcp(b);
-                l4 = true;
+        match m {
+            Match::CtInvalid => ct_invalid(&mut e),
+            Match::Mark(v) | Match::NotMark(v) => {
+                meta(&mut e, MetaKey::Mark);
+                let op = match m {
+                    Match::Mark(_) => Operator::Equal,
+                    _ => Operator::NotEqual,
+                };
+                cmp(&mut e, op, v.to_ne_bytes().to_vec());
             }
-            payload(b, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
-            cmp(b, NFT_CMP_EQ, &p.to_be_bytes());
+            Match::ConnMark(v) => {
+                ct_load(&mut e, NFT_CT_MARK);
+                cmp(&mut e, Operator::Equal, v.to_ne_bytes().to_vec());
+            }
+            Match::SocketTransparent => socket_transparent(&mut e),
+            _ => {}
         }
     }
-    match r.target {
-        Target::Jump(c) => verdict(b, NFT_JUMP, Some(chain_name(c))),
-        Target::Return => verdict(b, NFT_RETURN, None),
-        Target::Redirect(p) => redirect(b, p),
-        // Refused by `apply` (see `netlink_ready`).
-        _ => {}
+    for m in &r.matches {
+        let (key, op, id) = match m {
+            Match::Uid(u) => (MetaKey::SocketUserId, Operator::Equal, *u),
+            Match::NotUid(u) => (MetaKey::SocketUserId, Operator::NotEqual, *u),
+            Match::Gid(g) => (MetaKey::SocketGroupId, Operator::Equal, *g),
+            Match::NotGid(g) => (MetaKey::SocketGroupId, Operator::NotEqual, *g),
+            _ => continue,
+        };
+        meta(&mut e, key);
+        cmp(&mut e, op, id.to_ne_bytes().to_vec());
     }
+    for m in &r.matches {
+        let (offset, p) = match m {
+            Match::Sport(p) => (0, p),
+            Match::Dport(p) => (2, p),
+            _ => continue,
+        };
+        // nft's dependency of a port match, right before it.
+        if !l4 {
+            l4proto(&mut e, udp);
+            l4 = true;
+        }
+        payload(&mut e, NFT_PAYLOAD_TRANSPORT_HEADER, offset, 2);
+        cmp(&mut e, Operator::Equal, p.to_be_bytes().to_vec());
+    }
+    match r.target {
+        Target::Jump(c) => verdict(&mut e, Verdict::Jump, Some(chain_name(c))),
+        Target::Return => verdict(&mut e, Verdict::Return, None),
+        Target::Accept => verdict(&mut e, Verdict::Other(NF_ACCEPT), None),
+        Target::Drop => verdict(&mut e, Verdict::Other(NF_DROP), None),
+        Target::Redirect(p) => redirect(&mut e, p),
+        Target::Tproxy { family, port, mark } => tproxy(&mut e, family, port, mark),
+        Target::SetMark(v) => {
+            load(&mut e, v.to_ne_bytes().to_vec());
+            meta_set(&mut e, MetaKey::Mark);
+        }
+        Target::SaveMark => {
+            meta(&mut e, MetaKey::Mark);
+            ct_set(&mut e, NFT_CT_MARK);
+        }
+        Target::RestoreMark => {
+            ct_load(&mut e, NFT_CT_MARK);
+            meta_set(&mut e, MetaKey::Mark);
+        }
+        Target::CtZone(z) => {
+            load(&mut e, z.to_ne_bytes().to_vec());
+            ct_set(&mut e, NFT_CT_ZONE);
+        }
+    }
+    e
 }
 
-fn table_msg(b: &mut Batch, ty: u16, flags: u16, what: &str) {
+// --------------------------------------------------------------- batches
+
+fn table_msg(b: &mut Batch, delete: bool) {
+    let table = super::nft::TABLE;
+    let attributes = vec![TableAttribute::Name(table.into())];
+    let (m, flags, what) = if delete {
+        (
+            NfTablesMessage::DeleteTable(TableMessage { attributes }),
+            0,
+            "delete",
+        )
+    } else {
+        (
+            NfTablesMessage::NewTable(TableMessage { attributes }),
+            NLM_F_CREATE,
+            "add",
+        )
+    };
     b.msg(
-        ty,
+        NetfilterProtoFamily::Inet,
+        m,
         flags,
-        format!("{what} table inet {}", super::nft::TABLE),
-        |b| b.strz(NFTA_TABLE_NAME, super::nft::TABLE),
+        format!("{what} table inet {table}"),
     );
+}
+
+/// A base chain's hook, priority and type, as `nft::hook_decl` declares it.
+fn hook(c: Chain) -> Option<(InetHookNumber, i32, &'static str)> {
+    use InetHookNumber::{LocalOut, PreRouting};
+    Some(match c {
+        Chain::Prerouting => (PreRouting, PRIORITY_DSTNAT, "nat"),
+        Chain::Output => (LocalOut, PRIORITY_DSTNAT, "nat"),
+        Chain::ManglePrerouting => (PreRouting, PRIORITY_MANGLE, "filter"),
+        Chain::MangleOutput => (LocalOut, PRIORITY_MANGLE, "route"),
+        Chain::RawPrerouting => (PreRouting, PRIORITY_RAW, "filter"),
+        Chain::RawOutput => (LocalOut, PRIORITY_RAW, "filter"),
+        _ => return None,
+    })
 }
 
 /// The batch `nft::render_apply` describes: create the table if needed,
 /// flush its rules, (re)declare the chains, append the rules.
 pub fn apply_batch(plan: &Plan) -> (Vec<u8>, Vec<String>) {
     let table = super::nft::TABLE;
+    let inet = NetfilterProtoFamily::Inet;
     let mut b = Batch::new();
-    table_msg(&mut b, NFT_MSG_NEWTABLE, NLM_F_CREATE, "add");
+    table_msg(&mut b, false);
     b.msg(
-        NFT_MSG_DELRULE,
+        inet,
+        NfTablesMessage::DeleteRule(RuleMessage {
+            attributes: vec![RuleAttribute::Table(table.into())],
+        }),
         0,
         format!("flush table inet {table}"),
-        |b| b.strz(NFTA_RULE_TABLE, table),
     );
     for c in plan.chains() {
+        let mut attributes = vec![
+            ChainAttribute::Table(table.into()),
+            ChainAttribute::Name(chain_name(c).into()),
+        ];
+        if let Some((h, priority, kind)) = hook(c) {
+            attributes.extend([
+                ChainAttribute::Hook(vec![
+                    Hook::Number(HookNumber::Inet(h)),
+                    Hook::Priority(priority as u32),
+                ]),
+                ChainAttribute::Policy(NF_ACCEPT),
+                ChainAttribute::Type(kind.into()),
+            ]);
+        }
         b.msg(
-            NFT_MSG_NEWCHAIN,
+            inet,
+            NfTablesMessage::NewChain(ChainMessage { attributes }),
             NLM_F_CREATE,
             format!("add chain {}", chain_name(c)),
-            |b| {
-                b.strz(NFTA_CHAIN_TABLE, table);
-                b.strz(NFTA_CHAIN_NAME, chain_name(c));
-                let hook = match c {
-                    Chain::Prerouting => Some(NF_INET_PRE_ROUTING),
-                    Chain::Output => Some(NF_INET_LOCAL_OUT),
-                    _ => None,
-                };
-                if let Some(h) = hook {
-                    b.nest(NFTA_CHAIN_HOOK, |b| {
-                        b.be32(NFTA_HOOK_HOOKNUM, h);
-                        b.be32(NFTA_HOOK_PRIORITY, (-100i32) as u32);
-                    });
-                    b.be32(NFTA_CHAIN_POLICY, NF_ACCEPT);
-                    b.strz(NFTA_CHAIN_TYPE, "nat");
-                }
-            },
         );
     }
     let rules = super::nft::merged_rules(plan);
-    let mut add_rule = |c: Chain, text: String, exprs: &dyn Fn(&mut Buf)| {
+    let mut add_rule = |c: Chain, text: String, exprs: Exprs| {
         b.msg(
-            NFT_MSG_NEWRULE,
+            inet,
+            NfTablesMessage::NewRule(RuleMessage {
+                attributes: vec![
+                    RuleAttribute::Table(table.into()),
+                    RuleAttribute::Chain(chain_name(c).into()),
+                    expressions(&exprs),
+                ],
+            }),
             NLM_F_CREATE | NLM_F_APPEND,
             format!("add rule {}: {text}", chain_name(c)),
-            |b| {
-                b.strz(NFTA_RULE_TABLE, table);
-                b.strz(NFTA_RULE_CHAIN, chain_name(c));
-                b.nest(NFTA_RULE_EXPRESSIONS, exprs);
-            },
         )
     };
     for c in plan.chains() {
-        if matches!(c, Chain::Prerouting | Chain::Output) && !plan.ipv6 {
+        if c.is_hook() && !plan.ipv6 {
             // The table is single-stack.
-            add_rule(c, "meta nfproto ipv6 return".into(), &|b| {
-                meta(b, NFT_META_NFPROTO);
-                cmp(b, NFT_CMP_EQ, &[NFPROTO_IPV6]);
-                verdict(b, NFT_RETURN, None);
-            });
+            let mut e = Exprs::new();
+            meta(&mut e, MetaKey::Nfproto);
+            cmp(
+                &mut e,
+                Operator::Equal,
+                vec![u8::from(NetfilterProtoFamily::IPv6)],
+            );
+            verdict(&mut e, Verdict::Return, None);
+            add_rule(c, "meta nfproto ipv6 return".into(), e);
         }
         for r in rules.iter().filter(|r| r.chain == c) {
-            add_rule(c, super::nft::rule_text(r), &|b| rule_exprs(b, r));
+            add_rule(c, super::nft::rule_text(r), rule_exprs(r));
         }
     }
     b.finish()
@@ -457,8 +639,48 @@ pub fn apply_batch(plan: &Plan) -> (Vec<u8>, Vec<String>) {
 /// the same transaction).
 pub fn remove_batch() -> (Vec<u8>, Vec<String>) {
     let mut b = Batch::new();
-    table_msg(&mut b, NFT_MSG_NEWTABLE, NLM_F_CREATE, "add");
-    table_msg(&mut b, NFT_MSG_DELTABLE, 0, "delete");
+    table_msg(&mut b, false);
+    table_msg(&mut b, true);
+    b.finish()
+}
+
+/// The batch that removes multimesh's iptables-nft chains from `family`'s
+/// `table` (nat, mangle or raw): the jumps to them (chain, rule handle),
+/// then the chains, flushed and deleted.
+fn xt_batch(
+    family: Family,
+    xt_table: &str,
+    chains: &[String],
+    jumps: &[(String, u64)],
+) -> (Vec<u8>, Vec<String>) {
+    let family = nfproto(family);
+    let table = || xt_table.to_string();
+    let mut b = Batch::new();
+    for (c, h) in jumps {
+        let attributes = vec![
+            RuleAttribute::Table(table()),
+            RuleAttribute::Chain(c.clone()),
+            RuleAttribute::Handle(*h),
+        ];
+        let m = NfTablesMessage::DeleteRule(RuleMessage { attributes });
+        b.msg(family, m, 0, format!("delete a jump from {c}"));
+    }
+    for c in chains {
+        let attributes = vec![
+            RuleAttribute::Table(table()),
+            RuleAttribute::Chain(c.clone()),
+        ];
+        let m = NfTablesMessage::DeleteRule(RuleMessage { attributes });
+        b.msg(family, m, 0, format!("flush chain {c}"));
+    }
+    for c in chains {
+        let attributes = vec![
+            ChainAttribute::Table(table()),
+            ChainAttribute::Name(c.clone()),
+        ];
+        let m = NfTablesMessage::DeleteChain(ChainMessage { attributes });
+        b.msg(family, m, 0, format!("delete chain {c}"));
+    }
     b.finish()
 }
 
@@ -473,7 +695,7 @@ fn err(msg: String) -> CniError {
 /// netns).
 fn socket_in(ns: &NetNs) -> Result<Socket> {
     ns.run(|| {
-        let sock = Socket::new(NETLINK_NETFILTER as isize)?;
+        let sock = Socket::new(NETLINK_NETFILTER)?;
         sockopts(&sock)?;
         Ok::<Socket, std::io::Error>(sock)
     })?
@@ -528,6 +750,19 @@ fn recv(sock: &Socket, rbuf: &mut [u8]) -> Result<usize> {
     }
 }
 
+/// The messages of one datagram of replies, parsed.
+fn replies(data: &[u8]) -> Result<Vec<NetlinkMessage<NetfilterMessage>>> {
+    let mut out = Vec::new();
+    let mut data = data;
+    while !data.is_empty() {
+        let part =
+            netlink::parse::<NetfilterMessage>(data).map_err(|e| err(format!("nftables: {e}")))?;
+        out.push(part.msg);
+        data = part.rest;
+    }
+    Ok(out)
+}
+
 /// Send one batch on `sock` and read its acknowledgements.
 fn send_batch(sock: &Socket, batch: (Vec<u8>, Vec<String>)) -> Result<()> {
     let (buf, what) = batch;
@@ -538,32 +773,25 @@ fn send_batch(sock: &Socket, batch: (Vec<u8>, Vec<String>)) -> Result<()> {
     let mut failure: Option<String> = None;
     let mut rbuf = vec![0u8; 65536];
     while acked < what.len() && failure.is_none() {
-        let r = recv(sock, &mut rbuf)?;
-        let mut data = &rbuf[..r];
-        while data.len() >= 16 {
-            let len = u32::from_ne_bytes(data[0..4].try_into().unwrap_or_default()) as usize;
-            let ty = u16::from_ne_bytes(data[4..6].try_into().unwrap_or_default());
-            let seq = u32::from_ne_bytes(data[8..12].try_into().unwrap_or_default());
-            if len < 16 || len > data.len() {
-                break;
-            }
-            if ty == NLMSG_ERROR && len >= 20 {
-                let e = i32::from_ne_bytes(data[16..20].try_into().unwrap_or_default());
-                if e == 0 {
-                    acked += 1;
-                } else if failure.is_none() {
-                    let step = (seq as usize)
+        let n = recv(sock, &mut rbuf)?;
+        for reply in replies(&rbuf[..n])? {
+            let NetlinkPayload::Error(e) = reply.payload else {
+                continue;
+            };
+            match e.code {
+                None => acked += 1,
+                Some(code) if failure.is_none() => {
+                    let step = (reply.header.sequence_number as usize)
                         .checked_sub(1)
                         .and_then(|i| what.get(i))
                         .map_or("the batch", String::as_str);
                     failure = Some(format!(
                         "nftables: {step}: {}",
-                        std::io::Error::from_raw_os_error(-e)
+                        std::io::Error::from_raw_os_error(-code.get())
                     ));
                 }
+                Some(_) => {}
             }
-            let adv = (len + 3) & !3;
-            data = &data[adv.min(data.len())..];
         }
     }
     match failure {
@@ -574,114 +802,108 @@ fn send_batch(sock: &Socket, batch: (Vec<u8>, Vec<String>)) -> Result<()> {
 
 // ------------------------------------------- iptables-nft, over netlink
 
-const NLMSG_DONE: u16 = 3;
-const NLM_F_DUMP: u16 = 0x300;
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NFT_MSG_GETRULE: u16 = 7;
-const NFT_MSG_DELCHAIN: u16 = 5;
-const NFTA_RULE_HANDLE: u16 = 3;
-const NFT_GOTO: i32 = -4;
-const XT_TABLE: &str = "nat";
-
-/// The attributes of a list, as (type without flags, payload).
-fn attrs(mut d: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while d.len() >= 4 {
-        let len = u16::from_ne_bytes([d[0], d[1]]) as usize;
-        let ty = u16::from_ne_bytes([d[2], d[3]]) & 0x3fff;
-        if len < 4 || len > d.len() {
-            break;
-        }
-        out.push((ty, &d[4..len]));
-        d = &d[((len + 3) & !3).min(d.len())..];
-    }
-    out
+/// The dump request for `m` (chains, or rules) of `family`.
+fn dump_request(family: Family, m: NfTablesMessage) -> Vec<u8> {
+    let header = NetfilterHeader::new(nfproto(family), 0, 0);
+    let msg = request(header, m.into(), NLM_F_REQUEST | NLM_F_DUMP, 1);
+    let mut buf = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    buf
 }
 
-fn attr(d: &[u8], ty: u16) -> Option<&[u8]> {
-    attrs(d).into_iter().find(|(t, _)| *t == ty).map(|(_, v)| v)
-}
-
-fn attr_str(d: &[u8], ty: u16) -> Option<String> {
-    let v = attr(d, ty)?;
-    let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
-    Some(String::from_utf8_lossy(&v[..end]).into_owned())
-}
-
-/// The chain a rule jumps or goes to, if any.
-fn rule_jump(rule: &[u8]) -> Option<String> {
-    let exprs = attr(rule, NFTA_RULE_EXPRESSIONS)?;
-    for (t, e) in attrs(exprs) {
-        if t != NFTA_LIST_ELEM || attr_str(e, NFTA_EXPR_NAME).as_deref() != Some("immediate") {
-            continue;
-        }
-        let v = attr(e, NFTA_EXPR_DATA)
-            .and_then(|d| attr(d, NFTA_IMMEDIATE_DATA))
-            .and_then(|d| attr(d, NFTA_DATA_VERDICT));
-        let Some(v) = v else { continue };
-        let code = attr(v, NFTA_VERDICT_CODE)
-            .and_then(|c| c.try_into().ok())
-            .map(|c: [u8; 4]| i32::from_be_bytes(c));
-        if matches!(code, Some(NFT_JUMP) | Some(NFT_GOTO)) {
-            return attr_str(v, NFTA_VERDICT_CHAIN);
-        }
-    }
-    None
-}
-
-/// Dump chains or rules of `family`; the attribute lists of the replies.
-fn dump(sock: &Socket, ty: u16, family: u8, table: Option<&str>) -> Result<Vec<Vec<u8>>> {
-    let mut b = Batch {
-        buf: Buf(Vec::new()),
-        seq: 1,
-        what: Vec::new(),
-    };
-    b.header(
-        (NFNL_SUBSYS_NFTABLES << 8) | ty,
-        NLM_F_REQUEST | NLM_F_DUMP,
-        family,
-        |b| {
-            if let Some(t) = table {
-                b.strz(NFTA_RULE_TABLE, t);
-            }
-        },
-    );
-    send(sock, &b.buf.0)?;
+/// Dump `m` (chains, or rules) of `family`: the nf_tables messages of the
+/// replies. No such table is an empty answer.
+fn dump(sock: &Socket, family: Family, m: NfTablesMessage) -> Result<Vec<NfTablesMessage>> {
+    send(sock, &dump_request(family, m))?;
     let mut out = Vec::new();
     let mut rbuf = vec![0u8; 65536];
     loop {
-        let r = recv(sock, &mut rbuf)?;
-        let mut data = &rbuf[..r];
-        while data.len() >= 16 {
-            let len = u32::from_ne_bytes(data[0..4].try_into().unwrap_or_default()) as usize;
-            let mty = u16::from_ne_bytes(data[4..6].try_into().unwrap_or_default());
-            if len < 16 || len > data.len() {
-                return Err(err("nftables: malformed netlink reply".into()));
-            }
-            match mty {
-                NLMSG_DONE => return Ok(out),
-                NLMSG_ERROR => {
-                    let e = data
-                        .get(16..20)
-                        .and_then(|x| x.try_into().ok())
-                        .map_or(-libc::EIO, i32::from_ne_bytes);
-                    if e == -libc::ENOENT {
+        let n = recv(sock, &mut rbuf)?;
+        for reply in replies(&rbuf[..n])? {
+            match reply.payload {
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) => {
+                    let code = e.raw_code();
+                    if code == -libc::ENOENT {
                         return Ok(out); // no such table: nothing of ours
                     }
                     return Err(err(format!(
                         "nftables: list: {}",
-                        std::io::Error::from_raw_os_error(-e)
+                        std::io::Error::from_raw_os_error(-code)
                     )));
                 }
-                _ if len >= 20 => out.push(data[20..len].to_vec()),
+                NetlinkPayload::InnerMessage(NetfilterMessage {
+                    inner: NetfilterMessageInner::NfTables(m),
+                    ..
+                }) => out.push(m),
                 _ => {}
             }
-            data = &data[((len + 3) & !3).min(data.len())..];
         }
     }
 }
 
-/// iptables-nft keeps its tables as nf_tables tables (`ip nat`, `ip6 nat`),
+/// The chain a rule jumps or goes to, if any.
+fn rule_jump(rule: &RuleMessage) -> Option<&str> {
+    let exprs = rule.attributes.iter().find_map(|a| match a {
+        RuleAttribute::Expressions(e) => Some(e),
+        _ => None,
+    })?;
+    let verdicts = exprs.iter().filter_map(|e| match e {
+        ListAttribute::Element(attrs) => Some(attrs),
+        _ => None,
+    });
+    let immediate = verdicts.flatten().filter_map(|a| match a {
+        ExpressionAttribute::Data(Expressions::Immediate(i)) => Some(i),
+        _ => None,
+    });
+    let data = immediate.flatten().filter_map(|i| match i {
+        Immediate::Data(DataAttribute::Verdict(v)) => Some(v),
+        _ => None,
+    });
+    data.filter(|v| {
+        v.iter().any(|a| {
+            matches!(
+                a,
+                VerdictAttribute::Code(Verdict::Jump) | VerdictAttribute::Code(Verdict::Goto)
+            )
+        })
+    })
+    .find_map(|v| {
+        v.iter().find_map(|a| match a {
+            VerdictAttribute::Chain(c) => Some(c.as_str()),
+            _ => None,
+        })
+    })
+}
+
+/// The (table, name) of a chain message.
+fn chain_of(c: &ChainMessage) -> (Option<&str>, Option<&str>) {
+    let mut out = (None, None);
+    for a in &c.attributes {
+        match a {
+            ChainAttribute::Table(t) => out.0 = Some(t.as_str()),
+            ChainAttribute::Name(n) => out.1 = Some(n.as_str()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The chain and handle of a rule message.
+fn rule_place(r: &RuleMessage) -> (Option<&str>, Option<u64>) {
+    let mut out = (None, None);
+    for a in &r.attributes {
+        match a {
+            RuleAttribute::Chain(c) => out.0 = Some(c.as_str()),
+            RuleAttribute::Handle(h) => out.1 = Some(*h),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// iptables-nft keeps its tables as nf_tables tables (`ip nat`, `ip6
+/// mangle`, ...; `tables` are the ones the plan uses),
 /// so multimesh's chains there can be removed over netlink too, with the
 /// same effect as the `-D`/`-F`/`-X` restore and without the
 /// `iptables-nft-restore` process (whose exit, right after a deletion,
@@ -689,93 +911,50 @@ fn dump(sock: &Socket, ty: u16, family: u8, table: Option<&str>) -> Result<Vec<V
 /// doc): list the table's chains and rules, then one batch deletes the
 /// jumps to ours (by handle), flushes ours and deletes them. Whatever of
 /// ours is there is removed; nothing else is touched.
-pub fn remove_xt(ns: &NetNs, prefix: &str, families: &[Family]) -> Result<()> {
+pub fn remove_xt(ns: &NetNs, prefix: &str, families: &[Family], tables: &[&str]) -> Result<()> {
     let sock = socket_in(ns)?;
     let r = families.iter().try_for_each(|f| {
-        let family = if *f == Family::V6 {
-            NFPROTO_IPV6
-        } else {
-            NFPROTO_IPV4
-        };
-        remove_xt_on(&sock, prefix, family)
+        tables
+            .iter()
+            .try_for_each(|t| remove_xt_on(&sock, prefix, *f, t))
     });
     linger(sock);
     r
 }
 
-fn remove_xt_on(sock: &Socket, prefix: &str, family: u8) -> Result<()> {
-    let chains: Vec<String> = dump(sock, NFT_MSG_GETCHAIN, family, None)?
+fn remove_xt_on(sock: &Socket, prefix: &str, family: Family, xt_table: &str) -> Result<()> {
+    let all_chains = NfTablesMessage::GetChain(ChainMessage { attributes: vec![] });
+    let chains: Vec<String> = dump(sock, family, all_chains)?
         .iter()
-        .filter(|c| attr_str(c, NFTA_CHAIN_TABLE).as_deref() == Some(XT_TABLE))
-        .filter_map(|c| attr_str(c, NFTA_CHAIN_NAME))
-        .filter(|n| n.starts_with(prefix))
+        .filter_map(|m| match m {
+            NfTablesMessage::NewChain(c) => Some(chain_of(c)),
+            _ => None,
+        })
+        .filter(|(table, _)| *table == Some(xt_table))
+        .filter_map(|(_, name)| name.filter(|n| n.starts_with(prefix)).map(String::from))
         .collect();
-    let mut jumps: Vec<(String, [u8; 8])> = Vec::new();
-    for r in dump(sock, NFT_MSG_GETRULE, family, Some(XT_TABLE))? {
-        let Some(chain) = attr_str(&r, NFTA_RULE_CHAIN) else {
+    let table_rules = NfTablesMessage::GetRule(RuleMessage {
+        attributes: vec![RuleAttribute::Table(xt_table.into())],
+    });
+    let mut jumps: Vec<(String, u64)> = Vec::new();
+    for m in dump(sock, family, table_rules)? {
+        let NfTablesMessage::NewRule(r) = m else {
             continue;
         };
-        if chain.starts_with(prefix) || !rule_jump(&r).is_some_and(|t| t.starts_with(prefix)) {
+        let (Some(chain), Some(handle)) = rule_place(&r) else {
             continue;
-        }
-        if let Some(h) = attr(&r, NFTA_RULE_HANDLE).and_then(|h| h.try_into().ok()) {
-            jumps.push((chain, h));
+        };
+        if !chain.starts_with(prefix) && rule_jump(&r).is_some_and(|t| t.starts_with(prefix)) {
+            jumps.push((chain.to_string(), handle));
         }
     }
     if chains.is_empty() && jumps.is_empty() {
         return Ok(());
     }
-    let mut b = Batch::new();
-    // (message, what it does, chain, rule handle). The table attribute is
-    // number 1 in rule and chain messages alike; the chain's differs.
-    let mut steps: Vec<(u16, String, &str, Option<&[u8; 8]>)> = Vec::new();
-    for (c, h) in &jumps {
-        steps.push((
-            NFT_MSG_DELRULE,
-            format!("delete a jump from {c}"),
-            c,
-            Some(h),
-        ));
-    }
-    for c in &chains {
-        steps.push((NFT_MSG_DELRULE, format!("flush chain {c}"), c, None));
-    }
-    for c in &chains {
-        steps.push((NFT_MSG_DELCHAIN, format!("delete chain {c}"), c, None));
-    }
-    for (ty, what, chain, handle) in steps {
-        b.msg_in(family, ty, 0, what, |b| {
-            b.strz(NFTA_RULE_TABLE, XT_TABLE);
-            b.strz(
-                if ty == NFT_MSG_DELCHAIN {
-                    NFTA_CHAIN_NAME
-                } else {
-                    NFTA_RULE_CHAIN
-                },
-                chain,
-            );
-            if let Some(h) = handle {
-                b.put(NFTA_RULE_HANDLE, h);
-            }
-        });
-    }
-    send_batch(sock, b.finish())
-}
-
-/// The options whose expressions this encoder has (REDIRECT capture).
-fn netlink_ready(plan: &Plan) -> Result<()> {
-    if plan.chains().len() > 6 {
-        return Err(err(
-            "nftables: interceptionMode TPROXY, dnsCapture and dropInvalid are not \
-             programmed over netlink yet"
-                .into(),
-        ));
-    }
-    Ok(())
+    send_batch(sock, xt_batch(family, xt_table, &chains, &jumps))
 }
 
 pub fn apply(plan: &Plan, ns: &NetNs) -> Result<()> {
-    netlink_ready(plan)?;
     transact(ns, apply_batch(plan))
 }
 
@@ -823,72 +1002,185 @@ impl super::Driver for Nftables {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::{CaptureConfig, Profile};
+    use crate::capture::{CaptureConfig, PortSet, Profile};
 
-    /// Walk a batch: (type, flags, seq, payload) per message.
-    fn messages(buf: &[u8]) -> Vec<(u16, u16, u32, Vec<u8>)> {
+    /// SplitMix64: a deterministic generator for the plans compared below.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.below(100) < percent
+        }
+        fn ports(&mut self) -> Vec<u16> {
+            (0..self.below(5)).map(|_| self.next() as u16).collect()
+        }
+        fn cidrs(&mut self) -> Vec<Cidr> {
+            (0..self.below(4))
+                .map(|_| {
+                    let s = if self.chance(50) {
+                        let a = std::net::Ipv4Addr::from(self.next() as u32);
+                        format!("{a}/{}", self.below(33))
+                    } else {
+                        let a = std::net::Ipv6Addr::from(
+                            (u128::from(self.next()) << 64) | u128::from(self.next()),
+                        );
+                        format!("{a}/{}", self.below(129))
+                    };
+                    s.parse().unwrap()
+                })
+                .collect()
+        }
+        fn ifnames(&mut self) -> Vec<String> {
+            (0..self.below(3))
+                .map(|_| {
+                    let len = 1 + self.below(20) as usize; // > IFNAMSIZ - 1 too
+                    (0..len)
+                        .map(|_| char::from(b'a' + self.below(26) as u8))
+                        .collect()
+                })
+                .collect()
+        }
+    }
+
+    fn random_config(rng: &mut Rng) -> CaptureConfig {
+        let profile = if rng.chance(50) {
+            Profile::Istio
+        } else {
+            Profile::Linkerd
+        };
+        let mut c = CaptureConfig::defaults(profile);
+        c.inbound_port = rng.next() as u16;
+        c.outbound_port = rng.next() as u16;
+        c.proxy_uid = rng.next() as u32;
+        c.proxy_gid = rng.chance(50).then(|| rng.next() as u32);
+        c.inbound = if rng.chance(50) {
+            PortSet::AllExcept(rng.ports())
+        } else {
+            PortSet::Only(rng.ports())
+        };
+        c.exclude_outbound_ports = rng.ports();
+        c.include_outbound_ports = rng.ports();
+        c.include_outbound_cidrs = rng.chance(50).then(|| rng.cidrs());
+        c.exclude_outbound_cidrs = rng.cidrs();
+        c.exclude_interfaces = rng.ifnames();
+        if rng.chance(30) {
+            c.interception = crate::capture::Interception::Tproxy;
+        }
+        c.dns_capture = rng.chance(30);
+        c.dns_port = rng.next() as u16;
+        c.drop_invalid = rng.chance(30);
+        c.reroute_interfaces = rng.ifnames();
+        c
+    }
+
+    /// The named cases: each profile's defaults, then each option alone.
+    fn named_configs() -> Vec<CaptureConfig> {
         let mut out = Vec::new();
-        let mut d = buf;
-        while !d.is_empty() {
-            let len = u32::from_ne_bytes(d[0..4].try_into().unwrap()) as usize;
-            assert!(
-                len >= 20 && len <= d.len() && len.is_multiple_of(4),
-                "bad length {len}"
-            );
-            let ty = u16::from_ne_bytes(d[4..6].try_into().unwrap());
-            let flags = u16::from_ne_bytes(d[6..8].try_into().unwrap());
-            let seq = u32::from_ne_bytes(d[8..12].try_into().unwrap());
-            out.push((ty, flags, seq, d[20..len].to_vec()));
-            d = &d[len..];
+        for profile in [Profile::Istio, Profile::Linkerd] {
+            let d = CaptureConfig::defaults(profile);
+            out.push(d.clone());
+            let with = |f: &dyn Fn(&mut CaptureConfig)| {
+                let mut c = d.clone();
+                f(&mut c);
+                c
+            };
+            let cidrs = |l: &[&str]| l.iter().map(|s| s.parse().unwrap()).collect::<Vec<Cidr>>();
+            out.push(with(&|c| c.exclude_outbound_ports = vec![22, 3306]));
+            out.push(with(&|c| c.include_outbound_ports = vec![80, 443]));
+            out.push(with(&|c| {
+                c.include_outbound_cidrs = Some(cidrs(&["198.51.100.0/24", "2001:db8::/32"]))
+            }));
+            out.push(with(&|c| {
+                c.exclude_outbound_cidrs =
+                    cidrs(&["203.0.113.7", "198.51.100.0/25", "2001:db8:1::/48", "::/0"])
+            }));
+            out.push(with(&|c| {
+                c.exclude_interfaces = vec!["net1".into(), "eth1".into()]
+            }));
+            out.push(with(&|c| c.inbound = PortSet::Only(vec![8080, 9090])));
+            out.push(with(&|c| c.inbound = PortSet::Only(vec![])));
+            out.push(with(&|c| c.inbound = PortSet::AllExcept(vec![])));
+            out.push(with(&|c| c.proxy_gid = None));
+            out.push(with(&|c| c.proxy_gid = Some(4242)));
+            out.push(with(&|c| c.proxy_uid = 0));
+            out.push(with(&|c| {
+                c.interception = crate::capture::Interception::Tproxy
+            }));
+            out.push(with(&|c| c.dns_capture = true));
+            out.push(with(&|c| c.drop_invalid = true));
+            out.push(with(&|c| c.reroute_interfaces = vec!["net1".into()]));
         }
         out
     }
 
-    /// Every attribute list nests exactly to its end.
-    fn check_attrs(mut d: &[u8]) {
+    /// The batch's messages: (raw bytes, parsed).
+    fn messages(buf: &[u8]) -> Vec<(&[u8], NetlinkMessage<NetfilterMessage>)> {
+        let mut out = Vec::new();
+        let mut d = buf;
         while !d.is_empty() {
-            assert!(d.len() >= 4);
-            let len = u16::from_ne_bytes(d[0..2].try_into().unwrap()) as usize;
-            let ty = u16::from_ne_bytes(d[2..4].try_into().unwrap());
-            assert!(
-                len >= 4 && len <= d.len(),
-                "attr length {len} of {}",
-                d.len()
-            );
-            if ty & NLA_F_NESTED != 0 {
-                check_attrs(&d[4..len]);
-            }
-            d = &d[((len + 3) & !3).min(d.len())..];
+            let part = netlink::parse::<NetfilterMessage>(d).unwrap();
+            let len = part.msg.header.length as usize;
+            assert!(len.is_multiple_of(4), "unaligned length {len}");
+            out.push((&d[..len], part.msg));
+            d = part.rest;
         }
+        out
     }
 
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// Every batch, for every option of both profiles, single- and
+    /// dual-stack, parses back with the crate: BATCH_BEGIN, one
+    /// acknowledged nf_tables message per step (numbered 1..), BATCH_END;
+    /// one rule message per rule (plus the single-stack returns).
     #[test]
     fn batches_are_well_formed_and_one_transaction() {
-        for profile in [Profile::Istio, Profile::Linkerd] {
+        let mut rng = Rng(0x006e_6674_6e6c);
+        let mut configs = named_configs();
+        configs.extend((0..200).map(|_| random_config(&mut rng)));
+        for cfg in &configs {
             for ipv6 in [false, true] {
-                let plan = Plan::new(&CaptureConfig::defaults(profile), ipv6);
+                let plan = Plan::new(cfg, ipv6);
                 let (buf, what) = apply_batch(&plan);
                 let msgs = messages(&buf);
-                assert_eq!(msgs.first().unwrap().0, NFNL_MSG_BATCH_BEGIN);
-                assert_eq!(msgs.last().unwrap().0, NFNL_MSG_BATCH_END);
                 assert_eq!(msgs.len(), what.len() + 2);
-                for (i, (ty, flags, seq, payload)) in msgs.iter().enumerate() {
-                    assert_eq!(*seq as usize, i);
-                    if i > 0 && i + 1 < msgs.len() {
-                        assert_eq!(ty >> 8, NFNL_SUBSYS_NFTABLES);
-                        assert!(flags & NLM_F_ACK != 0);
-                        check_attrs(payload);
+                let mut rules = 0;
+                for (i, (_, m)) in msgs.iter().enumerate() {
+                    assert_eq!(m.header.sequence_number as usize, i);
+                    let NetlinkPayload::InnerMessage(nf) = &m.payload else {
+                        panic!("{m:?}");
+                    };
+                    match &nf.inner {
+                        NetfilterMessageInner::None(ControlMessage::BatchBegin) => assert_eq!(i, 0),
+                        NetfilterMessageInner::None(ControlMessage::BatchEnd) => {
+                            assert_eq!(i, msgs.len() - 1)
+                        }
+                        NetfilterMessageInner::NfTables(t) => {
+                            assert!(m.header.flags & NLM_F_ACK != 0);
+                            assert_eq!(nf.header.family, NetfilterProtoFamily::Inet);
+                            rules += usize::from(matches!(t, NfTablesMessage::NewRule(_)));
+                        }
+                        other => panic!("{other:?}"),
                     }
                 }
-                // table, flush, 6 chains, then one message per rule.
-                let rules = msgs
-                    .iter()
-                    .filter(|m| m.0 == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE)
-                    .count();
+                // One rule message per rule, plus the single-stack return
+                // in each base chain.
+                let hooks = plan.chains().iter().filter(|c| c.is_hook()).count();
                 let expect =
-                    crate::capture::nft::merged_rules(&plan).len() + if ipv6 { 0 } else { 2 };
+                    crate::capture::nft::merged_rules(&plan).len() + if ipv6 { 0 } else { hooks };
                 assert_eq!(rules, expect);
-                assert_eq!(what.len(), 2 + 6 + expect);
+                assert_eq!(what.len(), 2 + plan.chains().len() + expect);
             }
         }
         let (buf, what) = remove_batch();
@@ -899,38 +1191,173 @@ mod tests {
         );
     }
 
+    /// Byte-level goldens (from the hand-written encoder this one replaced,
+    /// whose output `nft list` reads back as `nft::render_table`'s text):
+    /// the DEL batch, a base chain, a redirect (the raw `redir`
+    /// expression) and a CIDR match (payload, bitwise, cmp).
     #[test]
-    fn jump_targets_are_read_back_from_rule_attributes() {
-        let rule = |target: Option<&str>| {
-            let mut b = Buf(Vec::new());
-            b.strz(NFTA_RULE_TABLE, "nat");
-            b.strz(NFTA_RULE_CHAIN, "OUTPUT");
-            b.nest(NFTA_RULE_EXPRESSIONS, |b| {
-                l4proto_tcp(b);
-                match target {
-                    Some(t) => verdict(b, NFT_JUMP, Some(t)),
-                    None => verdict(b, NFT_RETURN, None),
-                }
-            });
-            b.0
+    fn batches_match_the_golden_bytes() {
+        let remove = concat!(
+            "140000001000010000000000000000000000000a24000000000a050401000000",
+            "00000000010000000e0001006d756c74696d65736800000024000000020a0500",
+            "0200000000000000010000000e0001006d756c74696d65736800000014000000",
+            "1100010003000000000000000000000a",
+        );
+        assert_eq!(hex(&remove_batch().0), remove);
+        let mut cfg = CaptureConfig::defaults(Profile::Istio);
+        cfg.exclude_outbound_cidrs = vec!["198.51.100.0/24".parse().unwrap()];
+        let (buf, what) = apply_batch(&Plan::new(&cfg, false));
+        let msgs = messages(&buf);
+        let golden = [
+            (
+                3,
+                "add chain prerouting",
+                concat!(
+                    "58000000030a05040300000000000000010000000e0001006d756c74696d6573",
+                    "680000000f000300707265726f7574696e670000140004800800010000000000",
+                    "08000200ffffff9c0800050000000001080007006e617400",
+                ),
+            ),
+            (
+                18,
+                "add rule inbound_redirect: meta l4proto tcp redirect to :15006",
+                concat!(
+                    "e0000000060a050c1200000000000000010000000e0001006d756c74696d6573",
+                    "6800000015000200696e626f756e645f726564697265637400000000a4000480",
+                    "24000180090001006d6574610000000014000280080001000000000108000200",
+                    "000000102c00018008000100636d700020000280080001000000000108000200",
+                    "000000000c00038005000100060000002c0001800e000100696d6d6564696174",
+                    "650000001800028008000100000000010c000280060001003a9e000024000180",
+                    "0a00010072656469720000001400028008000100000000010800030000000002",
+                ),
+            ),
+            (
+                28,
+                "add rule outbound: ip daddr 198.51.100.0/24 return",
+                concat!(
+                    "5c010000060a050c1c00000000000000010000000e0001006d756c74696d6573",
+                    "680000000d0002006f7574626f756e6400000000280104802400018009000100",
+                    "6d65746100000000140002800800010000000001080002000000000f2c000180",
+                    "08000100636d700020000280080001000000000108000200000000000c000380",
+                    "0500010002000000340001800c0001007061796c6f6164002400028008000100",
+                    "0000000108000200000000010800030000000010080004000000000444000180",
+                    "0c00010062697477697365003400028008000100000000010800020000000001",
+                    "08000300000000040c00048008000100ffffff000c0005800800010000000000",
+                    "2c00018008000100636d70002000028008000100000000010800020000000000",
+                    "0c00038008000100c6336400300001800e000100696d6d656469617465000000",
+                    "1c0002800800010000000000100002800c00028008000100fffffffb",
+                ),
+            ),
+        ];
+        for (i, step, bytes) in golden {
+            assert_eq!(what[i - 1], step);
+            assert_eq!(hex(msgs[i].0), bytes, "{step}");
+        }
+    }
+
+    /// The remove_xt batch deletes the jumps (by handle), then flushes and
+    /// deletes the chains, in the table's family; its dump requests ask
+    /// for every chain, and for the nat table's rules.
+    #[test]
+    fn iptables_nft_removal_batch() {
+        let chains = ["MULTIMESH_OUTPUT".to_string()];
+        let jumps = [("OUTPUT".to_string(), 0x0102_0304_0506_0708)];
+        let (buf, what) = xt_batch(Family::V6, "nat", &chains, &jumps);
+        assert_eq!(
+            what,
+            [
+                "delete a jump from OUTPUT",
+                "flush chain MULTIMESH_OUTPUT",
+                "delete chain MULTIMESH_OUTPUT"
+            ]
+        );
+        let msgs = messages(&buf);
+        let NetlinkPayload::InnerMessage(nf) = &msgs[1].1.payload else {
+            panic!();
         };
-        let r = rule(Some("MULTIMESH_OUTPUT"));
-        assert_eq!(rule_jump(&r).as_deref(), Some("MULTIMESH_OUTPUT"));
-        assert_eq!(attr_str(&r, NFTA_RULE_CHAIN).as_deref(), Some("OUTPUT"));
-        assert_eq!(rule_jump(&rule(None)), None);
-        // Truncated input yields nothing, not a panic.
-        for n in 0..r.len() {
-            let _ = rule_jump(&r[..n]);
+        assert_eq!(nf.header.family, NetfilterProtoFamily::IPv6);
+        let NetfilterMessageInner::NfTables(NfTablesMessage::DeleteRule(r)) = &nf.inner else {
+            panic!("{nf:?}");
+        };
+        assert_eq!(rule_place(r), (Some("OUTPUT"), Some(0x0102_0304_0506_0708)));
+        // The handle travels big-endian, as the kernel dumped it.
+        assert!(msgs[1].0.windows(8).any(|w| w == [1, 2, 3, 4, 5, 6, 7, 8]));
+        let rules = NfTablesMessage::GetRule(RuleMessage {
+            attributes: vec![RuleAttribute::Table("nat".into())],
+        });
+        let req = dump_request(Family::V4, rules);
+        let m = messages(&req);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].1.header.flags, NLM_F_REQUEST | NLM_F_DUMP);
+        assert!(hex(&req).ends_with(&hex(b"nat\0")));
+    }
+
+    /// A rule as the kernel dumps it: the chain it jumps or goes to is
+    /// read back; return has none; a truncated reply is an error, not a
+    /// panic.
+    #[test]
+    fn jump_targets_are_read_back_from_dumped_rules() {
+        let rule = |target: Option<(Verdict, &str)>| {
+            let mut e = Exprs::new();
+            l4proto(&mut e, false);
+            match target {
+                Some((v, t)) => verdict(&mut e, v, Some(t)),
+                None => verdict(&mut e, Verdict::Return, None),
+            }
+            let m = NfTablesMessage::NewRule(RuleMessage {
+                attributes: vec![
+                    RuleAttribute::Table("nat".into()),
+                    RuleAttribute::Chain("OUTPUT".into()),
+                    RuleAttribute::Handle(9),
+                    RuleAttribute::Expressions(e),
+                ],
+            });
+            let header = NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0);
+            let msg = request(header, m.into(), 0, 1);
+            let mut buf = vec![0u8; msg.buffer_len()];
+            msg.serialize(&mut buf);
+            buf
+        };
+        let read = |buf: &[u8]| -> RuleMessage {
+            match netlink::parse::<NetfilterMessage>(buf).unwrap().msg.payload {
+                NetlinkPayload::InnerMessage(NetfilterMessage {
+                    inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(r)),
+                    ..
+                }) => r,
+                other => panic!("{other:?}"),
+            }
+        };
+        for v in [Verdict::Jump, Verdict::Goto] {
+            let r = read(&rule(Some((v, "MULTIMESH_OUTPUT"))));
+            assert_eq!(rule_jump(&r), Some("MULTIMESH_OUTPUT"));
+            assert_eq!(rule_place(&r), (Some("OUTPUT"), Some(9)));
+        }
+        assert_eq!(rule_jump(&read(&rule(None))), None);
+        let full = rule(Some((Verdict::Jump, "MULTIMESH_OUTPUT")));
+        for n in 1..full.len() {
+            assert!(replies(&full[..n]).is_err(), "{n} bytes");
         }
     }
 
     #[test]
     fn interface_names_are_padded_like_nft() {
-        let mut b = Buf(Vec::new());
-        ifname(&mut b, NFT_META_IIFNAME, "net1");
-        let bytes = &b.0;
-        // The cmp data is IFNAMSIZ bytes: the name, then zeros.
-        let pos = bytes.windows(4).position(|w| w == b"net1").unwrap();
-        assert!(bytes[pos + 4..pos + 16].iter().all(|&x| x == 0));
+        for (name, sent) in [("net1", "net1"), ("abcdefghijklmnopq", "abcdefghijklmno")] {
+            let mut e = Exprs::new();
+            ifname(&mut e, MetaKey::Iifname, name);
+            let Some(ListAttribute::Element(attrs)) = e.get(1) else {
+                panic!("{e:?}");
+            };
+            let data = attrs.iter().find_map(|a| match a {
+                ExpressionAttribute::Data(Expressions::Cmp(c)) => c.iter().find_map(|x| match x {
+                    Cmp::Data(DataAttribute::Value(v)) => Some(v.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            });
+            // IFNAMSIZ bytes: the name (at most 15), then zeros.
+            let mut want = sent.as_bytes().to_vec();
+            want.resize(IFNAMSIZ, 0);
+            assert_eq!(data, Some(want), "{name}");
+        }
     }
 }
