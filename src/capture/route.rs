@@ -40,14 +40,8 @@ pub struct Found {
 }
 
 fn ours_rule(r: &RuleMessage) -> bool {
-    let mark = r
-        .attributes
-        .iter()
-        .any(|a| *a == RuleAttribute::FwMark(TPROXY_MARK));
-    let table = r
-        .attributes
-        .iter()
-        .any(|a| *a == RuleAttribute::Table(TPROXY_TABLE))
+    let mark = r.attributes.contains(&RuleAttribute::FwMark(TPROXY_MARK));
+    let table = r.attributes.contains(&RuleAttribute::Table(TPROXY_TABLE))
         || u32::from(r.header.table) == TPROXY_TABLE;
     mark && table && r.header.action == RuleAction::ToTable
 }
