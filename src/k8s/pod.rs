@@ -1490,6 +1490,13 @@ mod tests {
             "{}",
             e.msg
         );
+        // A namespace annotation is bounded like a pod's.
+        let big = "1,".repeat(MAX_ANNOTATION_BYTES / 2 + 1);
+        let big_ns = Namespace::from_json(&json!({"metadata": {"annotations": {
+            "config.linkerd.io/skip-outbound-ports": big}}}))
+        .unwrap();
+        let e = super::capture_for_pod(&base, &bare, Some(&big_ns)).unwrap_err();
+        assert!(e.msg.contains("longer than"), "{}", e.msg);
         // Not captured, or another profile: no namespace read.
         assert!(!needs_namespace(
             &CaptureConfig::defaults(Profile::Istio),
