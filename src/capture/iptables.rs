@@ -808,7 +808,7 @@ mod tests {
     fn save_output_round_trips_through_diff() {
         let p = plan();
         let mut save = String::from("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j MULTIMESH_FAKE\nCOMMIT\n*nat\n:PREROUTING ACCEPT [3:180]\n:OUTPUT ACCEPT [0:0]\n");
-        for c in Chain::OWN {
+        for c in p.own_chains(Table::Nat) {
             save.push_str(&format!(":{} - [0:0]\n", chain_name(c)));
         }
         save.push_str("-A OUTPUT -p udp -m udp --dport 53 -j RETURN\n");
@@ -856,6 +856,61 @@ mod tests {
             render_cleanup(&parse_save("*nat\n-A OUTPUT -j OTHER\nCOMMIT\n")),
             None
         );
+    }
+
+    /// Every mode at once: one save of all tables reads back as no drift;
+    /// a mangle or raw rule gone is drift naming its table; cleanup and
+    /// the delete payload cover every table.
+    #[test]
+    fn every_table_is_saved_diffed_and_removed() {
+        let mut cfg = CaptureConfig::defaults(crate::capture::Profile::Istio);
+        cfg.interception = crate::capture::Interception::Tproxy;
+        cfg.dns_capture = true;
+        cfg.drop_invalid = true;
+        cfg.reroute_interfaces = vec!["net1".into()];
+        let p = Plan::new(&cfg, true);
+        assert_eq!(p.tables(), Table::ALL);
+        for fam in [Family::V4, Family::V6] {
+            let mut save = String::new();
+            for t in Table::ALL {
+                save.push_str(&format!("*{}\n:PREROUTING ACCEPT [0:0]\n", table_name(t)));
+                for c in p.own_chains(t) {
+                    save.push_str(&format!(":{} - [0:0]\n", chain_name(c)));
+                }
+                for l in rule_lines(&p, fam, t) {
+                    save.push_str(&l);
+                    save.push('\n');
+                }
+                save.push_str("COMMIT\n");
+            }
+            let saved = parse_save(&save);
+            assert_eq!(diff(&p, fam, &saved), None);
+            for (t, want) in [(Table::Mangle, "mangle table"), (Table::Raw, "raw table")] {
+                let mut less = parse_save(&save);
+                match t {
+                    Table::Mangle => less.mangle.own_rules.pop(),
+                    _ => less.raw.own_rules.pop(),
+                };
+                assert!(diff(&p, fam, &less).unwrap().contains(want));
+            }
+            let cleanup = render_cleanup(&saved).unwrap();
+            let delete = render_delete(&p, fam);
+            for t in Table::ALL {
+                assert!(cleanup.contains(&format!("*{}\n", table_name(t))));
+                assert!(delete.contains(&format!("*{}\n", table_name(t))));
+            }
+            assert!(
+                delete.contains("-X MULTIMESH_TPROXY")
+                    && delete.contains("-X MULTIMESH_DNS_ZONE_OUT")
+            );
+            // A plan without the modes converges the extra chains away.
+            let plain = Plan::new(
+                &CaptureConfig::defaults(crate::capture::Profile::Istio),
+                true,
+            );
+            let conv = render_converge(&plain, fam, &saved);
+            assert!(conv.contains("-X MULTIMESH_MANGLE_IN") && conv.contains("-X MULTIMESH_DNS"));
+        }
     }
 
     #[test]

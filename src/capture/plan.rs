@@ -108,14 +108,6 @@ pub enum Chain {
 }
 
 impl Chain {
-    /// The plain REDIRECT capture's own chains (always programmed).
-    pub const OWN: [Chain; 4] = [
-        Chain::Inbound,
-        Chain::InRedirect,
-        Chain::Outbound,
-        Chain::Redirect,
-    ];
-
     pub fn table(self) -> Table {
         use Chain::*;
         match self {
