@@ -47,22 +47,6 @@ fn table_of(name: &str) -> Option<Table> {
     Table::ALL.into_iter().find(|t| table_name(*t) == name)
 }
 
-/// The rule's protocol: UDP when it says so, TCP when it says so or
-/// matches a port, none otherwise.
-pub(crate) fn proto(r: &Rule) -> Option<&'static str> {
-    if r.matches.contains(&Match::Udp) {
-        Some("udp")
-    } else if r
-        .matches
-        .iter()
-        .any(|m| matches!(m, Match::Tcp | Match::Dport(_) | Match::Sport(_)))
-    {
-        Some("tcp")
-    } else {
-        None
-    }
-}
-
 fn hex(m: u32) -> String {
     format!("{m:#x}")
 }
@@ -100,7 +84,7 @@ pub fn rule_spec(r: &Rule) -> String {
             push(&format!("-o {i}"));
         }
     }
-    let proto = proto(r);
+    let proto = r.proto();
     if let Some(p) = proto {
         push(&format!("-p {p}"));
     }

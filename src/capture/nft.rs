@@ -138,7 +138,7 @@ pub fn rule_text(r: &Rule) -> String {
         .matches
         .iter()
         .any(|m| matches!(m, Match::Dport(_) | Match::Sport(_)));
-    let proto = super::iptables::proto(r);
+    let proto = r.proto();
     if let (Some(p), false) = (proto, has_port) {
         parts.push(format!("meta l4proto {p}"));
     }

@@ -445,7 +445,7 @@ fn rule_exprs(r: &Rule) -> Exprs {
         .matches
         .iter()
         .any(|m| matches!(m, Match::Dport(_) | Match::Sport(_)));
-    let proto = super::iptables::proto(r);
+    let proto = r.proto();
     let udp = proto == Some("udp");
     let mut l4 = false;
     if proto.is_some() && !has_port {

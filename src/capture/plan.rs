@@ -191,6 +191,24 @@ pub struct Rule {
     pub target: Target,
 }
 
+impl Rule {
+    /// The rule's protocol: UDP when it says so, TCP when it says so or
+    /// matches a port, none otherwise.
+    pub fn proto(&self) -> Option<&'static str> {
+        if self.matches.contains(&Match::Udp) {
+            Some("udp")
+        } else if self
+            .matches
+            .iter()
+            .any(|m| matches!(m, Match::Tcp | Match::Dport(_) | Match::Sport(_)))
+        {
+            Some("tcp")
+        } else {
+            None
+        }
+    }
+}
+
 /// The packet mark of TPROXY'd inbound flows and of the proxy's sockets
 /// talking to the app with the client's address (Istio's 1337, so an
 /// Istio proxy's `SO_MARK` matches).
