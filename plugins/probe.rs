@@ -1,13 +1,18 @@
 //! mm-probe: TCP/UDP listener and client for capture tests and the demo.
 //! Run inside a pod netns (`ip netns exec POD mm-probe ...`).
 //!
-//!   mm-probe listen --port P [--udp] [--count N] [--timeout SECS]
-//!       Dual-stack listener. Prints "ready" once bound, then for each
-//!       connection (or datagram) answers and prints one line:
-//!       "served_by=P orig=ADDR peer=ADDR" where orig is SO_ORIGINAL_DST
-//!       (the destination before a REDIRECT; "-" when not redirected).
+//!   mm-probe listen --port P [--udp] [--transparent] [--bind IP] [--uid U]
+//!                   [--gid G] [--count N] [--timeout SECS]
+//!       Dual-stack listener (on IP when given; its socket U/G's). Prints "ready"
+//!       once bound, then for each connection (or datagram) answers and
+//!       prints one line: "served_by=P orig=ADDR peer=ADDR local=ADDR"
+//!       where orig is SO_ORIGINAL_DST (the destination before a REDIRECT;
+//!       "-" when not redirected) and local the accepted socket's address
+//!       (a TPROXY'd connection's original destination). --transparent
+//!       sets IP_TRANSPARENT (TCP), as a TPROXY proxy's listener does.
 //!   mm-probe connect --addr A --port P [--udp] [--uid U] [--gid G] [--timeout SECS]
-//!       Connects (as U/G when given), sends a line, prints the answer.
+//!       Connects (as U/G when given), sends a line, prints the answer (UDP:
+//!       followed by " from=ADDR", the answer's source address).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -92,9 +97,14 @@ fn listen(port: u16, udp: bool, args: &[String], timeout: Duration) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(1);
     let deadline = Instant::now() + timeout;
-    let bind: SocketAddr = format!("[::]:{port}").parse().unwrap();
+    let bind: SocketAddr = match arg(args, "--bind") {
+        Some(a) => SocketAddr::new(a.parse().expect("--bind IP"), port),
+        None => format!("[::]:{port}").parse().unwrap(),
+    };
     let mut out = std::io::stdout();
     if udp {
+        // The socket is the user's (the owner match sees its creator).
+        drop_to(args);
         let s = UdpSocket::bind(bind).expect("bind udp");
         println!("ready");
         let _ = out.flush();
@@ -115,7 +125,13 @@ fn listen(port: u16, udp: bool, args: &[String], timeout: Duration) {
         }
         return;
     }
-    let l = TcpListener::bind(bind).expect("bind tcp");
+    // IP_TRANSPARENT needs CAP_NET_ADMIN: such a listener is root's.
+    let l = if args.iter().any(|a| a == "--transparent") {
+        transparent_listener(port)
+    } else {
+        drop_to(args);
+        TcpListener::bind(bind).expect("bind tcp")
+    };
     l.set_nonblocking(true).ok();
     println!("ready");
     let _ = out.flush();
@@ -134,7 +150,11 @@ fn listen(port: u16, udp: bool, args: &[String], timeout: Duration) {
                     .unwrap_or_else(|| "-".into());
                 let mut line = String::new();
                 let _ = BufReader::new(&c).read_line(&mut line);
-                let reply = format!("served_by={port} orig={orig} peer={}", canonical(peer));
+                let reply = format!(
+                    "served_by={port} orig={orig} peer={} local={}",
+                    canonical(peer),
+                    local.map_or("-".to_string(), |a| a.to_string())
+                );
                 let _ = c.write_all(format!("{reply}\n").as_bytes());
                 println!("{reply}");
                 let _ = out.flush();
@@ -151,10 +171,8 @@ fn listen(port: u16, udp: bool, args: &[String], timeout: Duration) {
     }
 }
 
-fn connect(port: u16, udp: bool, args: &[String], timeout: Duration) {
-    let addr: IpAddr = arg(args, "--addr")
-        .and_then(|a| a.parse().ok())
-        .expect("--addr IP");
+/// Become --uid/--gid when given.
+fn drop_to(args: &[String]) {
     if let Some(g) = arg(args, "--gid").and_then(|g| g.parse::<u32>().ok()) {
         unsafe {
             if libc::setgroups(0, std::ptr::null()) != 0 || libc::setresgid(g, g, g) != 0 {
@@ -169,6 +187,59 @@ fn connect(port: u16, udp: bool, args: &[String], timeout: Duration) {
             }
         }
     }
+}
+
+/// A dual-stack TCP listener on `port` with IP_TRANSPARENT (and
+/// IPV6_TRANSPARENT) set before bind: it accepts connections TPROXY hands
+/// it, whatever their destination address.
+fn transparent_listener(port: u16) -> TcpListener {
+    use std::os::fd::FromRawFd;
+    unsafe {
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let one: libc::c_int = 1;
+        let zero: libc::c_int = 0;
+        let set = |level, name, v: &libc::c_int| {
+            let r = libc::setsockopt(
+                fd,
+                level,
+                name,
+                v as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            assert!(
+                r == 0,
+                "setsockopt {level}/{name}: {}",
+                std::io::Error::last_os_error()
+            );
+        };
+        set(libc::SOL_SOCKET, libc::SO_REUSEADDR, &one);
+        set(libc::SOL_IPV6, libc::IPV6_V6ONLY, &zero);
+        set(libc::SOL_IP, libc::IP_TRANSPARENT, &one);
+        set(libc::SOL_IPV6, libc::IPV6_TRANSPARENT, &one);
+        let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+        sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sa.sin6_port = port.to_be();
+        let r = libc::bind(
+            fd,
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        );
+        assert!(r == 0, "bind: {}", std::io::Error::last_os_error());
+        assert!(
+            libc::listen(fd, 128) == 0,
+            "listen: {}",
+            std::io::Error::last_os_error()
+        );
+        TcpListener::from_raw_fd(fd)
+    }
+}
+
+fn connect(port: u16, udp: bool, args: &[String], timeout: Duration) {
+    let addr: IpAddr = arg(args, "--addr")
+        .and_then(|a| a.parse().ok())
+        .expect("--addr IP");
+    drop_to(args);
     let to = SocketAddr::new(addr, port);
     if udp {
         let bind = if addr.is_ipv6() {
@@ -181,7 +252,11 @@ fn connect(port: u16, udp: bool, args: &[String], timeout: Duration) {
         s.send_to(b"hello\n", to).expect("send");
         let mut buf = [0u8; 512];
         match s.recv_from(&mut buf) {
-            Ok((n, _)) => println!("{}", String::from_utf8_lossy(&buf[..n])),
+            Ok((n, from)) => println!(
+                "{} from={}",
+                String::from_utf8_lossy(&buf[..n]),
+                canonical(from)
+            ),
             Err(e) => {
                 eprintln!("recv: {e}");
                 std::process::exit(1);

@@ -15,6 +15,8 @@ Variants (whole-process ADD then DEL into a fresh pod netns):
   mm-ipt-legacy multimesh + capture, iptables backend, legacy variant
   mm-ipt-nft    multimesh + capture, iptables backend, nft variant
   mm-nftables   multimesh + capture, nftables backend
+  mm-nft-tproxy multimesh + capture, nftables backend, interceptionMode TPROXY
+  mm-nft-dns    multimesh + capture, nftables backend, dnsCapture
   init-style    bare bridge ADD, then the same rules as one iptables-legacy
                 process per rule (nsenter into the pod netns), bridge DEL
 
@@ -145,6 +147,8 @@ class Bench:
             "mm-ipt-legacy": {"backend": "iptables", "iptablesVariant": "legacy"},
             "mm-ipt-nft": {"backend": "iptables", "iptablesVariant": "nft"},
             "mm-nftables": {"backend": "nftables"},
+            "mm-nft-tproxy": {"backend": "nftables", "interceptionMode": "TPROXY"},
+            "mm-nft-dns": {"backend": "nftables", "dnsCapture": True},
         }
         self.mm_bytes = {k: json.dumps(self.meta(v)).encode() for k, v in caps.items()}
         self.rules_v4, self.rules_nft = self.load_rules()
@@ -282,6 +286,7 @@ class Bench:
         """One untimed ADD, verified, then DEL, verified, per variant (also warms caches)."""
         expect = {"bare": [], "passthrough": [], "mm-nocap": [], "mm-ipt-legacy": ["legacy"],
                   "mm-ipt-nft": ["nft"], "mm-nftables": ["nftables"], "init-style": ["legacy"],
+                  "mm-nft-tproxy": ["nftables"], "mm-nft-dns": ["nftables"],
                   "old-nocap": [], "old-ipt-legacy": ["legacy"], "old-nftables": ["nftables"]}
         for v in variants:
             name, ns = self.new_pod()
@@ -373,6 +378,10 @@ class Bench:
         own = {
             "multimesh nftables: 1 netlink transaction (in ADD, own timing)":
                 {"backend": "nftables"},
+            "multimesh nftables TPROXY: 1 netlink transaction + policy routing (in ADD, own timing)":
+                {"backend": "nftables", "interceptionMode": "TPROXY"},
+            "multimesh nftables + DNS capture: 1 netlink transaction (in ADD, own timing)":
+                {"backend": "nftables", "dnsCapture": True},
             "multimesh iptables-legacy: 1 restore (in ADD, own timing)":
                 {"backend": "iptables", "iptablesVariant": "legacy"},
         }
@@ -1032,7 +1041,8 @@ def main():
         return path if rel.startswith("..") else rel
 
     b = Bench(a)
-    b.variants = ["bare", "passthrough", "mm-nocap", "mm-ipt-legacy", "mm-ipt-nft", "mm-nftables", "init-style"]
+    b.variants = ["bare", "passthrough", "mm-nocap", "mm-ipt-legacy", "mm-ipt-nft", "mm-nftables",
+                  "mm-nft-tproxy", "mm-nft-dns", "init-style"]
     if b.baseline:
         b.variants += ["old-nocap", "old-ipt-legacy", "old-nftables"]
     k8s = K8s(b, api_script) if os.path.isfile(api_script) else None
@@ -1109,6 +1119,8 @@ def main():
         "mm-ipt-legacy": "multimesh + iptables-legacy",
         "mm-ipt-nft": "multimesh + iptables-nft",
         "mm-nftables": "multimesh + nftables",
+        "mm-nft-tproxy": "multimesh + nftables, TPROXY",
+        "mm-nft-dns": "multimesh + nftables, DNS capture",
         "init-style": f"init-container style ({nrules} iptables-legacy)",
         "old-nocap": "baseline build, capture off",
         "old-ipt-legacy": "baseline build + iptables-legacy",
@@ -1121,6 +1133,8 @@ def main():
         "mm-ipt-legacy": "ADD: 1 iptables-legacy-restore, alongside the delegate; DEL: 1 restore removes the rules, alongside the delegate's DEL",
         "mm-ipt-nft": "ADD: 1 iptables-nft-restore, alongside the delegate; DEL: 1 netlink transaction removes the rules, alongside the delegate's DEL",
         "mm-nftables": "ADD: 1 netlink transaction by multimesh (no `nft` process), alongside the delegate; DEL: 1 netlink transaction removes the table, alongside the delegate's DEL",
+        "mm-nft-tproxy": "as multimesh + nftables, inbound by TPROXY (mangle chains) plus the fwmark rule and local route per family over route netlink; DEL removes both",
+        "mm-nft-dns": "as multimesh + nftables, plus the DNS redirect (nat) and conntrack-zone (raw) chains in the same transaction",
         "init-style": f"bare bridge, then 1 iptables-legacy process per rule ({nrules}), as istio-init",
         "old-nocap": f"{a.baseline}, same config as 'multimesh, capture off'",
         "old-ipt-legacy": f"{a.baseline}, same config as 'multimesh + iptables-legacy'",
@@ -1232,6 +1246,8 @@ def main():
         ("capture iptables-legacy: on - off", "mm-ipt-legacy", "mm-nocap"),
         ("capture iptables-nft: on - off", "mm-ipt-nft", "mm-nocap"),
         ("capture nftables: on - off", "mm-nftables", "mm-nocap"),
+        ("nftables: TPROXY - REDIRECT", "mm-nft-tproxy", "mm-nftables"),
+        ("nftables: DNS capture on - off", "mm-nft-dns", "mm-nftables"),
         ("multimesh + iptables-legacy - bare", "mm-ipt-legacy", "bare"),
         ("multimesh + iptables-nft - bare", "mm-ipt-nft", "bare"),
         ("multimesh + nftables - bare", "mm-nftables", "bare"),

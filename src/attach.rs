@@ -329,10 +329,7 @@ pub fn add(conf: &NetConf, env: &Env) -> Result<Value> {
             (pn.networks, pn.capture)
         }
         (true, None) => (networks::from_config(conf, &env.ifname)?, static_capture()),
-        (false, Some(s)) => (
-            Vec::new(),
-            k8s::pod::capture_for_pod(&conf.capture, &s.pod)?,
-        ),
+        (false, Some(s)) => (Vec::new(), s.capture(&conf.capture)?),
         (false, None) => (Vec::new(), static_capture()),
     };
     // Refuse before anything runs: every plugin must be found, and a

@@ -824,3 +824,355 @@ fn delegate_failure_undoes_capture_programmed_alongside() {
 }
 
 // l. Many pods at once: tests/load.rs (32 and 64 pods, every backend).
+
+// m. interceptionMode TPROXY: inbound TCP on every interface reaches the
+// proxy's IP_TRANSPARENT listener with the client's source address and
+// the original destination as the socket's own address (no NAT), IPv4 and
+// IPv6; the policy routing is there, CHECK sees it go, DEL removes it.
+#[test]
+fn tproxy_keeps_source_and_destination() {
+    for_each_backend(|name, cap| {
+        let node = Node::new(&tag("tpx", name));
+        no_dad(&node.name);
+        let pod = node.pod("p");
+        no_dad(&pod.name);
+        let cap = with(cap, json!({"interceptionMode": "TPROXY"}));
+        let conf = node.meta(
+            vec![node.dual_stack_bridge(), node.second_bridge()],
+            cap.clone(),
+        );
+        let res = node
+            .cni("ADD", &conf, &pod.path, "ctpx", "eth0")
+            .ok()
+            .clone();
+        let ip4 = result_addr(&res, false);
+        let ip6 = result_addr(&res, true);
+        let net1 = addr_of(&pod, "net1", false);
+        wait_v6_ready(&node.name, "mm0");
+        wait_v6_ready(&pod.name, "eth0");
+        let rules = pod.exec_ok("ip -4 rule; ip -6 rule");
+        assert_eq!(
+            rules.matches("fwmark 0x539 lookup 133").count(),
+            2,
+            "{rules}"
+        );
+        // inspect shows the mangle capture and the routing.
+        let ins = sh_ok(&format!("{BIN} inspect --netns {}", pod.path));
+        let chain = if variant(&cap).is_some() {
+            "MULTIMESH_TPROXY"
+        } else {
+            "tproxy_redirect"
+        };
+        for want in [chain, "TPROXY routing (IPv4)", "TPROXY routing (IPv6)"] {
+            assert!(ins.contains(want), "inspect lacks {want:?}:\n{ins}");
+        }
+        let proxy = Listener::start_with(&pod.name, IN_PORT, false, 3, &["--transparent"]);
+        for (what, client, to, peer) in [
+            (
+                "IPv4 via eth0",
+                &node.name,
+                sock(&ip4, 8080),
+                "198.51.100.1:",
+            ),
+            (
+                "IPv6 via eth0",
+                &node.name,
+                sock(&ip6, 8080),
+                "[2001:db8:1::1]:",
+            ),
+            (
+                "IPv4 via net1",
+                &node.name,
+                sock(&net1, 8080),
+                "198.51.100.129:",
+            ),
+        ] {
+            let (addr, port) = to.rsplit_once(':').unwrap();
+            let addr = addr.trim_start_matches('[').trim_end_matches(']');
+            let a = answer(client, addr, port.parse().unwrap(), false, None);
+            assert_eq!(field(&a, "served_by"), IN_PORT.to_string(), "{what}: {a}");
+            assert_eq!(field(&a, "local"), to, "{what}: destination lost: {a}");
+            assert_eq!(field(&a, "orig"), "-", "{what}: NAT'ed: {a}");
+            assert!(
+                field(&a, "peer").starts_with(peer),
+                "{what}: source lost: {a}"
+            );
+        }
+        drop(proxy);
+        // Outbound is REDIRECT as before.
+        let _tout = Listener::start(&pod.name, OUT_PORT, false, 1);
+        let a = answer(&pod.name, "203.0.113.200", 443, false, None);
+        assert_served(&a, OUT_PORT, "203.0.113.200:443", "outbound in TPROXY mode");
+        node.cni("CHECK", &conf, &pod.path, "ctpx", "eth0").ok();
+        // A deleted routing rule is drift; so is a deleted route (on a
+        // second pod); DEL removes what is left of either.
+        pod.exec_ok("ip -6 rule del fwmark 0x539 lookup 133");
+        let msg = node.cni("CHECK", &conf, &pod.path, "ctpx", "eth0").err(104);
+        assert!(msg.contains("TPROXY routing (IPv6)"), "{msg}");
+        let pod2 = node.pod("q");
+        node.cni("ADD", &conf, &pod2.path, "ctpx2", "eth0").ok();
+        node.cni("CHECK", &conf, &pod2.path, "ctpx2", "eth0").ok();
+        pod2.exec_ok("ip -4 route del local default dev lo table 133");
+        let msg = node
+            .cni("CHECK", &conf, &pod2.path, "ctpx2", "eth0")
+            .err(104);
+        assert!(msg.contains("TPROXY routing (IPv4)"), "{msg}");
+        node.cni("DEL", &conf, &pod2.path, "ctpx2", "eth0").ok();
+        pod2.assert_no_capture("after DEL");
+        node.cni("DEL", &conf, &pod.path, "ctpx", "eth0").ok();
+        pod.assert_no_capture("after DEL");
+        node.assert_no_leaks();
+    });
+}
+
+// n. dnsCapture: the app's DNS over UDP and TCP to a TEST-NET resolver
+// lands on the proxy's DNS port (the UDP answer comes back from the
+// resolver's address: conntrack matched it through the zones; TCP keeps
+// the original destination); the proxy's own DNS goes to the resolver.
+// Other UDP stays untouched.
+#[test]
+fn dns_captured_but_not_the_proxys() {
+    for_each_backend(|name, cap| {
+        let node = Node::new(&tag("dns", name));
+        no_dad(&node.name);
+        let pod = node.pod("p");
+        no_dad(&pod.name);
+        let cap = with(cap, json!({"dnsCapture": true}));
+        let conf = node.meta(vec![node.dual_stack_bridge()], cap.clone());
+        node.cni("ADD", &conf, &pod.path, "cdns", "eth0").ok();
+        wait_v6_ready(&node.name, "mm0");
+        wait_v6_ready(&pod.name, "eth0");
+        // The proxy's DNS server, as Istio's: on localhost (both
+        // families), as the proxy.
+        let proxy_id = ["--uid", "1337", "--gid", "1337"];
+        let _udp = Listener::start_with(
+            &pod.name,
+            15053,
+            true,
+            1,
+            &[&["--bind", "127.0.0.1"][..], &proxy_id].concat(),
+        );
+        let _udp6 = Listener::start_with(
+            &pod.name,
+            15053,
+            true,
+            1,
+            &[&["--bind", "::1"][..], &proxy_id].concat(),
+        );
+        let _tcp = Listener::start_with(&pod.name, 15053, false, 2, &proxy_id);
+        for (resolver, from) in [
+            ("203.0.113.53", "203.0.113.53:53"),
+            ("2001:db8:53::53", "[2001:db8:53::53]:53"),
+        ] {
+            let a = answer(&pod.name, resolver, 53, true, None);
+            assert_eq!(field(&a, "served_by"), "15053", "UDP DNS: {a}");
+            assert_eq!(field(&a, "from"), from, "UDP DNS answer's source: {a}");
+            let a = answer(&pod.name, resolver, 53, false, None);
+            assert_served(&a, 15053, from, "TCP DNS");
+        }
+        // The proxy's own queries reach the resolver (the node).
+        let _res_udp = Listener::start(&node.name, 53, true, 1);
+        let _res_tcp = Listener::start(&node.name, 53, false, 1);
+        let a = answer(&pod.name, "198.51.100.1", 53, true, Some(1337));
+        assert_eq!(field(&a, "served_by"), "53", "proxy's UDP DNS: {a}");
+        assert_eq!(field(&a, "from"), "198.51.100.1:53", "{a}");
+        let a = answer(&pod.name, "198.51.100.1", 53, false, Some(1337));
+        assert_served(&a, 53, "-", "proxy's TCP DNS");
+        // Other UDP is untouched.
+        let _other = Listener::start(&node.name, 9090, true, 1);
+        let a = answer(&pod.name, "198.51.100.1", 9090, true, None);
+        assert_served(&a, 9090, "-", "UDP to another port");
+        node.cni("CHECK", &conf, &pod.path, "cdns", "eth0").ok();
+        let drift = match variant(&cap) {
+            Some(v) => format!("iptables-{v} -t raw -F MULTIMESH_DNS_ZONE_OUT"),
+            None => "nft flush chain inet multimesh dns_zone_out".into(),
+        };
+        pod.exec_ok(&drift);
+        let msg = node.cni("CHECK", &conf, &pod.path, "cdns", "eth0").err(104);
+        assert!(msg.contains("capture rules changed"), "{msg}");
+        node.cni("DEL", &conf, &pod.path, "cdns", "eth0").ok();
+        pod.assert_no_capture("after DEL");
+        node.assert_no_leaks();
+    });
+}
+
+/// Send one TCP segment with SYN and FIN set (a flag combination conntrack
+/// marks INVALID) from netns `from` to `dst:port`, and report whether a
+/// RST came back within a second (the pod's TCP stack answers it when
+/// nothing drops it).
+fn syn_fin_answered(from: &str, src: &str, dst: &str, port: u16) -> bool {
+    let py = format!(
+        r#"
+import socket, struct, time
+src, dst, port = "{src}", "{dst}", {port}
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+sport = 40000 + int(time.time() * 1000) % 20000
+hdr = struct.pack("!HHIIBBHHH", sport, port, 1, 0, 5 << 4, 0x03, 1024, 0, 0)
+pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(hdr))
+hdr = hdr[:16] + struct.pack("!H", csum(pseudo + hdr)) + hdr[18:]
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+s.settimeout(0.2)
+s.sendto(hdr, (dst, 0))
+end = time.time() + 1.0
+while time.time() < end:
+    try:
+        pkt, addr = s.recvfrom(2048)
+    except socket.timeout:
+        continue
+    ihl = (pkt[0] & 15) * 4
+    sp, dp = struct.unpack("!HH", pkt[ihl:ihl + 4])
+    flags = pkt[ihl + 13]
+    if addr[0] == dst and sp == port and dp == sport and flags & 0x04:
+        print("rst"); break
+else:
+    print("none")
+"#
+    );
+    let out = ns_exec_ok(from, &format!("python3 -c {}", shell_quote(&py)));
+    out.trim() == "rst"
+}
+
+// o. dropInvalid: a packet conntrack marks INVALID (SYN+FIN) is dropped on
+// the way in; without dropInvalid the pod's stack answers it with a RST.
+#[test]
+fn invalid_packets_dropped() {
+    for_each_backend(|name, cap| {
+        let node = Node::new(&tag("inv", name));
+        let plain = node.pod("plain");
+        let dropping = node.pod("drop");
+        let conf = node.meta(vec![node.cluster_bridge()], cap.clone());
+        let conf_drop = node.meta(
+            vec![node.cluster_bridge()],
+            with(cap, json!({"dropInvalid": true})),
+        );
+        let a = result_addr(
+            node.cni("ADD", &conf, &plain.path, "cinv0", "eth0").ok(),
+            false,
+        );
+        let b = result_addr(
+            node.cni("ADD", &conf_drop, &dropping.path, "cinv1", "eth0")
+                .ok(),
+            false,
+        );
+        // Valid TCP still passes where invalid packets are dropped.
+        let _tin = Listener::start(&dropping.name, IN_PORT, false, 1);
+        let r = answer(&node.name, &b, 8080, false, None);
+        assert_served(&r, IN_PORT, &sock(&b, 8080), "valid TCP with dropInvalid");
+        assert!(
+            syn_fin_answered(&node.name, "198.51.100.1", &a, 8081),
+            "control: the pod without dropInvalid did not answer SYN+FIN"
+        );
+        assert!(
+            !syn_fin_answered(&node.name, "198.51.100.1", &b, 8081),
+            "an INVALID packet reached the pod's stack despite dropInvalid"
+        );
+        node.cni("CHECK", &conf_drop, &dropping.path, "cinv1", "eth0")
+            .ok();
+        let drift = match variant(cap) {
+            Some(v) => format!("iptables-{v} -t mangle -F MULTIMESH_MANGLE_IN"),
+            None => "nft flush chain inet multimesh mangle_inbound".into(),
+        };
+        dropping.exec_ok(&drift);
+        let msg = node
+            .cni("CHECK", &conf_drop, &dropping.path, "cinv1", "eth0")
+            .err(104);
+        assert!(msg.contains("capture rules changed"), "{msg}");
+        node.cni("DEL", &conf_drop, &dropping.path, "cinv1", "eth0")
+            .ok();
+        node.cni("DEL", &conf, &plain.path, "cinv0", "eth0").ok();
+        dropping.assert_no_capture("after DEL");
+        plain.assert_no_capture("after DEL");
+        node.assert_no_leaks();
+    });
+}
+
+// p. rerouteInterfaces: TCP entering a rerouted interface (a VM's bridge)
+// goes to the outbound port with its original destination; other
+// interfaces stay inbound.
+#[test]
+fn rerouted_interface_reaches_outbound_port() {
+    for_each_backend(|name, cap| {
+        let node = Node::new(&tag("rr", name));
+        let pod = node.pod("p");
+        let cap = with(cap, json!({"rerouteInterfaces": ["net1"]}));
+        let conf = node.meta(
+            vec![node.cluster_bridge(), node.second_bridge()],
+            cap.clone(),
+        );
+        node.cni("ADD", &conf, &pod.path, "crr", "eth0").ok();
+        let eth0 = addr_of(&pod, "eth0", false);
+        let net1 = addr_of(&pod, "net1", false);
+        let _tout = Listener::start(&pod.name, OUT_PORT, false, 1);
+        let _tin = Listener::start(&pod.name, IN_PORT, false, 1);
+        let a = answer(&node.name, &net1, 8080, false, None);
+        assert_served(&a, OUT_PORT, &sock(&net1, 8080), "TCP entering net1");
+        let a = answer(&node.name, &eth0, 8080, false, None);
+        assert_served(&a, IN_PORT, &sock(&eth0, 8080), "TCP entering eth0");
+        node.cni("CHECK", &conf, &pod.path, "crr", "eth0").ok();
+        let drift = match variant(&cap) {
+            Some(v) => {
+                format!("iptables-{v} -t nat -D MULTIMESH_INBOUND -i net1 -j MULTIMESH_REDIRECT")
+            }
+            None => "nft flush chain inet multimesh inbound".into(),
+        };
+        pod.exec_ok(&drift);
+        let msg = node.cni("CHECK", &conf, &pod.path, "crr", "eth0").err(104);
+        assert!(msg.contains("capture rules changed"), "{msg}");
+        node.cni("DEL", &conf, &pod.path, "crr", "eth0").ok();
+        pod.assert_no_capture("after DEL");
+        node.assert_no_leaks();
+    });
+}
+
+// q. Every mode at once (TPROXY, DNS capture, invalid-drop, a rerouted
+// interface), dual-stack: programmed, CHECK clean, traffic of each kind
+// where it belongs, DEL leaves nothing.
+#[test]
+fn all_modes_together() {
+    for_each_backend(|name, cap| {
+        let node = Node::new(&tag("all", name));
+        no_dad(&node.name);
+        let pod = node.pod("p");
+        no_dad(&pod.name);
+        let cap = with(
+            cap,
+            json!({"interceptionMode": "TPROXY", "dnsCapture": true, "dropInvalid": true,
+                   "rerouteInterfaces": ["net1"]}),
+        );
+        let conf = node.meta(
+            vec![node.dual_stack_bridge(), node.second_bridge()],
+            cap.clone(),
+        );
+        let res = node
+            .cni("ADD", &conf, &pod.path, "call", "eth0")
+            .ok()
+            .clone();
+        let ip6 = result_addr(&res, true);
+        let net1 = addr_of(&pod, "net1", false);
+        wait_v6_ready(&node.name, "mm0");
+        wait_v6_ready(&pod.name, "eth0");
+        node.cni("CHECK", &conf, &pod.path, "call", "eth0").ok();
+        let _tin = Listener::start_with(&pod.name, IN_PORT, false, 1, &["--transparent"]);
+        let _tout = Listener::start(&pod.name, OUT_PORT, false, 1);
+        let _dns = Listener::start_with(
+            &pod.name,
+            15053,
+            true,
+            1,
+            &["--bind", "127.0.0.1", "--uid", "1337", "--gid", "1337"],
+        );
+        let a = answer(&node.name, &ip6, 8080, false, None);
+        assert_eq!(field(&a, "local"), format!("[{ip6}]:8080"), "TPROXY: {a}");
+        let a = answer(&node.name, &net1, 8080, false, None);
+        assert_served(&a, OUT_PORT, &sock(&net1, 8080), "rerouted net1");
+        let a = answer(&pod.name, "203.0.113.53", 53, true, None);
+        assert_eq!(field(&a, "from"), "203.0.113.53:53", "DNS: {a}");
+        node.cni("DEL", &conf, &pod.path, "call", "eth0").ok();
+        pod.assert_no_capture("after DEL");
+        node.assert_no_leaks();
+    });
+}

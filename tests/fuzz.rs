@@ -160,7 +160,9 @@ fn base_confs(dir: &Path) -> Vec<Value> {
                            "excludeOutboundPorts": [15020], "includeOutboundPorts": ["443"],
                            "includeOutboundCIDRs": ["198.51.100.0/24", "2001:db8::/32"],
                            "excludeOutboundCIDRs": "203.0.113.0/24", "excludeInterfaces": ["net1"],
-                           "excludeNamespaces": ["kube-system"]}}),
+                           "excludeNamespaces": ["kube-system"], "interceptionMode": "TPROXY",
+                           "dnsCapture": true, "dnsPort": 15053, "dropInvalid": true,
+                           "rerouteInterfaces": ["net2"]}}),
         json!({"cniVersion": "0.4.0", "name": "chained", "type": "multimesh", "cniDir": d,
                "prevResult": {"cniVersion": "0.4.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}],
                               "ips": [{"version": "4", "address": "198.51.100.2/25", "interface": 0},
@@ -207,15 +209,21 @@ const VERSIONS: &[&str] = &[
 
 /// iptables-save's view of a plan as multimesh would program it.
 fn as_saved(plan: &Plan, fam: capture::Family) -> String {
-    let mut s = String::from("*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
-    for c in capture::plan::Chain::OWN {
-        s.push_str(&format!(":{} - [0:0]\n", iptables::chain_name(c)));
+    let mut s = String::new();
+    for t in plan.tables() {
+        s.push_str(&format!(
+            "*{}\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n",
+            iptables::table_name(t)
+        ));
+        for c in plan.own_chains(t) {
+            s.push_str(&format!(":{} - [0:0]\n", iptables::chain_name(c)));
+        }
+        for l in iptables::rule_lines(plan, fam, t) {
+            s.push_str(&l);
+            s.push('\n');
+        }
+        s.push_str("COMMIT\n");
     }
-    for l in iptables::rule_lines(plan, fam) {
-        s.push_str(&l);
-        s.push('\n');
-    }
-    s.push_str("COMMIT\n");
     s
 }
 
@@ -227,14 +235,25 @@ fn check_capture(c: &CaptureConfig, rng: &mut Rng) {
         let plan = Plan::new(c, ipv6);
         for fam in plan.families() {
             let rules = plan.rules(fam);
-            for l in iptables::rule_lines(&plan, fam) {
-                assert!(
-                    l.starts_with("-A ") && !l.contains(['\n', '\r', '\0']),
-                    "{l:?}"
-                );
+            for t in plan.tables() {
+                for l in iptables::rule_lines(&plan, fam, t) {
+                    assert!(
+                        l.starts_with("-A ") && !l.contains(['\n', '\r', '\0']),
+                        "{l:?}"
+                    );
+                }
             }
             let create = iptables::render_create(&plan, fam);
-            assert_eq!(create.lines().count(), rules.len() + 6, "{create}");
+            let chains: usize = plan
+                .tables()
+                .iter()
+                .map(|t| plan.own_chains(*t).len())
+                .sum();
+            assert_eq!(
+                create.lines().count(),
+                rules.len() + chains + 2 * plan.tables().len(),
+                "{create}"
+            );
             // CHECK logic: what multimesh programs, listed back, is no drift;
             // one rule removed is.
             let saved = as_saved(&plan, fam);
@@ -448,6 +467,9 @@ fn k8s_case(rng: &mut Rng, bases: &[Value], text: &str, v: &Value) {
         "traffic.sidecar.istio.io/excludeOutboundIPRanges",
         "traffic.sidecar.istio.io/excludeInterfaces",
         "sidecar.istio.io/interceptionMode",
+        "multimesh.io/dns-capture",
+        "istio.io/reroute-virtual-interfaces",
+        "traffic.sidecar.istio.io/kubevirtInterfaces",
         "config.linkerd.io/skip-inbound-ports",
         "config.linkerd.io/skip-outbound-ports",
         "config.linkerd.io/skip-subnets",
@@ -475,9 +497,14 @@ fn k8s_case(rng: &mut Rng, bases: &[Value], text: &str, v: &Value) {
         let base =
             CaptureConfig::from_json(Some(&serde_json::json!({"profile": profile}))).unwrap();
         let podv = pod::Pod::from_json(&podv).unwrap();
-        match pod::capture_for_pod(&base, &podv) {
+        // The same random annotations on the namespace (linkerd reads them
+        // when the pod has none of its own).
+        let nsv = pod::Namespace::from_json(&serde_json::json!({"metadata": {"annotations": ann}}))
+            .unwrap();
+        let none = podv.annotation("sidecar.istio.io/interceptionMode") == Some("NONE");
+        match pod::capture_for_pod(&base, &podv, Some(&nsv)) {
             Ok(Some(c)) => check_capture(&c, rng),
-            Ok(None) => panic!("a meshed pod was not captured"),
+            Ok(None) => assert!(none, "a meshed pod was not captured"),
             Err(e) => {
                 assert_eq!(e.code, 110, "{}", e.msg);
                 assert!(KEYS.iter().any(|k| e.msg.contains(k)), "{}", e.msg);

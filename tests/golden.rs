@@ -32,6 +32,13 @@ const CASES: &[(&str, bool, bool)] = &[
     ("exclude_outbound_cidrs", true, true),
     ("exclude_interfaces", true, false),
     ("include_outbound_ports", true, false),
+    ("tproxy", true, true),
+    ("tproxy_include_ports", true, false),
+    ("dns_capture", true, true),
+    ("dns_capture_linkerd", true, false),
+    ("drop_invalid", true, true),
+    ("reroute_interfaces", true, true),
+    ("all_modes", true, true),
 ];
 
 const BACKENDS: [Backend; 2] = [Backend::Iptables, Backend::Nftables];
@@ -240,13 +247,25 @@ fn command_line_is_strict() {
 #[test]
 fn only_tcp_is_captured() {
     for (case, backend, ipv6, text) in all_renderings() {
+        let cfg = load(&case);
         let lower = text.to_lowercase();
-        for bad in ["udp", "icmp", "sctp", "-p all", "l4proto 17", "l4proto 1 "] {
+        for bad in ["icmp", "sctp", "-p all", "l4proto 1 "] {
             assert!(
                 !lower.contains(bad),
                 "{case} {} v6={ipv6}: {bad:?} in\n{text}",
                 backend.name()
             );
+        }
+        // UDP only with dnsCapture, and then only port 53 (the app's
+        // queries, the proxy's upstream ones and their replies) and the
+        // proxy's DNS port.
+        for l in lower.lines().filter(|l| l.contains("udp")) {
+            assert!(cfg.dns_capture, "{case}: UDP without dnsCapture: {l}");
+            let port = [" 53 ", &format!(" {} ", cfg.dns_port)]
+                .iter()
+                .any(|p| format!("{l} ").contains(p));
+            let zone_jump = l.contains("-j multimesh_dns_zone") || l.contains("jump dns_zone");
+            assert!(port || zone_jump, "{case}: UDP beyond DNS: {l}");
         }
         for l in text.lines() {
             let redirect = l.contains("-j REDIRECT") || l.contains("redirect to");
@@ -257,12 +276,18 @@ fn only_tcp_is_captured() {
                 Backend::Iptables => l.contains("-p tcp"),
                 Backend::Nftables => l.contains("meta l4proto tcp") || l.contains("tcp dport"),
             };
-            assert!(tcp, "{case}: redirect not limited to TCP: {l}");
+            let dns = cfg.dns_capture
+                && (l.contains("-p udp -m udp --dport 53 ") || l.contains("udp dport 53 "));
+            assert!(tcp || dns, "{case}: redirect not limited to TCP: {l}");
         }
-        // The built-in hooks only ever jump for TCP.
+        // The built-in hooks only ever jump for TCP, DNS (UDP port 53, in
+        // nat and raw) and, with dropInvalid, to the invalid-drop.
         for l in text.lines() {
             if l.starts_with("-A PREROUTING") || l.starts_with("-A OUTPUT") {
-                assert!(l.contains("-p tcp"), "{case}: {l}");
+                let ok = l.contains("-p tcp")
+                    || (cfg.dns_capture && l.contains("-p udp"))
+                    || (cfg.drop_invalid && l == "-A PREROUTING -j MULTIMESH_MANGLE_IN");
+                assert!(ok, "{case}: {l}");
             }
         }
     }
@@ -508,6 +533,36 @@ fn bad_values_are_refused() {
         (
             "capture.proxyGID",
             serde_json::json!({"proxyGID": "1337 -j ACCEPT"}),
+        ),
+        (
+            "capture.interceptionMode",
+            serde_json::json!({"interceptionMode": "tproxy"}),
+        ),
+        (
+            "capture.interceptionMode",
+            serde_json::json!({"interceptionMode": "TPROXY --on-port 22"}),
+        ),
+        (
+            "capture.interceptionMode",
+            serde_json::json!({"interceptionMode": 1}),
+        ),
+        (
+            "capture.dnsCapture",
+            serde_json::json!({"dnsCapture": "yes"}),
+        ),
+        ("capture.dnsPort", serde_json::json!({"dnsPort": 0})),
+        (
+            "capture.dnsPort",
+            serde_json::json!({"dnsPort": "53; flush"}),
+        ),
+        ("capture.dropInvalid", serde_json::json!({"dropInvalid": 1})),
+        (
+            "capture.rerouteInterfaces",
+            serde_json::json!({"rerouteInterfaces": ["eth0\" accept"]}),
+        ),
+        (
+            "capture.rerouteInterfaces",
+            serde_json::json!({"rerouteInterfaces": ["sixteen-bytes-xx"]}),
         ),
     ];
     for (field, capture) in cases {

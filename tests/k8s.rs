@@ -1017,3 +1017,245 @@ fn insecure_tls_and_plain_http_policy() {
     cni_pod(&node, "DEL", &conf, &pod, "http", id).ok();
     node.assert_no_leaks();
 }
+
+/// A pod whose proxy is a native sidecar (an init container with
+/// restartPolicy Always) carrying `proxy` (env, securityContext, ...),
+/// after the plain init containers `inits`.
+fn native_sidecar_pod(tag: &str, ann: Value, proxy: Value, inits: &[&str]) -> Value {
+    let mut p = ApiServer::pod_json("apps", tag, &format!("uid-{tag}"), ann, &["app"], inits);
+    let mut proxy = proxy;
+    proxy["restartPolicy"] = json!("Always");
+    proxy["image"] = json!("docker.io/istio/proxyv2:1.27.0");
+    let list = p["spec"]["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    p["spec"]["initContainers"] = Value::Array([list, vec![proxy]].concat());
+    p
+}
+
+/// Every table multimesh may use in the pod (iptables-legacy, IPv4) and
+/// its policy-routing rules.
+fn all_tables(pod: &Pod) -> String {
+    pod.exec_ok("iptables-legacy-save; ip rule")
+}
+
+// 11. Native sidecars, the istio modes from the pod (interceptionMode
+//     TPROXY, DNS capture from the proxy's env, rerouted interfaces), the
+//     proxy's ids from its securityContext; linkerd's config from the
+//     namespace, read with one GET only when the pod sets none.
+#[test]
+fn native_sidecars_modes_and_namespace_config() {
+    let node = Node::new("k8s-native");
+    let api = ApiServer::start_in(&node.name);
+    let kc = api.kubeconfig_token();
+    let conf = k8s_conf(
+        &node,
+        &kc,
+        vec![node.recorder("cluster", json!({}))],
+        legacy(),
+    );
+
+    // An istio native sidecar: captured with the pod's modes.
+    let proxy = json!({"name": "istio-proxy",
+        "env": [{"name": "ISTIO_META_DNS_CAPTURE", "value": "true"},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "securityContext": {"runAsUser": 1500, "runAsGroup": 1501, "runAsNonRoot": true}});
+    let ann = merged(
+        istio_status(),
+        json!({"sidecar.istio.io/interceptionMode": "TPROXY",
+               "istio.io/reroute-virtual-interfaces": "net1"}),
+    );
+    api.put_pod(&native_sidecar_pod("nat1", ann, proxy.clone(), &[]));
+    let pod = node.pod("nat1");
+    api.clear_requests();
+    cni_pod(
+        &node,
+        "ADD",
+        &conf,
+        &pod,
+        "nat1",
+        ("apps", "nat1", "uid-nat1"),
+    )
+    .ok();
+    let t = all_tables(&pod);
+    for want in [
+        "-A MULTIMESH_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY --on-port 15006",
+        "-A MULTIMESH_DNS -p udp -m udp --dport 53 -j REDIRECT --to-ports 15053",
+        "-A MULTIMESH_DNS_ZONE_OUT -p udp -m owner --uid-owner 1500 -m udp --dport 53 -j CT --zone 1",
+        "-A MULTIMESH_OUTPUT -m owner --gid-owner 1501 -j RETURN",
+        "-A MULTIMESH_INBOUND -i net1 -j MULTIMESH_REDIRECT",
+        "fwmark 0x539 lookup 133",
+    ] {
+        assert!(t.contains(want), "{want:?} missing:\n{t}");
+    }
+    assert!(
+        !t.contains("--uid-owner 1337"),
+        "the default uid is not the proxy's:\n{t}"
+    );
+    // The istio profile reads no namespace.
+    let mut reqs = requests(&api);
+    reqs.sort();
+    assert_eq!(
+        reqs,
+        [
+            ("GET".into(), "/api/v1/namespaces/apps/pods/nat1".into()),
+            (
+                "PATCH".into(),
+                "/api/v1/namespaces/apps/pods/nat1/status".into()
+            ),
+        ]
+    );
+    cni_pod(
+        &node,
+        "CHECK",
+        &conf,
+        &pod,
+        "nat1",
+        ("apps", "nat1", "uid-nat1"),
+    )
+    .ok();
+    cni_pod(
+        &node,
+        "DEL",
+        &conf,
+        &pod,
+        "nat1",
+        ("apps", "nat1", "uid-nat1"),
+    )
+    .ok();
+    pod.assert_no_capture("after DEL");
+
+    // istio-init beside the native sidecar: the init container captures.
+    api.put_pod(&native_sidecar_pod(
+        "nat2",
+        istio_status(),
+        proxy.clone(),
+        &["istio-init"],
+    ));
+    let pod = node.pod("nat2");
+    cni_pod(
+        &node,
+        "ADD",
+        &conf,
+        &pod,
+        "nat2",
+        ("apps", "nat2", "uid-nat2"),
+    )
+    .ok();
+    assert!(!has_capture(&pod), "{}", all_tables(&pod));
+    cni_pod(
+        &node,
+        "DEL",
+        &conf,
+        &pod,
+        "nat2",
+        ("apps", "nat2", "uid-nat2"),
+    )
+    .ok();
+
+    // multimesh.io/dns-capture turns the env's DNS capture off; a bad
+    // value is refused and leaves nothing.
+    let ann = merged(istio_status(), json!({"multimesh.io/dns-capture": "false"}));
+    api.put_pod(&native_sidecar_pod("nat3", ann, proxy.clone(), &[]));
+    let pod = node.pod("nat3");
+    cni_pod(
+        &node,
+        "ADD",
+        &conf,
+        &pod,
+        "nat3",
+        ("apps", "nat3", "uid-nat3"),
+    )
+    .ok();
+    let t = all_tables(&pod);
+    assert!(has_capture(&pod) && !t.contains("MULTIMESH_DNS"), "{t}");
+    cni_pod(
+        &node,
+        "DEL",
+        &conf,
+        &pod,
+        "nat3",
+        ("apps", "nat3", "uid-nat3"),
+    )
+    .ok();
+    let ann = merged(
+        istio_status(),
+        json!({"multimesh.io/dns-capture": "1; drop"}),
+    );
+    api.put_pod(&native_sidecar_pod("nat4", ann, proxy, &[]));
+    let pod = node.pod("nat4");
+    let msg = cni_pod(
+        &node,
+        "ADD",
+        &conf,
+        &pod,
+        "nat4",
+        ("apps", "nat4", "uid-nat4"),
+    )
+    .err(110);
+    assert!(msg.contains("multimesh.io/dns-capture"), "{msg}");
+    pod.assert_no_capture("after the refused ADD");
+
+    // linkerd: the namespace's config.linkerd.io/* for a pod with none.
+    let lconf = k8s_conf(
+        &node,
+        &kc,
+        vec![node.recorder("cluster", json!({}))],
+        merged(legacy(), json!({"profile": "linkerd"})),
+    );
+    api.put_namespace(
+        "apps",
+        json!({"config.linkerd.io/skip-outbound-ports": "5432",
+               "config.linkerd.io/proxy-uid": "2200"}),
+    );
+    let lproxy = json!({"name": "linkerd-proxy", "securityContext": {"runAsUser": 2150}});
+    for (tag, ann, ns_read, rule, uid) in [
+        (
+            "l1",
+            json!({}),
+            true,
+            Some("--dport 5432 -j RETURN"),
+            "2200",
+        ),
+        (
+            "l2",
+            json!({"config.linkerd.io/skip-inbound-ports": "9000"}),
+            false,
+            None,
+            "2150",
+        ),
+    ] {
+        let mut p = native_sidecar_pod(tag, ann, lproxy.clone(), &[]);
+        p["spec"]["initContainers"][0]["image"] = json!("cr.l5d.io/linkerd/proxy:stable-2.14.10");
+        api.put_pod(&p);
+        let pod = node.pod(tag);
+        let uidv = format!("uid-{tag}");
+        api.clear_requests();
+        cni_pod(&node, "ADD", &lconf, &pod, tag, ("apps", tag, &uidv)).ok();
+        let t = all_tables(&pod);
+        assert!(
+            t.contains(&format!(
+                "-A MULTIMESH_OUTPUT -m owner --uid-owner {uid} -j RETURN"
+            )),
+            "{tag}:\n{t}"
+        );
+        if let Some(r) = rule {
+            assert!(t.contains(r), "{tag}: {r:?} missing:\n{t}");
+        }
+        assert!(!t.contains("5432") || rule.is_some(), "{tag}:\n{t}");
+        let gets: Vec<_> = requests(&api)
+            .into_iter()
+            .filter(|(m, p)| m == "GET" && p == "/api/v1/namespaces/apps")
+            .collect();
+        assert_eq!(
+            gets.len(),
+            usize::from(ns_read),
+            "{tag}: {:?}",
+            requests(&api)
+        );
+        cni_pod(&node, "DEL", &lconf, &pod, tag, ("apps", tag, &uidv)).ok();
+        pod.assert_no_capture(tag);
+    }
+    node.assert_no_leaks();
+}

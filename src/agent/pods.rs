@@ -218,7 +218,10 @@ pub fn assess(base: &CaptureConfig, p: &Pod) -> Result<Option<Candidate>, String
     if ips.is_empty() {
         return Ok(None);
     }
-    let capture = match pod::capture_for_pod(base, &p.as_read_by_add()) {
+    // The pod's own annotations: the agent does not read namespaces (a
+    // linkerd pod relying on its namespace's config.linkerd.io/* is
+    // repaired with the profile's defaults).
+    let capture = match pod::capture_for_pod(base, &p.as_read_by_add(), None) {
         Ok(Some(c)) => c,
         Ok(None) => return Ok(None),
         Err(e) => return Err(format!("pod {}: {}", p.id(), e.msg)),

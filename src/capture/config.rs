@@ -4,7 +4,7 @@
 //! CIDRs and interface names that the pod annotations share. Every value
 //! becomes a number, an address or a checked interface name here.
 
-use super::{Backend, Cidr, Variant};
+use super::{Backend, Cidr, Interception, Variant};
 use crate::error::{CniError, Result};
 use crate::fields::{self, leaf};
 use serde::de::{Deserializer, Error as _};
@@ -54,6 +54,14 @@ pub struct CaptureConfig {
     pub exclude_outbound_cidrs: Vec<Cidr>,
     pub exclude_interfaces: Vec<String>,
     pub exclude_namespaces: Vec<String>,
+    pub interception: Interception,
+    /// Capture the app's DNS (UDP and TCP port 53) to `dns_port`.
+    pub dns_capture: bool,
+    pub dns_port: u16,
+    /// Drop inbound packets conntrack marks INVALID.
+    pub drop_invalid: bool,
+    /// TCP arriving on these interfaces is the app's outbound.
+    pub reroute_interfaces: Vec<String>,
 }
 
 /// A key given: replaces the default.
@@ -138,6 +146,21 @@ struct Fields {
     #[serde(default, deserialize_with = "fields::string_list")]
     #[serde(skip_serializing_if = "Option::is_none")]
     exclude_namespaces: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "interception")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interception_mode: Option<Interception>,
+    #[serde(default, deserialize_with = "fields::boolean")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_capture: Option<bool>,
+    #[serde(default, deserialize_with = "port")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_port: Option<u16>,
+    #[serde(default, deserialize_with = "fields::boolean")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drop_invalid: Option<bool>,
+    #[serde(default, deserialize_with = "ifnames")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reroute_interfaces: Option<Vec<String>>,
 }
 
 impl CaptureConfig {
@@ -159,6 +182,11 @@ impl CaptureConfig {
                 exclude_outbound_cidrs: vec![],
                 exclude_interfaces: vec![],
                 exclude_namespaces: vec!["kube-system".into()],
+                interception: Interception::Redirect,
+                dns_capture: false,
+                dns_port: 15053,
+                drop_invalid: false,
+                reroute_interfaces: vec![],
             },
             Profile::Linkerd => CaptureConfig {
                 enabled: true,
@@ -178,6 +206,11 @@ impl CaptureConfig {
                 exclude_outbound_cidrs: vec![],
                 exclude_interfaces: vec![],
                 exclude_namespaces: vec!["kube-system".into()],
+                interception: Interception::Redirect,
+                dns_capture: false,
+                dns_port: 15053,
+                drop_invalid: false,
+                reroute_interfaces: vec![],
             },
         }
     }
@@ -224,6 +257,11 @@ impl CaptureConfig {
         set(&mut c.exclude_outbound_cidrs, f.exclude_outbound_cidrs);
         set(&mut c.exclude_interfaces, f.exclude_interfaces);
         set(&mut c.exclude_namespaces, f.exclude_namespaces);
+        set(&mut c.interception, f.interception_mode);
+        set(&mut c.dns_capture, f.dns_capture);
+        set(&mut c.dns_port, f.dns_port);
+        set(&mut c.drop_invalid, f.drop_invalid);
+        set(&mut c.reroute_interfaces, f.reroute_interfaces);
         c
     }
 
@@ -254,6 +292,11 @@ impl CaptureConfig {
             exclude_outbound_cidrs: Some(self.exclude_outbound_cidrs.clone()),
             exclude_interfaces: Some(self.exclude_interfaces.clone()),
             exclude_namespaces: Some(self.exclude_namespaces.clone()),
+            interception_mode: Some(self.interception),
+            dns_capture: Some(self.dns_capture),
+            dns_port: Some(self.dns_port),
+            drop_invalid: Some(self.drop_invalid),
+            reroute_interfaces: Some(self.reroute_interfaces.clone()),
         };
         serde_json::to_value(f).unwrap_or(Value::Null)
     }
@@ -272,6 +315,12 @@ impl Serialize for Backend {
 }
 
 impl Serialize for Variant {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl Serialize for Interception {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(self.name())
     }
@@ -321,6 +370,16 @@ fn variant<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Varian
     ];
     leaf(d, |v| {
         one_of(&v, V, "must be \"auto\", \"legacy\" or \"nft\"")
+    })
+}
+
+fn interception<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Interception>, D::Error> {
+    leaf(d, |v| {
+        v.as_str()
+            .and_then(Interception::parse)
+            .ok_or_else(|| "must be \"REDIRECT\" or \"TPROXY\"".to_string())
     })
 }
 
@@ -477,10 +536,25 @@ mod tests {
                 "includeOutboundCIDRs",
                 "excludeOutboundCIDRs",
                 "excludeInterfaces",
-                "excludeNamespaces"
+                "excludeNamespaces",
+                "interceptionMode",
+                "dnsCapture",
+                "dnsPort",
+                "dropInvalid",
+                "rerouteInterfaces"
             ]
         );
         assert_eq!(v["includeInboundPorts"], "*");
+        // The new modes round-trip too.
+        let mut c = CaptureConfig::defaults(Profile::Istio);
+        c.interception = Interception::Tproxy;
+        c.dns_capture = true;
+        c.dns_port = 5353;
+        c.drop_invalid = true;
+        c.reroute_interfaces = vec!["net1".into()];
+        let v = c.to_json();
+        assert_eq!(v["interceptionMode"], "TPROXY");
+        assert_eq!(CaptureConfig::from_json(Some(&v)).unwrap(), c);
         assert_eq!(v["backend"], "iptables");
     }
 
@@ -508,6 +582,26 @@ mod tests {
             (
                 json!({"enabled": "true"}),
                 "capture.enabled: must be a boolean",
+            ),
+            (
+                json!({"interceptionMode": "tproxy"}),
+                "capture.interceptionMode: must be \"REDIRECT\" or \"TPROXY\"",
+            ),
+            (
+                json!({"interceptionMode": ["TPROXY"]}),
+                "capture.interceptionMode: must be \"REDIRECT\" or \"TPROXY\"",
+            ),
+            (
+                json!({"dnsCapture": "true"}),
+                "capture.dnsCapture: must be a boolean",
+            ),
+            (
+                json!({"dnsPort": 65536}),
+                "capture.dnsPort: 65536 is not a port number (1-65535)",
+            ),
+            (
+                json!({"dropInvalid": 0}),
+                "capture.dropInvalid: must be a boolean",
             ),
             (
                 json!({"backend": 1}),

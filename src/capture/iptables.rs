@@ -7,7 +7,7 @@
 //! atomically and the slow path reads `iptables-save -t nat` and writes a
 //! payload that converges to the plan. DEL does the same in reverse.
 
-use super::plan::{Chain, Family, Match, Plan, Rule, Target};
+use super::plan::{Chain, Family, Match, Plan, Rule, Table, Target};
 use super::{find_tool, Variant, TOOL_TIMEOUT};
 use crate::error::{code, CniError, Result};
 use crate::netns::{run_tool, NetNs};
@@ -17,14 +17,38 @@ use std::path::Path;
 pub const CHAIN_PREFIX: &str = "MULTIMESH_";
 
 pub fn chain_name(c: Chain) -> &'static str {
+    use Chain::*;
     match c {
-        Chain::Prerouting => "PREROUTING",
-        Chain::Output => "OUTPUT",
-        Chain::Inbound => "MULTIMESH_INBOUND",
-        Chain::InRedirect => "MULTIMESH_IN_REDIRECT",
-        Chain::Outbound => "MULTIMESH_OUTPUT",
-        Chain::Redirect => "MULTIMESH_REDIRECT",
+        Prerouting | ManglePrerouting | RawPrerouting => "PREROUTING",
+        Output | MangleOutput | RawOutput => "OUTPUT",
+        Inbound => "MULTIMESH_INBOUND",
+        InRedirect => "MULTIMESH_IN_REDIRECT",
+        Outbound => "MULTIMESH_OUTPUT",
+        Redirect => "MULTIMESH_REDIRECT",
+        DnsRedirect => "MULTIMESH_DNS",
+        MangleInbound => "MULTIMESH_MANGLE_IN",
+        Divert => "MULTIMESH_DIVERT",
+        TproxyRedirect => "MULTIMESH_TPROXY",
+        MarkOutput => "MULTIMESH_MARK_OUT",
+        DnsZoneIn => "MULTIMESH_DNS_ZONE_IN",
+        DnsZoneOut => "MULTIMESH_DNS_ZONE_OUT",
     }
+}
+
+pub fn table_name(t: Table) -> &'static str {
+    match t {
+        Table::Nat => "nat",
+        Table::Mangle => "mangle",
+        Table::Raw => "raw",
+    }
+}
+
+fn table_of(name: &str) -> Option<Table> {
+    Table::ALL.into_iter().find(|t| table_name(*t) == name)
+}
+
+fn hex(m: u32) -> String {
+    format!("{m:#x}")
 }
 
 /// One rule in `iptables-save` canonical form, without the `-A CHAIN ` head.
@@ -36,7 +60,8 @@ pub fn rule_spec(r: &Rule) -> String {
         }
         s.push_str(x);
     };
-    // iptables-save order: -s, -d, -i, -o, -p, then matches, then -j.
+    // iptables-save order: -s, -d, -i, -o, -p, then matches in the order
+    // they were given, then -j.
     for m in &r.matches {
         if let Match::Src(c) = m {
             push(&format!("-s {c}"));
@@ -59,13 +84,19 @@ pub fn rule_spec(r: &Rule) -> String {
             push(&format!("-o {i}"));
         }
     }
-    let tcp = r
-        .matches
-        .iter()
-        .any(|m| matches!(m, Match::Tcp | Match::Dport(_)))
-        || matches!(r.target, Target::Redirect(_));
-    if tcp {
-        push("-p tcp");
+    let proto = r.proto();
+    if let Some(p) = proto {
+        push(&format!("-p {p}"));
+    }
+    for m in &r.matches {
+        match m {
+            Match::CtInvalid => push("-m conntrack --ctstate INVALID"),
+            Match::Mark(v) => push(&format!("-m mark --mark {}", hex(*v))),
+            Match::NotMark(v) => push(&format!("-m mark ! --mark {}", hex(*v))),
+            Match::ConnMark(v) => push(&format!("-m connmark --mark {}", hex(*v))),
+            Match::SocketTransparent => push("-m socket --transparent"),
+            _ => {}
+        }
     }
     for m in &r.matches {
         match m {
@@ -76,98 +107,150 @@ pub fn rule_spec(r: &Rule) -> String {
             _ => {}
         }
     }
+    let p = proto.unwrap_or("tcp");
     for m in &r.matches {
-        if let Match::Dport(p) = m {
-            push(&format!("-m tcp --dport {p}"));
+        match m {
+            Match::Dport(n) => push(&format!("-m {p} --dport {n}")),
+            Match::Sport(n) => push(&format!("-m {p} --sport {n}")),
+            _ => {}
         }
     }
     match r.target {
         Target::Jump(c) => push(&format!("-j {}", chain_name(c))),
         Target::Return => push("-j RETURN"),
+        Target::Accept => push("-j ACCEPT"),
+        Target::Drop => push("-j DROP"),
         Target::Redirect(p) => push(&format!("-j REDIRECT --to-ports {p}")),
+        Target::Tproxy { family, port, mark } => push(&format!(
+            "-j TPROXY --on-port {port} --on-ip {} --tproxy-mark {}/0xffffffff",
+            if family == Family::V4 {
+                "0.0.0.0"
+            } else {
+                "::"
+            },
+            hex(mark)
+        )),
+        Target::SetMark(v) => push(&format!("-j MARK --set-xmark {}/0xffffffff", hex(v))),
+        Target::SaveMark => push("-j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff"),
+        Target::RestoreMark => {
+            push("-j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff")
+        }
+        Target::CtZone(z) => push(&format!("-j CT --zone {z}")),
     }
     s
 }
 
-/// The `-A ...` lines for a family, in order.
-pub fn rule_lines(plan: &Plan, fam: Family) -> Vec<String> {
+/// The `-A ...` lines of one table for a family, in order.
+pub fn rule_lines(plan: &Plan, fam: Family, table: Table) -> Vec<String> {
     plan.rules(fam)
         .iter()
+        .filter(|r| r.chain.table() == table)
         .map(|r| format!("-A {} {}", chain_name(r.chain), rule_spec(r)))
         .collect()
 }
 
 /// The fast-path ADD payload: creates our chains (fails if any exists).
 pub fn render_create(plan: &Plan, fam: Family) -> String {
-    let mut s = String::from("*nat\n");
-    for c in Chain::OWN {
-        let _ = writeln!(s, "-N {}", chain_name(c));
+    let mut s = String::new();
+    for t in plan.tables() {
+        let _ = writeln!(s, "*{}", table_name(t));
+        for c in plan.own_chains(t) {
+            let _ = writeln!(s, "-N {}", chain_name(c));
+        }
+        for l in rule_lines(plan, fam, t) {
+            s.push_str(&l);
+            s.push('\n');
+        }
+        s.push_str("COMMIT\n");
     }
-    for l in rule_lines(plan, fam) {
-        s.push_str(&l);
-        s.push('\n');
-    }
-    s.push_str("COMMIT\n");
     s
 }
 
 /// The payload that converges any existing state to the plan: declaring a
-/// chain in --noflush mode creates or flushes it; stale jumps are deleted.
+/// chain in --noflush mode creates or flushes it; stale jumps are deleted,
+/// and so is whatever of ours the plan no longer has.
 pub fn render_converge(plan: &Plan, fam: Family, saved: &Saved) -> String {
-    let mut s = String::from("*nat\n");
-    for c in Chain::OWN {
-        let _ = writeln!(s, ":{} - [0:0]", chain_name(c));
+    let mut s = String::new();
+    for t in Table::ALL {
+        let own = plan.own_chains(t);
+        let st = saved.table(t);
+        let stale: Vec<&String> = st
+            .chains
+            .iter()
+            .filter(|c| !own.iter().any(|o| chain_name(*o) == c.as_str()))
+            .collect();
+        if own.is_empty() && st.jumps.is_empty() && stale.is_empty() {
+            continue;
+        }
+        let _ = writeln!(s, "*{}", table_name(t));
+        for c in &own {
+            let _ = writeln!(s, ":{} - [0:0]", chain_name(*c));
+        }
+        for j in &st.jumps {
+            let _ = writeln!(s, "-D{}", &j[2..]);
+        }
+        for c in &stale {
+            let _ = writeln!(s, "-F {c}");
+        }
+        for c in &stale {
+            let _ = writeln!(s, "-X {c}");
+        }
+        for l in rule_lines(plan, fam, t) {
+            s.push_str(&l);
+            s.push('\n');
+        }
+        s.push_str("COMMIT\n");
     }
-    for j in &saved.jumps {
-        let _ = writeln!(s, "-D{}", &j[2..]);
-    }
-    for l in rule_lines(plan, fam) {
-        s.push_str(&l);
-        s.push('\n');
-    }
-    s.push_str("COMMIT\n");
     s
 }
 
 /// The fast-path DEL payload (fails if anything is already gone).
-pub fn render_delete(plan_has_inbound: bool) -> String {
-    let mut s = String::from("*nat\n");
-    if plan_has_inbound {
-        s.push_str("-D PREROUTING -p tcp -j MULTIMESH_INBOUND\n");
+pub fn render_delete(plan: &Plan, fam: Family) -> String {
+    let mut s = String::new();
+    for t in plan.tables() {
+        let _ = writeln!(s, "*{}", table_name(t));
+        for l in rule_lines(plan, fam, t) {
+            if !l[3..].starts_with(CHAIN_PREFIX) {
+                let _ = writeln!(s, "-D{}", &l[2..]);
+            }
+        }
+        for c in plan.own_chains(t) {
+            let _ = writeln!(s, "-F {}", chain_name(c));
+        }
+        for c in plan.own_chains(t) {
+            let _ = writeln!(s, "-X {}", chain_name(c));
+        }
+        s.push_str("COMMIT\n");
     }
-    s.push_str("-D OUTPUT -p tcp -j MULTIMESH_OUTPUT\n");
-    for c in Chain::OWN {
-        let _ = writeln!(s, "-F {}", chain_name(c));
-    }
-    for c in Chain::OWN {
-        let _ = writeln!(s, "-X {}", chain_name(c));
-    }
-    s.push_str("COMMIT\n");
     s
 }
 
 /// Remove whatever of ours `saved` shows; None when nothing is there.
 pub fn render_cleanup(saved: &Saved) -> Option<String> {
-    if saved.chains.is_empty() && saved.jumps.is_empty() {
-        return None;
+    let mut s = String::new();
+    for t in Table::ALL {
+        let st = saved.table(t);
+        if st.chains.is_empty() && st.jumps.is_empty() {
+            continue;
+        }
+        let _ = writeln!(s, "*{}", table_name(t));
+        for j in &st.jumps {
+            let _ = writeln!(s, "-D{}", &j[2..]);
+        }
+        for c in &st.chains {
+            let _ = writeln!(s, "-F {c}");
+        }
+        for c in &st.chains {
+            let _ = writeln!(s, "-X {c}");
+        }
+        s.push_str("COMMIT\n");
     }
-    let mut s = String::from("*nat\n");
-    for j in &saved.jumps {
-        let _ = writeln!(s, "-D{}", &j[2..]);
-    }
-    for c in &saved.chains {
-        let _ = writeln!(s, "-F {c}");
-    }
-    for c in &saved.chains {
-        let _ = writeln!(s, "-X {c}");
-    }
-    s.push_str("COMMIT\n");
-    Some(s)
+    (!s.is_empty()).then_some(s)
 }
 
-/// What `iptables-save -t nat` shows of multimesh.
+/// What `iptables-save` shows of multimesh in one table.
 #[derive(Debug, Default, PartialEq)]
-pub struct Saved {
+pub struct SavedTable {
     /// Our chains that exist.
     pub chains: Vec<String>,
     /// `-A` lines in other chains that jump to ours.
@@ -176,29 +259,60 @@ pub struct Saved {
     pub own_rules: Vec<String>,
 }
 
+/// What `iptables-save` shows of multimesh, per table.
+#[derive(Debug, Default, PartialEq)]
+pub struct Saved {
+    pub nat: SavedTable,
+    pub mangle: SavedTable,
+    pub raw: SavedTable,
+}
+
+impl Saved {
+    pub fn table(&self, t: Table) -> &SavedTable {
+        match t {
+            Table::Nat => &self.nat,
+            Table::Mangle => &self.mangle,
+            Table::Raw => &self.raw,
+        }
+    }
+    fn table_mut(&mut self, t: Table) -> &mut SavedTable {
+        match t {
+            Table::Nat => &mut self.nat,
+            Table::Mangle => &mut self.mangle,
+            Table::Raw => &mut self.raw,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        Table::ALL
+            .iter()
+            .all(|t| self.table(*t).chains.is_empty() && self.table(*t).jumps.is_empty())
+    }
+}
+
 pub fn parse_save(text: &str) -> Saved {
     let mut out = Saved::default();
-    let mut in_nat = false;
+    let mut table: Option<Table> = None;
     for line in text.lines() {
         let line = line.trim_end();
         if let Some(t) = line.strip_prefix('*') {
-            in_nat = t == "nat";
+            table = table_of(t);
             continue;
         }
-        if !in_nat {
+        let Some(t) = table else {
             continue;
-        }
+        };
+        let st = out.table_mut(t);
         if let Some(decl) = line.strip_prefix(':') {
             let name = decl.split_whitespace().next().unwrap_or("");
             if name.starts_with(CHAIN_PREFIX) {
-                out.chains.push(name.to_string());
+                st.chains.push(name.to_string());
             }
         } else if let Some(rest) = line.strip_prefix("-A ") {
             let chain = rest.split_whitespace().next().unwrap_or("");
             if chain.starts_with(CHAIN_PREFIX) {
-                out.own_rules.push(line.to_string());
+                st.own_rules.push(line.to_string());
             } else if jump_target(rest).is_some_and(|t| t.starts_with(CHAIN_PREFIX)) {
-                out.jumps.push(line.to_string());
+                st.jumps.push(line.to_string());
             }
         }
     }
@@ -257,9 +371,9 @@ fn restore(t: &Tools, ns: &NetNs, lock: &Path, payload: &str) -> Result<crate::n
     })
 }
 
+/// Every table (ours are nat, mangle and raw).
 fn save(t: &Tools, ns: &NetNs) -> Result<String> {
-    let mut cmd = ns.command(&t.save);
-    cmd.args(["-t", "nat"]);
+    let cmd = ns.command(&t.save);
     let out = run_tool(cmd, b"", TOOL_TIMEOUT).map_err(|e| {
         CniError::new(
             code::CAPTURE_APPLY,
@@ -298,6 +412,11 @@ fn apply_rest(
             continue;
         }
         if let Err(error) = apply_family(plan, fam, variant, ns, &lock) {
+            // One table is one atomic commit: with several, a failure may
+            // leave the tables committed before it.
+            if plan.tables().len() > 1 {
+                done.push(fam);
+            }
             let undone = remove_families(plan, &done, variant, ns, &lock);
             if let Err(e) = &undone {
                 log::error!("undoing capture after a failed apply: {e}");
@@ -343,7 +462,8 @@ fn remove_families(
         return Ok(());
     }
     if variant == Variant::Nft {
-        match super::nftnl::remove_xt(ns, CHAIN_PREFIX, families) {
+        let tables: Vec<&str> = plan.tables().into_iter().map(table_name).collect();
+        match super::nftnl::remove_xt(ns, CHAIN_PREFIX, families, &tables) {
             Ok(()) => return Ok(()),
             Err(e) => log::info!("{e}; removing with the restore tool"),
         }
@@ -367,7 +487,7 @@ fn remove_family(
     let t = tools(variant, fam)?;
     // The fast path fits the shape the plan programs; anything else (partly
     // removed, changed by hand) takes the save + cleanup path.
-    let out = restore(&t, ns, lock, &render_delete(plan.inbound_enabled()))?;
+    let out = restore(&t, ns, lock, &render_delete(plan, fam))?;
     if out.ok() {
         return Ok(());
     }
@@ -386,20 +506,46 @@ fn remove_family(
 
 /// Differences between the plan and what `iptables-save` shows, if any.
 pub fn diff(plan: &Plan, fam: Family, saved: &Saved) -> Option<String> {
-    let expected = rule_lines(plan, fam);
-    let mut actual: Vec<String> = saved.jumps.clone();
-    actual.extend(saved.own_rules.iter().cloned());
-    // Compare as ordered lists per chain: the builtin-chain jumps may sit
-    // among other rules, ours must be exactly the plan.
-    let mut missing_chains: Vec<&str> = Chain::OWN
-        .iter()
-        .map(|c| chain_name(*c))
-        .filter(|c| !saved.chains.iter().any(|s| s == c))
+    let mut missing_chains: Vec<&str> = plan
+        .chains()
+        .into_iter()
+        .filter(|c| !c.is_hook())
+        .filter(|c| {
+            !saved
+                .table(c.table())
+                .chains
+                .iter()
+                .any(|s| s == chain_name(*c))
+        })
+        .map(|c| chain_name(c))
         .collect();
     missing_chains.sort();
     if !missing_chains.is_empty() {
         return Some(format!("missing chains: {}", missing_chains.join(", ")));
     }
+    for t in Table::ALL {
+        if let Some(d) = diff_table(plan, fam, t, saved.table(t)) {
+            return Some(format!("{} table: {d}", table_name(t)));
+        }
+    }
+    None
+}
+
+fn diff_table(plan: &Plan, fam: Family, t: Table, saved: &SavedTable) -> Option<String> {
+    let expected = rule_lines(plan, fam, t);
+    let mut actual: Vec<String> = saved.jumps.clone();
+    actual.extend(saved.own_rules.iter().cloned());
+    let own = plan.own_chains(t);
+    let extra_chains: Vec<&String> = saved
+        .chains
+        .iter()
+        .filter(|c| !own.iter().any(|o| chain_name(*o) == c.as_str()))
+        .collect();
+    if !extra_chains.is_empty() {
+        return Some(format!("unexpected chains {extra_chains:?}"));
+    }
+    // Compare as ordered lists per chain: the builtin-chain jumps may sit
+    // among other rules, ours must be exactly the plan.
     let mut exp_sorted = expected.clone();
     exp_sorted.sort();
     let mut act_sorted = actual.clone();
@@ -411,14 +557,19 @@ pub fn diff(plan: &Plan, fam: Family, saved: &Saved) -> Option<String> {
             "missing rules {missing:?}; unexpected rules {extra:?}"
         ));
     }
-    // Same rules: check the order within our chains.
-    let exp_own: Vec<&String> = expected
-        .iter()
-        .filter(|l| l[3..].starts_with(CHAIN_PREFIX))
-        .collect();
-    let act_own: Vec<&String> = saved.own_rules.iter().collect();
-    if exp_own != act_own {
-        return Some("rules are out of order".into());
+    // Same rules: check the order within each of our chains (a listing
+    // groups rules by chain, in its own order of chains).
+    for c in own {
+        let head = format!("-A {} ", chain_name(c));
+        let exp: Vec<&String> = expected.iter().filter(|l| l.starts_with(&head)).collect();
+        let act: Vec<&String> = saved
+            .own_rules
+            .iter()
+            .filter(|l| l.starts_with(&head))
+            .collect();
+        if exp != act {
+            return Some(format!("rules of {} are out of order", chain_name(c)));
+        }
     }
     None
 }
@@ -481,8 +632,8 @@ impl super::Driver for Iptables<'_> {
         check(plan, self.variant, ns)
     }
 
-    /// Both families' nat rules of this variant: the jumps into our chains,
-    /// our chains' rules, and a summary (ports, excluded interfaces).
+    /// Both families' rules of this variant: the jumps into our chains,
+    /// our chains' rules per table, and a summary (ports, interfaces).
     fn describe(&self, ns: &NetNs) -> Result<Option<String>> {
         let mut out = String::new();
         for fam in [Family::V4, Family::V6] {
@@ -490,7 +641,7 @@ impl super::Driver for Iptables<'_> {
                 continue; // this variant is not installed
             };
             let saved = parse_save(&save(&t, ns)?);
-            if saved.chains.is_empty() {
+            if saved.is_empty() {
                 continue;
             }
             let (tool, fam) = match fam {
@@ -502,9 +653,22 @@ impl super::Driver for Iptables<'_> {
                 "backend: iptables, {} variant ({tool}, {fam})",
                 self.variant.name()
             );
-            out.push_str(&summary(saved.own_rules.iter().chain(saved.jumps.iter())));
-            for l in saved.jumps.iter().chain(saved.own_rules.iter()) {
-                let _ = writeln!(out, "  {l}");
+            let lines = || {
+                Table::ALL.into_iter().flat_map(|t| {
+                    let st = saved.table(t);
+                    st.jumps.iter().chain(st.own_rules.iter())
+                })
+            };
+            out.push_str(&summary(lines()));
+            for t in Table::ALL {
+                let st = saved.table(t);
+                if st.chains.is_empty() && st.jumps.is_empty() {
+                    continue;
+                }
+                let _ = writeln!(out, "  *{}", table_name(t));
+                for l in st.jumps.iter().chain(st.own_rules.iter()) {
+                    let _ = writeln!(out, "  {l}");
+                }
             }
         }
         Ok((!out.is_empty()).then_some(out))
@@ -518,14 +682,21 @@ fn summary<'a>(lines: impl Iterator<Item = &'a String>) -> String {
     for l in lines {
         let w: Vec<&str> = l.split_whitespace().collect();
         for (i, x) in w.iter().enumerate() {
-            if *x == "--to-ports" {
+            if *x == "--to-ports" || *x == "--on-port" {
                 if let Some(p) = w.get(i + 1) {
                     let dir = if l.starts_with("-A MULTIMESH_IN_REDIRECT") {
                         "inbound"
+                    } else if l.starts_with("-A MULTIMESH_TPROXY") {
+                        "inbound (TPROXY)"
+                    } else if l.starts_with("-A MULTIMESH_DNS") {
+                        "dns"
                     } else {
                         "outbound"
                     };
-                    redirects.push(format!("{dir} -> {p}"));
+                    let r = format!("{dir} -> {p}");
+                    if !redirects.contains(&r) {
+                        redirects.push(r);
+                    }
                 }
             }
             if (*x == "-i" || *x == "-o") && w.get(i + 1) != Some(&"lo") {
@@ -621,33 +792,34 @@ mod tests {
     fn save_output_round_trips_through_diff() {
         let p = plan();
         let mut save = String::from("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j MULTIMESH_FAKE\nCOMMIT\n*nat\n:PREROUTING ACCEPT [3:180]\n:OUTPUT ACCEPT [0:0]\n");
-        for c in Chain::OWN {
+        for c in p.own_chains(Table::Nat) {
             save.push_str(&format!(":{} - [0:0]\n", chain_name(c)));
         }
         save.push_str("-A OUTPUT -p udp -m udp --dport 53 -j RETURN\n");
-        for l in rule_lines(&p, Family::V4) {
+        for l in rule_lines(&p, Family::V4, Table::Nat) {
             save.push_str(&l);
             save.push('\n');
         }
         save.push_str("COMMIT\n");
         let saved = parse_save(&save);
-        assert_eq!(saved.chains.len(), 4);
-        assert_eq!(saved.jumps.len(), 2, "filter-table rules are not ours");
+        assert_eq!(saved.nat.chains.len(), 4);
+        assert_eq!(saved.nat.jumps.len(), 2, "filter-table rules are not ours");
+        assert!(saved.mangle.chains.is_empty() && saved.raw.chains.is_empty());
         assert_eq!(diff(&p, Family::V4, &saved), None);
         // A duplicated jump, a missing rule and a reordering are all drift.
         let mut dup = parse_save(&save);
-        dup.jumps.push(dup.jumps[0].clone());
+        dup.nat.jumps.push(dup.nat.jumps[0].clone());
         assert!(diff(&p, Family::V4, &dup).is_some());
         let mut missing = parse_save(&save);
-        missing.own_rules.pop();
+        missing.nat.own_rules.pop();
         assert!(diff(&p, Family::V4, &missing)
             .unwrap()
             .contains("missing rules"));
         let mut swapped = parse_save(&save);
-        swapped.own_rules.swap(0, 1);
+        swapped.nat.own_rules.swap(0, 1);
         assert!(diff(&p, Family::V4, &swapped).unwrap().contains("order"));
         let mut nochain = parse_save(&save);
-        nochain.chains.pop();
+        nochain.nat.chains.pop();
         assert!(diff(&p, Family::V4, &nochain)
             .unwrap()
             .contains("missing chains"));
@@ -670,12 +842,67 @@ mod tests {
         );
     }
 
+    /// Every mode at once: one save of all tables reads back as no drift;
+    /// a mangle or raw rule gone is drift naming its table; cleanup and
+    /// the delete payload cover every table.
+    #[test]
+    fn every_table_is_saved_diffed_and_removed() {
+        let mut cfg = CaptureConfig::defaults(crate::capture::Profile::Istio);
+        cfg.interception = crate::capture::Interception::Tproxy;
+        cfg.dns_capture = true;
+        cfg.drop_invalid = true;
+        cfg.reroute_interfaces = vec!["net1".into()];
+        let p = Plan::new(&cfg, true);
+        assert_eq!(p.tables(), Table::ALL);
+        for fam in [Family::V4, Family::V6] {
+            let mut save = String::new();
+            for t in Table::ALL {
+                save.push_str(&format!("*{}\n:PREROUTING ACCEPT [0:0]\n", table_name(t)));
+                for c in p.own_chains(t) {
+                    save.push_str(&format!(":{} - [0:0]\n", chain_name(c)));
+                }
+                for l in rule_lines(&p, fam, t) {
+                    save.push_str(&l);
+                    save.push('\n');
+                }
+                save.push_str("COMMIT\n");
+            }
+            let saved = parse_save(&save);
+            assert_eq!(diff(&p, fam, &saved), None);
+            for (t, want) in [(Table::Mangle, "mangle table"), (Table::Raw, "raw table")] {
+                let mut less = parse_save(&save);
+                match t {
+                    Table::Mangle => less.mangle.own_rules.pop(),
+                    _ => less.raw.own_rules.pop(),
+                };
+                assert!(diff(&p, fam, &less).unwrap().contains(want));
+            }
+            let cleanup = render_cleanup(&saved).unwrap();
+            let delete = render_delete(&p, fam);
+            for t in Table::ALL {
+                assert!(cleanup.contains(&format!("*{}\n", table_name(t))));
+                assert!(delete.contains(&format!("*{}\n", table_name(t))));
+            }
+            assert!(
+                delete.contains("-X MULTIMESH_TPROXY")
+                    && delete.contains("-X MULTIMESH_DNS_ZONE_OUT")
+            );
+            // A plan without the modes converges the extra chains away.
+            let plain = Plan::new(
+                &CaptureConfig::defaults(crate::capture::Profile::Istio),
+                true,
+            );
+            let conv = render_converge(&plain, fam, &saved);
+            assert!(conv.contains("-X MULTIMESH_MANGLE_IN") && conv.contains("-X MULTIMESH_DNS"));
+        }
+    }
+
     #[test]
     fn only_tcp_is_ever_matched() {
         let mut cfg = CaptureConfig::defaults(crate::capture::Profile::Istio);
         cfg.exclude_interfaces = vec!["net1".into()];
         for fam in [Family::V4, Family::V6] {
-            let lines = rule_lines(&Plan::new(&cfg, true), fam);
+            let lines = rule_lines(&Plan::new(&cfg, true), fam, Table::Nat);
             assert!(lines
                 .iter()
                 .all(|l| !l.contains("udp") && !l.contains("sctp") && !l.contains("icmp")));

@@ -13,6 +13,7 @@ pub mod iptables;
 pub mod nft;
 pub mod nftnl;
 pub mod plan;
+pub mod route;
 
 pub use config::{parse_cidrs, parse_ifnames, parse_port_str, parse_ports};
 pub use config::{CaptureConfig, PortSet, Profile};
@@ -52,6 +53,34 @@ impl Variant {
             Variant::Auto => "auto",
             Variant::Legacy => "legacy",
             Variant::Nft => "nft",
+        }
+    }
+}
+
+/// How inbound TCP reaches the proxy (`interceptionMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interception {
+    /// nat REDIRECT: the proxy reads the original destination with
+    /// `SO_ORIGINAL_DST`; the app sees connections from the proxy.
+    Redirect,
+    /// mangle TPROXY: the proxy's `IP_TRANSPARENT` listener accepts the
+    /// connection with the client's source and original destination.
+    Tproxy,
+}
+
+impl Interception {
+    pub fn name(self) -> &'static str {
+        match self {
+            Interception::Redirect => "REDIRECT",
+            Interception::Tproxy => "TPROXY",
+        }
+    }
+    /// The mode's name as the config and Istio's annotation spell it.
+    pub fn parse(s: &str) -> Option<Interception> {
+        match s {
+            "REDIRECT" => Some(Interception::Redirect),
+            "TPROXY" => Some(Interception::Tproxy),
+            _ => None,
         }
     }
 }
@@ -157,7 +186,9 @@ pub fn render(cfg: &CaptureConfig, ipv6: bool) -> String {
     if !cfg.enabled {
         return "# capture disabled: no rules\n".into();
     }
-    driver(cfg.backend, cfg.variant, Path::new("")).render(&Plan::new(cfg, ipv6))
+    let plan = Plan::new(cfg, ipv6);
+    let rules = driver(cfg.backend, cfg.variant, Path::new("")).render(&plan);
+    rules + &route::render(&plan)
 }
 
 impl Setup {
@@ -174,30 +205,66 @@ impl Setup {
 
 /// Program capture in `ns`. Idempotent: converges to exactly the plan.
 pub fn apply(p: &Setup, ns: &NetNs, state_dir: &Path) -> std::result::Result<(), ApplyError> {
-    p.driver(state_dir)
-        .map_err(|error| ApplyError { error, clean: true })?
-        .apply(&p.plan(), ns)
+    let driver = p
+        .driver(state_dir)
+        .map_err(|error| ApplyError { error, clean: true })?;
+    let plan = p.plan();
+    driver.apply(&plan, ns)?;
+    with_routing(&*driver, &plan, ns)
 }
 
 /// Add the IPv6 part to capture `apply` programmed single-stack (`p` is
 /// the same capture with `ipv6` set); see [`Driver::add_ipv6`].
 pub fn add_ipv6(p: &Setup, ns: &NetNs, state_dir: &Path) -> std::result::Result<(), ApplyError> {
-    p.driver(state_dir)
-        .map_err(|error| ApplyError {
+    let driver = p.driver(state_dir).map_err(|error| ApplyError {
+        error,
+        clean: false,
+    })?;
+    let plan = p.plan();
+    driver.add_ipv6(&plan, ns)?;
+    with_routing(&*driver, &plan, ns)
+}
+
+/// The TPROXY policy routing after the driver's rules; when it fails,
+/// the rules and whatever routing was added are removed again.
+fn with_routing(
+    driver: &dyn Driver,
+    plan: &Plan,
+    ns: &NetNs,
+) -> std::result::Result<(), ApplyError> {
+    if !plan.tproxy() {
+        return Ok(());
+    }
+    route::apply(ns, &plan.families()).map_err(|error| {
+        let undone = driver.remove(plan, ns).and(route::remove(ns));
+        if let Err(e) = &undone {
+            log::error!("undoing capture after failed TPROXY routing: {e}");
+        }
+        ApplyError {
             error,
-            clean: false,
-        })?
-        .add_ipv6(&p.plan(), ns)
+            clean: undone.is_ok(),
+        }
+    })
 }
 
 /// Remove what multimesh programmed; succeeds when it is partly or wholly gone.
 pub fn remove(p: &Setup, ns: &NetNs, state_dir: &Path) -> Result<()> {
-    p.driver(state_dir)?.remove(&p.plan(), ns)
+    let plan = p.plan();
+    let rules = p.driver(state_dir)?.remove(&plan, ns);
+    if plan.tproxy() {
+        route::remove(ns)?;
+    }
+    rules
 }
 
 /// Compare what is in `ns` with the plan; CAPTURE_DRIFT when they differ.
 pub fn check(p: &Setup, ns: &NetNs, state_dir: &Path) -> Result<()> {
-    p.driver(state_dir)?.check(&p.plan(), ns)
+    let plan = p.plan();
+    p.driver(state_dir)?.check(&plan, ns)?;
+    if plan.tproxy() {
+        route::check(ns, &plan.families())?;
+    }
+    Ok(())
 }
 
 /// Locate a tool in PATH or the usual sbin directories.

@@ -13,14 +13,42 @@ use std::fmt::Write as _;
 pub const TABLE: &str = "multimesh";
 
 pub(crate) fn chain_name(c: Chain) -> &'static str {
+    use Chain::*;
     match c {
-        Chain::Prerouting => "prerouting",
-        Chain::Output => "output",
-        Chain::Inbound => "inbound",
-        Chain::InRedirect => "inbound_redirect",
-        Chain::Outbound => "outbound",
-        Chain::Redirect => "outbound_redirect",
+        Prerouting => "prerouting",
+        Output => "output",
+        Inbound => "inbound",
+        InRedirect => "inbound_redirect",
+        Outbound => "outbound",
+        Redirect => "outbound_redirect",
+        DnsRedirect => "dns_redirect",
+        ManglePrerouting => "mangle_prerouting",
+        MangleOutput => "mangle_output",
+        MangleInbound => "mangle_inbound",
+        Divert => "divert",
+        TproxyRedirect => "tproxy_redirect",
+        MarkOutput => "mark_output",
+        RawPrerouting => "raw_prerouting",
+        RawOutput => "raw_output",
+        DnsZoneIn => "dns_zone_in",
+        DnsZoneOut => "dns_zone_out",
     }
+}
+
+/// A base chain's declaration (type, hook, priority), as written; `nft -n`
+/// prints the priority as a number (see `numeric`).
+pub(crate) fn hook_decl(c: Chain) -> Option<&'static str> {
+    use Chain::*;
+    Some(match c {
+        Prerouting => "type nat hook prerouting priority dstnat; policy accept;",
+        Output => "type nat hook output priority -100; policy accept;",
+        ManglePrerouting => "type filter hook prerouting priority mangle; policy accept;",
+        // A route chain: a mark set here re-routes the packet.
+        MangleOutput => "type route hook output priority mangle; policy accept;",
+        RawPrerouting => "type filter hook prerouting priority raw; policy accept;",
+        RawOutput => "type filter hook output priority raw; policy accept;",
+        _ => return None,
+    })
 }
 
 fn is_family_specific(r: &Rule) -> bool {
@@ -78,6 +106,10 @@ fn fam_kw(c: &super::Cidr) -> &'static str {
     }
 }
 
+fn mark(m: u32) -> String {
+    format!("{m:#010x}")
+}
+
 pub fn rule_text(r: &Rule) -> String {
     let mut parts: Vec<String> = Vec::new();
     for m in &r.matches {
@@ -102,11 +134,23 @@ pub fn rule_text(r: &Rule) -> String {
             parts.push(format!("oifname \"{i}\""));
         }
     }
-    let has_dport = r.matches.iter().any(|m| matches!(m, Match::Dport(_)));
-    let tcp = r.matches.iter().any(|m| matches!(m, Match::Tcp))
-        || matches!(r.target, Target::Redirect(_));
-    if tcp && !has_dport {
-        parts.push("meta l4proto tcp".into());
+    let has_port = r
+        .matches
+        .iter()
+        .any(|m| matches!(m, Match::Dport(_) | Match::Sport(_)));
+    let proto = r.proto();
+    if let (Some(p), false) = (proto, has_port) {
+        parts.push(format!("meta l4proto {p}"));
+    }
+    for m in &r.matches {
+        match m {
+            Match::CtInvalid => parts.push("ct state invalid".into()),
+            Match::Mark(v) => parts.push(format!("meta mark {}", mark(*v))),
+            Match::NotMark(v) => parts.push(format!("meta mark != {}", mark(*v))),
+            Match::ConnMark(v) => parts.push(format!("ct mark {}", mark(*v))),
+            Match::SocketTransparent => parts.push("socket transparent 1".into()),
+            _ => {}
+        }
     }
     for m in &r.matches {
         match m {
@@ -117,50 +161,55 @@ pub fn rule_text(r: &Rule) -> String {
             _ => {}
         }
     }
+    let p = proto.unwrap_or("tcp");
     for m in &r.matches {
-        if let Match::Dport(p) = m {
-            parts.push(format!("tcp dport {p}"));
+        match m {
+            Match::Dport(n) => parts.push(format!("{p} dport {n}")),
+            Match::Sport(n) => parts.push(format!("{p} sport {n}")),
+            _ => {}
         }
     }
     parts.push(match r.target {
         Target::Jump(c) => format!("jump {}", chain_name(c)),
         Target::Return => "return".into(),
+        Target::Accept => "accept".into(),
+        Target::Drop => "drop".into(),
         Target::Redirect(p) => format!("redirect to :{p}"),
+        Target::Tproxy {
+            family,
+            port,
+            mark: m,
+        } => format!(
+            "tproxy {} to :{port} meta mark set {} accept",
+            if family == Family::V4 { "ip" } else { "ip6" },
+            mark(m)
+        ),
+        Target::SetMark(v) => format!("meta mark set {}", mark(v)),
+        Target::SaveMark => "ct mark set meta mark".into(),
+        Target::RestoreMark => "meta mark set ct mark".into(),
+        Target::CtZone(z) => format!("ct zone set {z}"),
     });
     parts.join(" ")
 }
 
-/// The table as `nft list table inet multimesh` prints it.
-/// The table's chains, in the order they are listed.
-pub const CHAINS: [Chain; 6] = [
-    Chain::Prerouting,
-    Chain::Output,
-    Chain::Inbound,
-    Chain::InRedirect,
-    Chain::Outbound,
-    Chain::Redirect,
-];
-
+/// The table as `nft list table inet multimesh` prints it: the plan's
+/// chains in order (`Plan::chains`), each with its rules.
 pub fn render_table(plan: &Plan) -> String {
     let rules = merged_rules(plan);
     let mut s = format!("table inet {TABLE} {{\n");
-    for (n, c) in CHAINS.iter().enumerate() {
+    for (n, c) in plan.chains().into_iter().enumerate() {
         if n > 0 {
             s.push('\n');
         }
-        let _ = writeln!(s, "\tchain {} {{", chain_name(*c));
-        match c {
-            Chain::Prerouting => {
-                s.push_str("\t\ttype nat hook prerouting priority dstnat; policy accept;\n")
+        let _ = writeln!(s, "\tchain {} {{", chain_name(c));
+        if let Some(decl) = hook_decl(c) {
+            let _ = writeln!(s, "\t\t{decl}");
+            if !plan.ipv6 {
+                // No IPv6 on this pod: leave IPv6 alone, as iptables mode does.
+                s.push_str("\t\tmeta nfproto ipv6 return\n");
             }
-            Chain::Output => s.push_str("\t\ttype nat hook output priority -100; policy accept;\n"),
-            _ => {}
         }
-        if matches!(c, Chain::Prerouting | Chain::Output) && !plan.ipv6 {
-            // No IPv6 on this pod: leave IPv6 alone, as iptables mode does.
-            s.push_str("\t\tmeta nfproto ipv6 return\n");
-        }
-        for r in rules.iter().filter(|r| r.chain == *c) {
+        for r in rules.iter().filter(|r| r.chain == c) {
             let _ = writeln!(s, "\t\t{}", rule_text(r));
         }
         s.push_str("\t}\n");
@@ -215,8 +264,12 @@ pub fn list(ns: &NetNs) -> Result<Option<String>> {
 /// never looks up user names, which is why CHECK lists with -n).
 fn numeric(s: &str) -> String {
     s.replace("meta l4proto tcp", "meta l4proto 6")
+        .replace("meta l4proto udp", "meta l4proto 17")
         .replace("meta nfproto ipv6", "meta nfproto 10")
+        .replace("ct state invalid", "ct state 0x1")
         .replace("priority dstnat;", "priority -100;")
+        .replace("priority mangle;", "priority -150;")
+        .replace("priority raw;", "priority -300;")
 }
 
 fn normalize(s: &str) -> Vec<String> {

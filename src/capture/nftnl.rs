@@ -6,8 +6,10 @@
 //! shows exactly that text and CHECK keeps comparing text.
 //!
 //! The messages are `netlink-packet-netfilter`'s typed table, chain and
-//! rule messages (its `redir` expression is missing: it is built as a raw
-//! expression); dump replies are parsed by the same crate. The socket is
+//! rule messages (its `redir`, `ct`, `socket` and `tproxy` expressions
+//! are missing: they are built as raw expressions, `Expressions::Other`,
+//! with the attributes `nft --debug=netlink` shows nft sending); dump
+//! replies are parsed by the same crate. The socket is
 //! `netlink-sys`'s.
 //!
 //! Why no `nft`: an `nft` exec costs ~4 ms of CPU per ADD and per DEL, and
@@ -53,9 +55,27 @@ const NFTA_RULE_EXPRESSIONS: u16 = 4;
 /// `priority dstnat` (NF_IP_PRI_NAT_DST), the base chains' priority.
 const PRIORITY_DSTNAT: i32 = -100;
 const IPPROTO_TCP: u8 = libc::IPPROTO_TCP as u8;
+const IPPROTO_UDP: u8 = libc::IPPROTO_UDP as u8;
+/// `priority mangle` and `priority raw` (NF_IP_PRI_MANGLE, NF_IP_PRI_RAW).
+const PRIORITY_MANGLE: i32 = -150;
+const PRIORITY_RAW: i32 = -300;
+const NF_DROP: u32 = 0;
+// The expressions the crate has no type for: ct, socket, tproxy
+// (linux/netfilter/nf_tables.h).
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFTA_CT_SREG: u16 = 4;
+const NFT_CT_STATE: u32 = 0;
+const NFT_CT_MARK: u32 = 3;
+const NFT_CT_ZONE: u32 = 17;
+/// NF_CT_STATE_INVALID_BIT, the `ct state invalid` bit.
+const CT_STATE_INVALID: u32 = 1;
+const NFTA_SOCKET_KEY: u16 = 1;
+const NFTA_SOCKET_DREG: u16 = 2;
+const NFT_SOCKET_TRANSPARENT: u32 = 0;
+const NFTA_TPROXY_FAMILY: u16 = 1;
+const NFTA_TPROXY_REG_PORT: u16 = 3;
 const IFNAMSIZ: usize = libc::IFNAMSIZ;
-/// The table iptables-nft keeps its nat chains in (`ip nat`, `ip6 nat`).
-const XT_TABLE: &str = "nat";
 
 /// Sockets whose close is left to process exit (see the module doc).
 static LINGER: Mutex<Vec<Socket>> = Mutex::new(Vec::new());
@@ -233,9 +253,115 @@ fn expressions(e: &Exprs) -> RuleAttribute {
     RuleAttribute::Other(DefaultNla::new(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, buf))
 }
 
-fn l4proto_tcp(e: &mut Exprs) {
+/// `meta l4proto tcp|udp`.
+fn l4proto(e: &mut Exprs, udp: bool) {
     meta(e, MetaKey::L4Proto);
-    cmp(e, Operator::Equal, vec![IPPROTO_TCP]);
+    cmp(
+        e,
+        Operator::Equal,
+        vec![if udp { IPPROTO_UDP } else { IPPROTO_TCP }],
+    );
+}
+
+/// `ct KEY`, loaded into register 1 (raw: the crate has no `ct`).
+fn ct_load(e: &mut Exprs, key: u32) {
+    e.push(
+        Expressions::Other {
+            expression_type: "ct".into(),
+            attributes: vec![
+                DefaultNla::new(NFTA_CT_DREG, reg(Register::Reg1).to_vec()),
+                DefaultNla::new(NFTA_CT_KEY, key.to_be_bytes().to_vec()),
+            ],
+        }
+        .into(),
+    );
+}
+
+/// `ct KEY set` from register 1.
+fn ct_set(e: &mut Exprs, key: u32) {
+    e.push(
+        Expressions::Other {
+            expression_type: "ct".into(),
+            attributes: vec![
+                DefaultNla::new(NFTA_CT_KEY, key.to_be_bytes().to_vec()),
+                DefaultNla::new(NFTA_CT_SREG, reg(Register::Reg1).to_vec()),
+            ],
+        }
+        .into(),
+    );
+}
+
+/// `meta KEY set` from register 1.
+fn meta_set(e: &mut Exprs, key: MetaKey) {
+    e.push(Expressions::Meta(vec![Meta::Key(key), Meta::SourceRegister(Register::Reg1)]).into());
+}
+
+/// A value into register 1.
+fn load(e: &mut Exprs, data: Vec<u8>) {
+    e.push(
+        Expressions::Immediate(vec![
+            Immediate::DestinationRegister(Register::Reg1),
+            Immediate::Data(DataAttribute::Value(data)),
+        ])
+        .into(),
+    );
+}
+
+/// `ct state invalid`: the state bit masked, compared with zero.
+fn ct_invalid(e: &mut Exprs) {
+    ct_load(e, NFT_CT_STATE);
+    e.push(
+        Expressions::Bitwise(vec![
+            Bitwise::SourceRegister(Register::Reg1),
+            Bitwise::DestinationRegister(Register::Reg1),
+            Bitwise::Length(4),
+            Bitwise::Mask(DataAttribute::Value(
+                CT_STATE_INVALID.to_ne_bytes().to_vec(),
+            )),
+            Bitwise::Xor(DataAttribute::Value(vec![0; 4])),
+        ])
+        .into(),
+    );
+    cmp(e, Operator::NotEqual, vec![0; 4]);
+}
+
+/// `socket transparent 1` (raw: the crate has no `socket`).
+fn socket_transparent(e: &mut Exprs) {
+    e.push(
+        Expressions::Other {
+            expression_type: "socket".into(),
+            attributes: vec![
+                DefaultNla::new(
+                    NFTA_SOCKET_KEY,
+                    NFT_SOCKET_TRANSPARENT.to_be_bytes().to_vec(),
+                ),
+                DefaultNla::new(NFTA_SOCKET_DREG, reg(Register::Reg1).to_vec()),
+            ],
+        }
+        .into(),
+    );
+    cmp(e, Operator::Equal, vec![1]);
+}
+
+/// `tproxy ip|ip6 to :port meta mark set MARK accept` (raw `tproxy`).
+fn tproxy(e: &mut Exprs, family: Family, port: u16, mark: u32) {
+    load(e, port.to_be_bytes().to_vec());
+    e.push(
+        Expressions::Other {
+            expression_type: "tproxy".into(),
+            attributes: vec![
+                DefaultNla::new(
+                    NFTA_TPROXY_FAMILY,
+                    u32::from(u8::from(nfproto(family))).to_be_bytes().to_vec(),
+                ),
+                DefaultNla::new(NFTA_TPROXY_REG_PORT, reg(Register::Reg1).to_vec()),
+            ],
+        }
+        .into(),
+    );
+    load(e, mark.to_ne_bytes().to_vec());
+    meta_set(e, MetaKey::Mark);
+    verdict(e, Verdict::Other(NF_ACCEPT), None);
 }
 
 /// `iifname|oifname NAME`: the name zero-padded to IFNAMSIZ, as nft does.
@@ -315,13 +441,35 @@ fn rule_exprs(r: &Rule) -> Exprs {
             ifname(&mut e, MetaKey::Oifname, i);
         }
     }
-    let has_dport = r.matches.iter().any(|m| matches!(m, Match::Dport(_)));
-    let tcp = r.matches.iter().any(|m| matches!(m, Match::Tcp))
-        || matches!(r.target, Target::Redirect(_));
+    let has_port = r
+        .matches
+        .iter()
+        .any(|m| matches!(m, Match::Dport(_) | Match::Sport(_)));
+    let proto = r.proto();
+    let udp = proto == Some("udp");
     let mut l4 = false;
-    if tcp && !has_dport {
-        l4proto_tcp(&mut e);
+    if proto.is_some() && !has_port {
+        l4proto(&mut e, udp);
         l4 = true;
+    }
+    for m in &r.matches {
+        match m {
+            Match::CtInvalid => ct_invalid(&mut e),
+            Match::Mark(v) | Match::NotMark(v) => {
+                meta(&mut e, MetaKey::Mark);
+                let op = match m {
+                    Match::Mark(_) => Operator::Equal,
+                    _ => Operator::NotEqual,
+                };
+                cmp(&mut e, op, v.to_ne_bytes().to_vec());
+            }
+            Match::ConnMark(v) => {
+                ct_load(&mut e, NFT_CT_MARK);
+                cmp(&mut e, Operator::Equal, v.to_ne_bytes().to_vec());
+            }
+            Match::SocketTransparent => socket_transparent(&mut e),
+            _ => {}
+        }
     }
     for m in &r.matches {
         let (key, op, id) = match m {
@@ -335,19 +483,42 @@ fn rule_exprs(r: &Rule) -> Exprs {
         cmp(&mut e, op, id.to_ne_bytes().to_vec());
     }
     for m in &r.matches {
-        if let Match::Dport(p) = m {
-            if !l4 {
-                l4proto_tcp(&mut e);
-                l4 = true;
-            }
-            payload(&mut e, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
-            cmp(&mut e, Operator::Equal, p.to_be_bytes().to_vec());
+        let (offset, p) = match m {
+            Match::Sport(p) => (0, p),
+            Match::Dport(p) => (2, p),
+            _ => continue,
+        };
+        // nft's dependency of a port match, right before it.
+        if !l4 {
+            l4proto(&mut e, udp);
+            l4 = true;
         }
+        payload(&mut e, NFT_PAYLOAD_TRANSPORT_HEADER, offset, 2);
+        cmp(&mut e, Operator::Equal, p.to_be_bytes().to_vec());
     }
     match r.target {
         Target::Jump(c) => verdict(&mut e, Verdict::Jump, Some(chain_name(c))),
         Target::Return => verdict(&mut e, Verdict::Return, None),
+        Target::Accept => verdict(&mut e, Verdict::Other(NF_ACCEPT), None),
+        Target::Drop => verdict(&mut e, Verdict::Other(NF_DROP), None),
         Target::Redirect(p) => redirect(&mut e, p),
+        Target::Tproxy { family, port, mark } => tproxy(&mut e, family, port, mark),
+        Target::SetMark(v) => {
+            load(&mut e, v.to_ne_bytes().to_vec());
+            meta_set(&mut e, MetaKey::Mark);
+        }
+        Target::SaveMark => {
+            meta(&mut e, MetaKey::Mark);
+            ct_set(&mut e, NFT_CT_MARK);
+        }
+        Target::RestoreMark => {
+            ct_load(&mut e, NFT_CT_MARK);
+            meta_set(&mut e, MetaKey::Mark);
+        }
+        Target::CtZone(z) => {
+            load(&mut e, z.to_ne_bytes().to_vec());
+            ct_set(&mut e, NFT_CT_ZONE);
+        }
     }
     e
 }
@@ -378,6 +549,20 @@ fn table_msg(b: &mut Batch, delete: bool) {
     );
 }
 
+/// A base chain's hook, priority and type, as `nft::hook_decl` declares it.
+fn hook(c: Chain) -> Option<(InetHookNumber, i32, &'static str)> {
+    use InetHookNumber::{LocalOut, PreRouting};
+    Some(match c {
+        Chain::Prerouting => (PreRouting, PRIORITY_DSTNAT, "nat"),
+        Chain::Output => (LocalOut, PRIORITY_DSTNAT, "nat"),
+        Chain::ManglePrerouting => (PreRouting, PRIORITY_MANGLE, "filter"),
+        Chain::MangleOutput => (LocalOut, PRIORITY_MANGLE, "route"),
+        Chain::RawPrerouting => (PreRouting, PRIORITY_RAW, "filter"),
+        Chain::RawOutput => (LocalOut, PRIORITY_RAW, "filter"),
+        _ => return None,
+    })
+}
+
 /// The batch `nft::render_apply` describes: create the table if needed,
 /// flush its rules, (re)declare the chains, append the rules.
 pub fn apply_batch(plan: &Plan) -> (Vec<u8>, Vec<String>) {
@@ -393,24 +578,19 @@ pub fn apply_batch(plan: &Plan) -> (Vec<u8>, Vec<String>) {
         0,
         format!("flush table inet {table}"),
     );
-    for c in super::nft::CHAINS {
+    for c in plan.chains() {
         let mut attributes = vec![
             ChainAttribute::Table(table.into()),
             ChainAttribute::Name(chain_name(c).into()),
         ];
-        let hook = match c {
-            Chain::Prerouting => Some(InetHookNumber::PreRouting),
-            Chain::Output => Some(InetHookNumber::LocalOut),
-            _ => None,
-        };
-        if let Some(h) = hook {
+        if let Some((h, priority, kind)) = hook(c) {
             attributes.extend([
                 ChainAttribute::Hook(vec![
                     Hook::Number(HookNumber::Inet(h)),
-                    Hook::Priority(PRIORITY_DSTNAT as u32),
+                    Hook::Priority(priority as u32),
                 ]),
                 ChainAttribute::Policy(NF_ACCEPT),
-                ChainAttribute::Type("nat".into()),
+                ChainAttribute::Type(kind.into()),
             ]);
         }
         b.msg(
@@ -435,8 +615,8 @@ pub fn apply_batch(plan: &Plan) -> (Vec<u8>, Vec<String>) {
             format!("add rule {}: {text}", chain_name(c)),
         )
     };
-    for c in super::nft::CHAINS {
-        if matches!(c, Chain::Prerouting | Chain::Output) && !plan.ipv6 {
+    for c in plan.chains() {
+        if c.is_hook() && !plan.ipv6 {
             // The table is single-stack.
             let mut e = Exprs::new();
             meta(&mut e, MetaKey::Nfproto);
@@ -465,11 +645,16 @@ pub fn remove_batch() -> (Vec<u8>, Vec<String>) {
 }
 
 /// The batch that removes multimesh's iptables-nft chains from `family`'s
-/// nat table: the jumps to them (chain, rule handle), then the chains,
-/// flushed and deleted.
-fn xt_batch(family: Family, chains: &[String], jumps: &[(String, u64)]) -> (Vec<u8>, Vec<String>) {
+/// `table` (nat, mangle or raw): the jumps to them (chain, rule handle),
+/// then the chains, flushed and deleted.
+fn xt_batch(
+    family: Family,
+    xt_table: &str,
+    chains: &[String],
+    jumps: &[(String, u64)],
+) -> (Vec<u8>, Vec<String>) {
     let family = nfproto(family);
-    let table = || XT_TABLE.to_string();
+    let table = || xt_table.to_string();
     let mut b = Batch::new();
     for (c, h) in jumps {
         let attributes = vec![
@@ -717,7 +902,8 @@ fn rule_place(r: &RuleMessage) -> (Option<&str>, Option<u64>) {
     out
 }
 
-/// iptables-nft keeps its tables as nf_tables tables (`ip nat`, `ip6 nat`),
+/// iptables-nft keeps its tables as nf_tables tables (`ip nat`, `ip6
+/// mangle`, ...; `tables` are the ones the plan uses),
 /// so multimesh's chains there can be removed over netlink too, with the
 /// same effect as the `-D`/`-F`/`-X` restore and without the
 /// `iptables-nft-restore` process (whose exit, right after a deletion,
@@ -725,16 +911,18 @@ fn rule_place(r: &RuleMessage) -> (Option<&str>, Option<u64>) {
 /// doc): list the table's chains and rules, then one batch deletes the
 /// jumps to ours (by handle), flushes ours and deletes them. Whatever of
 /// ours is there is removed; nothing else is touched.
-pub fn remove_xt(ns: &NetNs, prefix: &str, families: &[Family]) -> Result<()> {
+pub fn remove_xt(ns: &NetNs, prefix: &str, families: &[Family], tables: &[&str]) -> Result<()> {
     let sock = socket_in(ns)?;
-    let r = families
-        .iter()
-        .try_for_each(|f| remove_xt_on(&sock, prefix, *f));
+    let r = families.iter().try_for_each(|f| {
+        tables
+            .iter()
+            .try_for_each(|t| remove_xt_on(&sock, prefix, *f, t))
+    });
     linger(sock);
     r
 }
 
-fn remove_xt_on(sock: &Socket, prefix: &str, family: Family) -> Result<()> {
+fn remove_xt_on(sock: &Socket, prefix: &str, family: Family, xt_table: &str) -> Result<()> {
     let all_chains = NfTablesMessage::GetChain(ChainMessage { attributes: vec![] });
     let chains: Vec<String> = dump(sock, family, all_chains)?
         .iter()
@@ -742,14 +930,14 @@ fn remove_xt_on(sock: &Socket, prefix: &str, family: Family) -> Result<()> {
             NfTablesMessage::NewChain(c) => Some(chain_of(c)),
             _ => None,
         })
-        .filter(|(table, _)| *table == Some(XT_TABLE))
+        .filter(|(table, _)| *table == Some(xt_table))
         .filter_map(|(_, name)| name.filter(|n| n.starts_with(prefix)).map(String::from))
         .collect();
-    let nat_rules = NfTablesMessage::GetRule(RuleMessage {
-        attributes: vec![RuleAttribute::Table(XT_TABLE.into())],
+    let table_rules = NfTablesMessage::GetRule(RuleMessage {
+        attributes: vec![RuleAttribute::Table(xt_table.into())],
     });
     let mut jumps: Vec<(String, u64)> = Vec::new();
-    for m in dump(sock, family, nat_rules)? {
+    for m in dump(sock, family, table_rules)? {
         let NfTablesMessage::NewRule(r) = m else {
             continue;
         };
@@ -763,7 +951,7 @@ fn remove_xt_on(sock: &Socket, prefix: &str, family: Family) -> Result<()> {
     if chains.is_empty() && jumps.is_empty() {
         return Ok(());
     }
-    send_batch(sock, xt_batch(family, &chains, &jumps))
+    send_batch(sock, xt_batch(family, xt_table, &chains, &jumps))
 }
 
 pub fn apply(plan: &Plan, ns: &NetNs) -> Result<()> {
@@ -884,6 +1072,13 @@ mod tests {
         c.include_outbound_cidrs = rng.chance(50).then(|| rng.cidrs());
         c.exclude_outbound_cidrs = rng.cidrs();
         c.exclude_interfaces = rng.ifnames();
+        if rng.chance(30) {
+            c.interception = crate::capture::Interception::Tproxy;
+        }
+        c.dns_capture = rng.chance(30);
+        c.dns_port = rng.next() as u16;
+        c.drop_invalid = rng.chance(30);
+        c.reroute_interfaces = rng.ifnames();
         c
     }
 
@@ -917,6 +1112,12 @@ mod tests {
             out.push(with(&|c| c.proxy_gid = None));
             out.push(with(&|c| c.proxy_gid = Some(4242)));
             out.push(with(&|c| c.proxy_uid = 0));
+            out.push(with(&|c| {
+                c.interception = crate::capture::Interception::Tproxy
+            }));
+            out.push(with(&|c| c.dns_capture = true));
+            out.push(with(&|c| c.drop_invalid = true));
+            out.push(with(&|c| c.reroute_interfaces = vec!["net1".into()]));
         }
         out
     }
@@ -973,10 +1174,13 @@ mod tests {
                         other => panic!("{other:?}"),
                     }
                 }
+                // One rule message per rule, plus the single-stack return
+                // in each base chain.
+                let hooks = plan.chains().iter().filter(|c| c.is_hook()).count();
                 let expect =
-                    crate::capture::nft::merged_rules(&plan).len() + if ipv6 { 0 } else { 2 };
+                    crate::capture::nft::merged_rules(&plan).len() + if ipv6 { 0 } else { hooks };
                 assert_eq!(rules, expect);
-                assert_eq!(what.len(), 2 + 6 + expect);
+                assert_eq!(what.len(), 2 + plan.chains().len() + expect);
             }
         }
         let (buf, what) = remove_batch();
@@ -1058,7 +1262,7 @@ mod tests {
     fn iptables_nft_removal_batch() {
         let chains = ["MULTIMESH_OUTPUT".to_string()];
         let jumps = [("OUTPUT".to_string(), 0x0102_0304_0506_0708)];
-        let (buf, what) = xt_batch(Family::V6, &chains, &jumps);
+        let (buf, what) = xt_batch(Family::V6, "nat", &chains, &jumps);
         assert_eq!(
             what,
             [
@@ -1079,7 +1283,7 @@ mod tests {
         // The handle travels big-endian, as the kernel dumped it.
         assert!(msgs[1].0.windows(8).any(|w| w == [1, 2, 3, 4, 5, 6, 7, 8]));
         let rules = NfTablesMessage::GetRule(RuleMessage {
-            attributes: vec![RuleAttribute::Table(XT_TABLE.into())],
+            attributes: vec![RuleAttribute::Table("nat".into())],
         });
         let req = dump_request(Family::V4, rules);
         let m = messages(&req);
@@ -1095,14 +1299,14 @@ mod tests {
     fn jump_targets_are_read_back_from_dumped_rules() {
         let rule = |target: Option<(Verdict, &str)>| {
             let mut e = Exprs::new();
-            l4proto_tcp(&mut e);
+            l4proto(&mut e, false);
             match target {
                 Some((v, t)) => verdict(&mut e, v, Some(t)),
                 None => verdict(&mut e, Verdict::Return, None),
             }
             let m = NfTablesMessage::NewRule(RuleMessage {
                 attributes: vec![
-                    RuleAttribute::Table(XT_TABLE.into()),
+                    RuleAttribute::Table("nat".into()),
                     RuleAttribute::Chain("OUTPUT".into()),
                     RuleAttribute::Handle(9),
                     RuleAttribute::Expressions(e),

@@ -8,7 +8,7 @@ use std::path::Path;
 const INSPECT_HELP: &str = "\
 Usage: multimesh inspect --netns PATH
 Show what multimesh programmed in a pod network namespace: interfaces,
-backend, ports and rules.
+backend, ports and rules (every table), and TPROXY's policy routing.
 ";
 
 pub fn main(args: &[&str]) -> Result<String, String> {
@@ -44,6 +44,14 @@ pub fn main(args: &[&str]) -> Result<String, String> {
             Ok(None) => {}
             Err(e) => out.push_str(&format!("(could not read: {e})\n")),
         }
+    }
+    match capture::route::describe(&ns) {
+        Ok(Some(text)) => {
+            found = true;
+            out.push_str(&text);
+        }
+        Ok(None) => {}
+        Err(e) => out.push_str(&format!("(could not read the routing: {e})\n")),
     }
     if !found {
         out.push_str("capture: none (no multimesh rules in this netns)\n");

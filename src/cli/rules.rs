@@ -75,7 +75,7 @@ pub fn main(args: &[&str]) -> Result<String, String> {
     };
     if let Some(pod) = pod {
         let pod = crate::k8s::pod::Pod::from_json(&pod).map_err(|e| format!("the pod: {e}"))?;
-        return match crate::k8s::pod::capture_for_pod(&cfg, &pod) {
+        return match crate::k8s::pod::capture_for_pod(&cfg, &pod, None) {
             Err(e) => Err(e.to_string()),
             Ok(None) => Ok(format!(
                 "# pod not captured (profile {}, not meshed, capture disabled or namespace excluded): no rules\n",

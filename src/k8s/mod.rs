@@ -12,6 +12,7 @@ pub mod client;
 pub mod kubeconfig;
 pub mod pod;
 
+use crate::capture::CaptureConfig;
 use crate::config::NetConf;
 use crate::error::{code, CniError, Result};
 use client::{ApiError, Client};
@@ -163,6 +164,33 @@ impl Session {
             pod_ref,
             pod,
             nads: HashMap::new(),
+        })
+    }
+
+    /// The pod's capture (`pod::capture_for_pod`), reading its namespace
+    /// (one GET) only when the linkerd profile needs it.
+    pub fn capture(&mut self, base: &CaptureConfig) -> Result<Option<CaptureConfig>> {
+        let ns = if pod::needs_namespace(base, &self.pod) {
+            self.namespace()?
+        } else {
+            None
+        };
+        pod::capture_for_pod(base, &self.pod, ns.as_ref())
+    }
+
+    /// The pod's Namespace; None when the API server has none.
+    fn namespace(&mut self) -> Result<Option<pod::Namespace>> {
+        let ns = self.pod_ref.namespace.clone();
+        let v = match self.client.get(&format!("/api/v1/namespaces/{ns}")) {
+            Ok(v) => v,
+            Err(e) if e.status() == Some(404) => return Ok(None),
+            Err(e) => return Err(api_error(e, &format!("reading namespace {ns}"))),
+        };
+        pod::Namespace::from_json(&v).map(Some).map_err(|e| {
+            CniError::new(
+                code::API,
+                format!("namespace {ns} as the API server gave it: {e}"),
+            )
         })
     }
 

@@ -82,10 +82,51 @@ pub struct PodSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Container {
     #[serde(deserialize_with = "fields::string")]
     pub name: Option<String>,
+    /// `Always` on an init container: a native sidecar.
+    #[serde(deserialize_with = "fields::string")]
+    pub restart_policy: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub env: Vec<fields::Object<EnvVar>>,
+    #[serde(deserialize_with = "nullable")]
+    pub security_context: SecurityContext,
+}
+
+/// A container's environment variable (only literal values are read).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct EnvVar {
+    #[serde(deserialize_with = "fields::string")]
+    pub name: Option<String>,
+    #[serde(deserialize_with = "fields::string")]
+    pub value: Option<String>,
+}
+
+/// The ids a container runs as (int64 in the API; checked when used).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SecurityContext {
+    #[serde(deserialize_with = "nullable")]
+    pub run_as_user: Option<i64>,
+    #[serde(deserialize_with = "nullable")]
+    pub run_as_group: Option<i64>,
+}
+
+/// A Namespace: only its annotations are read (linkerd's
+/// `config.linkerd.io/*` apply to its pods that set none).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Namespace {
+    pub metadata: Metadata,
+}
+
+impl Namespace {
+    pub fn from_json(v: &Value) -> std::result::Result<Namespace, fields::Refused> {
+        fields::decode(v)
+    }
 }
 
 /// A NetworkAttachmentDefinition: its annotations and `spec.config`.
@@ -549,26 +590,98 @@ fn container_names(list: &[fields::Object<Container>]) -> Vec<&str> {
     list.iter().filter_map(|c| c.name.as_deref()).collect()
 }
 
-/// Does the pod run the profile's sidecar without its init container?
-/// (A native sidecar, an init container with restartPolicy Always, counts.)
-pub fn is_meshed(profile: Profile, pod: &Pod) -> bool {
-    let containers = container_names(&pod.spec.containers);
-    let inits = container_names(&pod.spec.init_containers);
-    let has = |n: &str| containers.contains(&n) || inits.contains(&n);
+/// The profile's (proxy, init) container names.
+fn mesh_containers(profile: Profile) -> (&'static str, &'static str) {
     match profile {
-        Profile::Istio => {
-            pod.annotation("sidecar.istio.io/status").is_some()
-                && pod.annotation("sidecar.istio.io/inject") != Some("false")
-                && pod.label("sidecar.istio.io/inject") != Some("false")
-                && has("istio-proxy")
-                && !inits.contains(&"istio-init")
-        }
-        Profile::Linkerd => {
-            pod.annotation("linkerd.io/inject") != Some("disabled")
-                && has("linkerd-proxy")
-                && !inits.contains(&"linkerd-init")
-        }
+        Profile::Istio => ("istio-proxy", "istio-init"),
+        Profile::Linkerd => ("linkerd-proxy", "linkerd-init"),
     }
+}
+
+/// The profile's proxy container: a regular container, or a native
+/// sidecar (an init container with `restartPolicy: Always`).
+pub fn proxy_container(profile: Profile, pod: &Pod) -> Option<&Container> {
+    let (proxy, _) = mesh_containers(profile);
+    let named = |c: &&fields::Object<Container>| c.name.as_deref() == Some(proxy);
+    pod.spec
+        .containers
+        .iter()
+        .find(named)
+        .or_else(|| {
+            pod.spec
+                .init_containers
+                .iter()
+                .filter(named)
+                .find(|c| c.restart_policy.as_deref() == Some("Always"))
+        })
+        .map(|c| &c.0)
+}
+
+/// Does the pod run the profile's sidecar without its init container?
+/// (A native sidecar, an init container with restartPolicy Always, counts;
+/// a proxy among the plain init containers does not.)
+pub fn is_meshed(profile: Profile, pod: &Pod) -> bool {
+    let (_, init) = mesh_containers(profile);
+    let inits = container_names(&pod.spec.init_containers);
+    let no_init = !inits.contains(&init);
+    proxy_container(profile, pod).is_some()
+        && no_init
+        && match profile {
+            Profile::Istio => {
+                pod.annotation("sidecar.istio.io/status").is_some()
+                    && pod.annotation("sidecar.istio.io/inject") != Some("false")
+                    && pod.label("sidecar.istio.io/inject") != Some("false")
+            }
+            Profile::Linkerd => pod.annotation("linkerd.io/inject") != Some("disabled"),
+        }
+}
+
+/// linkerd's annotation prefix.
+pub const LINKERD_CONFIG: &str = "config.linkerd.io/";
+/// multimesh's pod annotation turning the istio profile's DNS capture on
+/// ("true") or off ("false"), over the proxy's `ISTIO_META_DNS_CAPTURE`.
+pub const DNS_CAPTURE: &str = "multimesh.io/dns-capture";
+
+/// Would `capture_for_pod` read the pod's namespace? Only for a linkerd
+/// pod that is captured and sets no `config.linkerd.io/*` itself.
+pub fn needs_namespace(base: &CaptureConfig, pod: &Pod) -> bool {
+    base.enabled
+        && base.profile == Profile::Linkerd
+        && !base
+            .exclude_namespaces
+            .iter()
+            .any(|n| Some(n.as_str()) == pod.metadata.namespace.as_deref())
+        && is_meshed(Profile::Linkerd, pod)
+        && !pod
+            .metadata
+            .annotations
+            .keys()
+            .any(|k| k.starts_with(LINKERD_CONFIG))
+}
+
+/// A securityContext id as a proxy UID/GID.
+fn context_id(container: &str, key: &str, v: Option<i64>) -> Result<Option<u32>> {
+    match v {
+        None => Ok(None),
+        Some(n) if (0..=i64::from(u32::MAX - 1)).contains(&n) => Ok(Some(n as u32)),
+        Some(n) => Err(bad(format!(
+            "container {container} securityContext.{key}: {n} is not a numeric id (0-4294967294)"
+        ))),
+    }
+}
+
+fn ann_bool(key: &str, v: &str) -> Result<bool> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(bad(format!("{key}: {v:?} must be \"true\" or \"false\""))),
+    }
+}
+
+fn ann_ifnames(key: &str, v: &str) -> Result<Vec<String>> {
+    let l =
+        capture::parse_ifnames(&Value::String(v.into())).map_err(|e| bad(format!("{key}: {e}")))?;
+    at_most(key, l)
 }
 
 /// Ports from an annotation: comma-separated numbers and `a-b` ranges.
@@ -629,10 +742,16 @@ fn union<T: PartialEq + Clone>(a: &mut Vec<T>, b: &[T]) {
 }
 
 /// Decide capture for a pod: None when it is not meshed by the configured
-/// profile (or capture is off, or its namespace is excluded); otherwise the
-/// config with the pod's annotations applied. A bad annotation value is an
-/// error (code 110), never a rule.
-pub fn capture_for_pod(base: &CaptureConfig, pod: &Pod) -> Result<Option<CaptureConfig>> {
+/// profile (or capture is off, or its namespace is excluded, or istio's
+/// interceptionMode is NONE); otherwise the config with the proxy
+/// container's identity and the pod's annotations applied (for linkerd,
+/// `namespace`'s `config.linkerd.io/*` when the pod sets none; see
+/// [`needs_namespace`]). A bad value is an error (code 110), never a rule.
+pub fn capture_for_pod(
+    base: &CaptureConfig,
+    pod: &Pod,
+    namespace: Option<&Namespace>,
+) -> Result<Option<CaptureConfig>> {
     if !base.enabled {
         return Ok(None);
     }
@@ -644,6 +763,17 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Pod) -> Result<Option<Capture
         return Ok(None);
     }
     let mut c = base.clone();
+    // The proxy's ids default to its container's securityContext.
+    if let Some(proxy) = proxy_container(base.profile, pod) {
+        let name = mesh_containers(base.profile).0;
+        let sc = &proxy.security_context;
+        if let Some(u) = context_id(name, "runAsUser", sc.run_as_user)? {
+            c.proxy_uid = u;
+        }
+        if let Some(g) = context_id(name, "runAsGroup", sc.run_as_group)? {
+            c.proxy_gid = Some(g);
+        }
+    }
     match base.profile {
         Profile::Istio => {
             const P: &str = "traffic.sidecar.istio.io/";
@@ -652,11 +782,39 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Pod) -> Result<Option<Capture
                     .map(|v| (format!("{P}{k}"), v))
             };
             if let Some(m) = pod.annotation("sidecar.istio.io/interceptionMode") {
-                if m != "REDIRECT" {
-                    return Err(bad(format!(
-                        "sidecar.istio.io/interceptionMode: {m:?} is not supported (multimesh programs REDIRECT)"
-                    )));
+                if m == "NONE" {
+                    return Ok(None);
                 }
+                c.interception = capture::Interception::parse(m).ok_or_else(|| {
+                    bad(format!(
+                        "sidecar.istio.io/interceptionMode: {m:?} must be \"REDIRECT\", \"TPROXY\" or \"NONE\""
+                    ))
+                })?;
+            }
+            // DNS capture: the proxy's ISTIO_META_DNS_CAPTURE, unless the
+            // pod's multimesh.io/dns-capture says otherwise.
+            let env_dns = proxy_container(Profile::Istio, pod).is_some_and(|p| {
+                p.env.iter().any(|e| {
+                    e.name.as_deref() == Some("ISTIO_META_DNS_CAPTURE")
+                        && e.value.as_deref() == Some("true")
+                })
+            });
+            c.dns_capture |= env_dns;
+            if let Some(v) = pod.annotation(DNS_CAPTURE) {
+                c.dns_capture = ann_bool(DNS_CAPTURE, v)?;
+            }
+            for k in [
+                "istio.io/reroute-virtual-interfaces",
+                "traffic.sidecar.istio.io/kubevirtInterfaces",
+            ] {
+                if let Some(v) = pod.annotation(k) {
+                    union(&mut c.reroute_interfaces, &ann_ifnames(k, v)?);
+                }
+            }
+            if c.reroute_interfaces.len() > MAX_LIST_ITEMS {
+                return Err(bad(format!(
+                    "rerouted interfaces: more than {MAX_LIST_ITEMS} (each is a rule)"
+                )));
             }
             if let Some((k, v)) = get("includeInboundPorts") {
                 if v.trim() != "*" {
@@ -686,17 +844,37 @@ pub fn capture_for_pod(base: &CaptureConfig, pod: &Pod) -> Result<Option<Capture
                 union(&mut c.exclude_outbound_cidrs, &ann_cidrs(&k, v)?);
             }
             if let Some((k, v)) = get("excludeInterfaces") {
-                let l = capture::parse_ifnames(&Value::String(v.into()))
-                    .map_err(|e| bad(format!("{k}: {e}")))?;
-                union(&mut c.exclude_interfaces, &at_most(&k, l)?);
+                union(&mut c.exclude_interfaces, &ann_ifnames(&k, v)?);
             }
         }
         Profile::Linkerd => {
-            const P: &str = "config.linkerd.io/";
-            let get = |k: &str| {
-                pod.annotation(&format!("{P}{k}"))
-                    .map(|v| (format!("{P}{k}"), v))
+            const P: &str = LINKERD_CONFIG;
+            // The pod's own config.linkerd.io/* or, when it sets none, its
+            // namespace's.
+            let own = pod.metadata.annotations.keys().any(|k| k.starts_with(P));
+            let from = match (own, namespace) {
+                (false, Some(n)) => &n.metadata.annotations,
+                _ => &pod.metadata.annotations,
             };
+            let get = |k: &str| {
+                let key = format!("{P}{k}");
+                from.get(&key).map(|v| (key, v.as_str()))
+            };
+            for (k, v) in [
+                "skip-inbound-ports",
+                "skip-outbound-ports",
+                "skip-subnets",
+                "proxy-uid",
+            ]
+            .iter()
+            .filter_map(|k| get(k))
+            {
+                if v.len() > MAX_ANNOTATION_BYTES {
+                    return Err(bad(format!(
+                        "{k}: longer than {MAX_ANNOTATION_BYTES} bytes"
+                    )));
+                }
+            }
             if let Some((k, v)) = get("skip-inbound-ports") {
                 let ex = ann_ports(&k, v)?;
                 if let PortSet::AllExcept(list) = &mut c.inbound {
@@ -1076,7 +1254,7 @@ mod tests {
 
     /// The pod as the tests write it, read as the API's answer is.
     fn capture_for_pod(base: &CaptureConfig, pod: &Value) -> Result<Option<CaptureConfig>> {
-        super::capture_for_pod(base, &Pod::from_json(pod).unwrap())
+        super::capture_for_pod(base, &Pod::from_json(pod).unwrap(), None)
     }
 
     fn nad_capture(nad: &Value) -> Result<bool> {
@@ -1159,11 +1337,174 @@ mod tests {
         assert!(p.check_annotation_sizes().is_ok());
     }
 
+    /// `inits` names ending in `:Always` are native sidecars.
     fn pod(ann: Value, containers: &[&str], inits: &[&str]) -> Value {
         let c: Vec<Value> = containers.iter().map(|n| json!({"name": n})).collect();
-        let i: Vec<Value> = inits.iter().map(|n| json!({"name": n})).collect();
+        let i: Vec<Value> = inits
+            .iter()
+            .map(|n| match n.strip_suffix(":Always") {
+                Some(n) => json!({"name": n, "restartPolicy": "Always"}),
+                None => json!({"name": n}),
+            })
+            .collect();
         json!({"metadata": {"namespace": "default", "name": "p", "annotations": ann},
                "spec": {"containers": c, "initContainers": i}})
+    }
+
+    /// TPROXY, DNS capture, rerouted interfaces and the proxy's identity
+    /// from the pod; bad values refused naming where.
+    #[test]
+    fn istio_modes_and_proxy_identity() {
+        let base = CaptureConfig::defaults(Profile::Istio);
+        let st = json!({"sidecar.istio.io/status": "{}"});
+        let with = |ann: Value, proxy: Value| -> Result<Option<CaptureConfig>> {
+            let mut a = st.clone();
+            for (k, v) in ann.as_object().unwrap() {
+                a[k] = v.clone();
+            }
+            capture_for_pod(
+                &base,
+                &json!({"metadata": {"namespace": "default", "annotations": a},
+                        "spec": {"containers": [{"name": "app"}], "initContainers": [proxy]}}),
+            )
+        };
+        let native = json!({"name": "istio-proxy", "restartPolicy": "Always",
+            "env": [{"name": "ISTIO_META_DNS_CAPTURE", "value": "true"}, {"name": "X", "valueFrom": {}}],
+            "securityContext": {"runAsUser": 1500, "runAsGroup": 1501}});
+        let c = with(json!({}), native.clone()).unwrap().unwrap();
+        assert!(c.dns_capture);
+        assert_eq!((c.proxy_uid, c.proxy_gid), (1500, Some(1501)));
+        assert_eq!(c.interception, capture::Interception::Redirect);
+        let c = with(
+            json!({"sidecar.istio.io/interceptionMode": "TPROXY", DNS_CAPTURE: "false",
+                   "istio.io/reroute-virtual-interfaces": "net1, net2",
+                   "traffic.sidecar.istio.io/kubevirtInterfaces": "net2,net3"}),
+            native.clone(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.interception, capture::Interception::Tproxy);
+        assert!(!c.dns_capture);
+        assert_eq!(c.reroute_interfaces, ["net1", "net2", "net3"]);
+        let plain = json!({"name": "istio-proxy", "restartPolicy": "Always"});
+        let c = with(json!({DNS_CAPTURE: "true"}), plain.clone())
+            .unwrap()
+            .unwrap();
+        assert!(c.dns_capture);
+        assert_eq!((c.proxy_uid, c.proxy_gid), (1337, Some(1337)));
+        assert!(with(
+            json!({"sidecar.istio.io/interceptionMode": "NONE"}),
+            plain.clone()
+        )
+        .unwrap()
+        .is_none());
+        for (ann, proxy, msg) in [
+            (
+                json!({"sidecar.istio.io/interceptionMode": "tproxy"}),
+                plain.clone(),
+                "sidecar.istio.io/interceptionMode: \"tproxy\" must be",
+            ),
+            (
+                json!({DNS_CAPTURE: "yes"}),
+                plain.clone(),
+                "multimesh.io/dns-capture: \"yes\"",
+            ),
+            (
+                json!({"istio.io/reroute-virtual-interfaces": "net1 -j ACCEPT"}),
+                plain.clone(),
+                "istio.io/reroute-virtual-interfaces:",
+            ),
+            (
+                json!({"traffic.sidecar.istio.io/kubevirtInterfaces": "sixteen-bytes-xx"}),
+                plain.clone(),
+                "traffic.sidecar.istio.io/kubevirtInterfaces:",
+            ),
+            (
+                json!({}),
+                json!({"name": "istio-proxy", "restartPolicy": "Always",
+                       "securityContext": {"runAsUser": -1}}),
+                "container istio-proxy securityContext.runAsUser: -1 is not a numeric id",
+            ),
+            (
+                json!({}),
+                json!({"name": "istio-proxy", "restartPolicy": "Always",
+                       "securityContext": {"runAsGroup": 4294967295u64}}),
+                "securityContext.runAsGroup: 4294967295 is not",
+            ),
+        ] {
+            let e = with(ann.clone(), proxy).unwrap_err();
+            assert_eq!(e.code, code::POD_REQUEST, "{ann}: {e}");
+            assert!(e.msg.contains(msg), "{ann}: {:?} lacks {msg:?}", e.msg);
+        }
+        // The bound on rerouted interfaces (each is a rule).
+        let many: Vec<String> = (0..=MAX_LIST_ITEMS).map(|i| format!("v{i}")).collect();
+        let e = with(
+            json!({"istio.io/reroute-virtual-interfaces": many.join(",")}),
+            plain,
+        )
+        .unwrap_err();
+        assert!(e.msg.contains("more than"), "{}", e.msg);
+    }
+
+    /// linkerd: the namespace's config.linkerd.io/* apply when the pod sets
+    /// none; a pod's own win wholesale; the proxy uid from securityContext
+    /// unless proxy-uid says otherwise.
+    #[test]
+    fn linkerd_namespace_annotations_and_identity() {
+        let base = CaptureConfig::defaults(Profile::Linkerd);
+        let ns = Namespace::from_json(&json!({"metadata": {"annotations": {
+            "config.linkerd.io/skip-outbound-ports": "5432",
+            "config.linkerd.io/proxy-uid": "2200"}}}))
+        .unwrap();
+        let p = |ann: Value| {
+            Pod::from_json(
+                &json!({"metadata": {"namespace": "apps", "annotations": ann},
+                "spec": {"containers": [{"name": "app"}],
+                         "initContainers": [{"name": "linkerd-proxy", "restartPolicy": "Always",
+                                             "securityContext": {"runAsUser": 2150}}]}}),
+            )
+            .unwrap()
+        };
+        let bare = p(json!({}));
+        assert!(needs_namespace(&base, &bare));
+        let c = super::capture_for_pod(&base, &bare, Some(&ns))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.exclude_outbound_ports, vec![4567, 4568, 5432]);
+        assert_eq!(c.proxy_uid, 2200);
+        let c = super::capture_for_pod(&base, &bare, None).unwrap().unwrap();
+        assert_eq!(c.proxy_uid, 2150, "securityContext.runAsUser");
+        let own = p(json!({"config.linkerd.io/skip-inbound-ports": "9000"}));
+        assert!(!needs_namespace(&base, &own));
+        let c = super::capture_for_pod(&base, &own, Some(&ns))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.exclude_outbound_ports, vec![4567, 4568]);
+        assert_eq!(c.proxy_uid, 2150);
+        let bad_ns = Namespace::from_json(&json!({"metadata": {"annotations": {
+            "config.linkerd.io/skip-subnets": "10.0.0.0/8; flush"}}}))
+        .unwrap();
+        let e = super::capture_for_pod(&base, &bare, Some(&bad_ns)).unwrap_err();
+        assert!(
+            e.msg.contains("config.linkerd.io/skip-subnets"),
+            "{}",
+            e.msg
+        );
+        // A namespace annotation is bounded like a pod's.
+        let big = "1,".repeat(MAX_ANNOTATION_BYTES / 2 + 1);
+        let big_ns = Namespace::from_json(&json!({"metadata": {"annotations": {
+            "config.linkerd.io/skip-outbound-ports": big}}}))
+        .unwrap();
+        let e = super::capture_for_pod(&base, &bare, Some(&big_ns)).unwrap_err();
+        assert!(e.msg.contains("longer than"), "{}", e.msg);
+        // Not captured, or another profile: no namespace read.
+        assert!(!needs_namespace(
+            &CaptureConfig::defaults(Profile::Istio),
+            &bare
+        ));
+        let mut off = base.clone();
+        off.enabled = false;
+        assert!(!needs_namespace(&off, &bare));
     }
 
     #[test]
@@ -1189,12 +1530,25 @@ mod tests {
         )
         .unwrap()
         .is_none());
-        // Native sidecar.
+        // Native sidecar; a proxy among the plain init containers is not
+        // the sidecar; istio-init beside a native sidecar still means the
+        // init container captures.
         assert!(
-            capture_for_pod(&base, &pod(st.clone(), &["app"], &["istio-proxy"]))
+            capture_for_pod(&base, &pod(st.clone(), &["app"], &["istio-proxy:Always"]))
                 .unwrap()
                 .is_some()
         );
+        assert!(
+            capture_for_pod(&base, &pod(st.clone(), &["app"], &["istio-proxy"]))
+                .unwrap()
+                .is_none()
+        );
+        assert!(capture_for_pod(
+            &base,
+            &pod(st.clone(), &["app"], &["istio-init", "istio-proxy:Always"])
+        )
+        .unwrap()
+        .is_none());
         let mut off = st.clone();
         off["sidecar.istio.io/inject"] = json!("false");
         assert!(
@@ -1250,6 +1604,12 @@ mod tests {
         }
         let mut a = st;
         a["sidecar.istio.io/interceptionMode"] = json!("TPROXY");
+        let c = capture_for_pod(&base, &pod(a.clone(), &["istio-proxy"], &[]));
+        assert_eq!(
+            c.unwrap().unwrap().interception,
+            capture::Interception::Tproxy
+        );
+        a["sidecar.istio.io/interceptionMode"] = json!("TPROXY; drop");
         assert!(capture_for_pod(&base, &pod(a, &["istio-proxy"], &[])).is_err());
     }
 

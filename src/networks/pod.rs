@@ -340,7 +340,7 @@ pub fn for_pod(conf: &NetConf, ifname: &str, s: &mut Session) -> Result<PodNetwo
         });
     }
 
-    let capture = match pod::capture_for_pod(&conf.capture, &s.pod)? {
+    let capture = match s.capture(&conf.capture)? {
         Some(mut c) => {
             for x in excluded {
                 if !c.exclude_interfaces.contains(&x) {

@@ -24,6 +24,7 @@ State: files under DIR, re-read on every request (tests edit them live).
                           and blank lines ignored)
   DIR/objects/pods/<ns>/<name>.json   Pod objects
   DIR/objects/nads/<ns>/<name>.json   NetworkAttachmentDefinition objects
+  DIR/objects/namespaces/<ns>.json    Namespace objects
   DIR/objects/nodes/<name>.json       Node objects
   DIR/objects/events/<ns>/<name>.json Events the clients POSTed (written by
                           the server)
@@ -97,6 +98,7 @@ Routes (JSON answers; errors are metav1.Status bodies like the real server):
         (bad op, missing path, failed test) -> 422 Invalid.
   PUT   /api/v1/namespaces/{ns}/pods/{name}/status      full replacement
         (name/namespace must match the URL -> else 400)
+  GET   /api/v1/namespaces/{ns}                         the namespace or 404
   GET   /apis/k8s.cni.cncf.io/v1/namespaces/{ns}/network-attachment-definitions/{name}
 
   GET   /api/v1/pods, /api/v1/namespaces/{ns}/pods     PodList; query
@@ -723,6 +725,14 @@ class Handler(BaseHTTPRequestHandler):
             }, {}, "application/json"
 
         parts = path.split("/")[1:]
+        # /api/v1/namespaces/{ns}
+        if len(parts) == 4 and parts[:3] == ["api", "v1", "namespaces"]:
+            ns = parts[3]
+            if not NAME_RE.match(ns):
+                raise not_found_path()
+            self.allow(method, ("GET",))
+            file = os.path.join(d, "objects", "namespaces", ns + ".json")
+            return 200, self.load(file, "namespaces", ns, None), {}, "application/json"
         # /api/v1/pods, /api/v1/namespaces/{ns}/pods: list or watch
         if parts == ["api", "v1", "pods"] or (
             len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods"

@@ -424,6 +424,24 @@ impl ApiServer {
         write_file(&path, &serde_json::to_string_pretty(pod).unwrap(), 0o644);
     }
 
+    /// Store a Namespace with these annotations (an object, or Null).
+    pub fn put_namespace(&self, ns: &str, annotations: Value) {
+        let mut obj = json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "uid": format!("ns-{ns}"), "resourceVersion": "1",
+                         "labels": {"kubernetes.io/metadata.name": ns}},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"},
+        });
+        if !annotations.is_null() {
+            obj["metadata"]["annotations"] = annotations;
+        }
+        let path = self
+            .dir
+            .join("objects/namespaces")
+            .join(format!("{ns}.json"));
+        write_file(&path, &serde_json::to_string_pretty(&obj).unwrap(), 0o644);
+    }
+
     /// Delete a stored Pod (the server then answers 404).
     pub fn remove_pod(&self, ns: &str, name: &str) {
         let _ = std::fs::remove_file(self.object_path("pods", ns, name));

@@ -137,6 +137,16 @@ impl Pod {
             !mentions_multimesh(&all),
             "{ctx}: multimesh rules left in the pod:\n{all}"
         );
+        // Nor the TPROXY policy routing (fwmark 0x539, table 133).
+        let rules = self.exec_ok("ip -4 rule; ip -6 rule");
+        let table = self.exec_ok(
+            "ip -4 route show table all | grep -w 'table 133'; \
+             ip -6 route show table all | grep -w 'table 133'; true",
+        );
+        assert!(
+            !rules.contains("0x539") && !rules.contains("133") && table.trim().is_empty(),
+            "{ctx}: TPROXY routing left in the pod:\n{rules}{table}"
+        );
     }
     /// Interface names other than lo (over rtnetlink).
     pub fn links(&self) -> Vec<String> {
@@ -479,6 +489,10 @@ pub struct Listener {
 
 impl Listener {
     pub fn start(ns: &str, port: u16, udp: bool, count: usize) -> Listener {
+        Listener::start_with(ns, port, udp, count, &[])
+    }
+    /// A listener with more probe options (`--transparent`, `--uid U`, ...).
+    pub fn start_with(ns: &str, port: u16, udp: bool, count: usize, extra: &[&str]) -> Listener {
         use std::io::BufRead;
         let mut args = vec![
             "netns".to_string(),
@@ -496,6 +510,7 @@ impl Listener {
         if udp {
             args.push("--udp".into());
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let mut child = Command::new("ip")
             .args(&args)
             .stdout(Stdio::piped())
