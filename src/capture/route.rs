@@ -7,14 +7,14 @@
 
 use super::plan::{Family, TPROXY_MARK, TPROXY_TABLE};
 use crate::error::{code, CniError, Result};
-use crate::netlink::{link_name, Error, Socket};
+use crate::netlink::{link_name, Error, Rtnl, Socket};
 use crate::netns::NetNs;
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
 use netlink_packet_route::route::{
     RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_packet_route::AddressFamily;
 
 fn af(f: Family) -> AddressFamily {
     match f {
@@ -66,10 +66,10 @@ fn rules(sock: &mut Socket, f: Family) -> std::result::Result<Vec<RuleMessage>, 
     let mut msg = RuleMessage::default();
     msg.header.family = af(f);
     Ok(sock
-        .request(RouteNetlinkMessage::GetRule(msg), NLM_F_DUMP)?
+        .request(Rtnl::GetRule(msg), NLM_F_DUMP)?
         .into_iter()
         .filter_map(|m| match m {
-            RouteNetlinkMessage::NewRule(r) if r.header.family == af(f) => Some(r),
+            Rtnl::NewRule(r) if r.header.family == af(f) => Some(r),
             _ => None,
         })
         .filter(ours_rule)
@@ -112,7 +112,7 @@ pub fn apply(ns: &NetNs, families: &[Family]) -> Result<()> {
                 rule.attributes.push(RuleAttribute::FwMark(TPROXY_MARK));
                 rule.attributes.push(RuleAttribute::FwMask(u32::MAX));
                 rule.attributes.push(RuleAttribute::Table(TPROXY_TABLE));
-                sock.request(RouteNetlinkMessage::NewRule(rule), NLM_F_ACK | NLM_F_CREATE)?;
+                sock.request(Rtnl::NewRule(rule), NLM_F_ACK | NLM_F_CREATE)?;
             }
             let mut route = RouteMessage::default();
             route.header.address_family = af(f);
@@ -123,7 +123,7 @@ pub fn apply(ns: &NetNs, families: &[Family]) -> Result<()> {
             route.attributes.push(RouteAttribute::Table(TPROXY_TABLE));
             route.attributes.push(RouteAttribute::Oif(lo));
             sock.request(
-                RouteNetlinkMessage::NewRoute(route),
+                Rtnl::NewRoute(route),
                 NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
             )?;
         }
@@ -138,10 +138,10 @@ pub fn remove(ns: &NetNs) -> Result<()> {
         let mut sock = Socket::open()?;
         for f in [Family::V4, Family::V6] {
             for r in rules(&mut sock, f)? {
-                sock.request(RouteNetlinkMessage::DelRule(r), NLM_F_ACK)?;
+                sock.request(Rtnl::DelRule(r), NLM_F_ACK)?;
             }
             for r in routes(&mut sock, f)? {
-                sock.request(RouteNetlinkMessage::DelRoute(r), NLM_F_ACK)?;
+                sock.request(Rtnl::DelRoute(r), NLM_F_ACK)?;
             }
         }
         Ok(())
