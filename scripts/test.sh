@@ -9,6 +9,11 @@ scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo build --locked --all-targets
+# The binary's budget (plugin, agent and validator in one file): 4 MB.
+cargo build --locked --release --bin multimesh
+size=$(stat -c %s target/x86_64-unknown-linux-gnu/release/multimesh)
+echo "multimesh release binary: $size bytes (budget 4000000)"
+[ "$size" -le 4000000 ] || { echo "the release binary is over its 4 MB budget" >&2; exit 1; }
 # Leftovers from an interrupted earlier run would only confuse the leak checks.
 ip netns list 2>/dev/null | awk '/^mmn-/{print $1}' | xargs -r -n1 ip netns del 2>/dev/null || true
 log=$(mktemp)
