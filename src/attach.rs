@@ -891,6 +891,28 @@ pub fn check(conf: &NetConf, env: &Env) -> Result<()> {
             "ADD did not complete for this attachment",
         ));
     }
+    // Every interface this attachment made is still in the pod netns (one
+    // netlink dump), before the delegates check their own.
+    if !rec.attachments.is_empty() {
+        let ns = open_netns(env)?;
+        let names: Vec<String> = rec.attachments.iter().map(|a| a.ifname.clone()).collect();
+        let present = crate::netlink::existing_links(&ns, &names)?;
+        let missing: Vec<&str> = names
+            .iter()
+            .filter(|n| !present.contains(n))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(CniError::new(
+                code::NETNS,
+                format!(
+                    "interface {} is gone from netns {}",
+                    missing.join(", "),
+                    env.netns
+                ),
+            ));
+        }
+    }
     let run = runner(conf, env);
     for a in &rec.attachments {
         let d = Delegate::from_value(&a.conf, &rec.cni_version)?;

@@ -47,6 +47,11 @@ fn three_attachments_bridge_bridge_macvlan() {
     // State exists while attached.
     assert!(node.cni_dir().join("c3").join("eth0.json").exists());
     node.cni("CHECK", &conf, &pod.path, "c3", "eth0").ok();
+    // CHECK lists the pod netns itself: an attached interface that is gone
+    // is 105, named, before any delegate's CHECK runs.
+    pod.exec_ok("ip link del net2");
+    let e = node.cni("CHECK", &conf, &pod.path, "c3", "eth0").err(105);
+    assert!(e.contains("interface net2 is gone"), "{e}");
     node.cni("DEL", &conf, &pod.path, "c3", "eth0").ok();
     assert!(pod.links().is_empty(), "{:?}", pod.links());
     node.assert_no_leaks();
