@@ -585,6 +585,42 @@ fn add_is_idempotent_and_shared() {
     });
 }
 
+// g2. Capture belongs to the netns: a later ADD whose plan has fewer modes
+// converges the netns to its plan, with nothing of the other modes left
+// (no stale chain that CHECK would call drift).
+#[test]
+fn a_later_add_with_fewer_modes_converges() {
+    for_each_backend(|name, cap| {
+        let node = Node::new(&tag("fewer", name));
+        let pod = node.pod("p");
+        let rich = with(cap, json!({"dnsCapture": true, "dropInvalid": true}));
+        let conf = node.meta(vec![node.cluster_bridge()], rich);
+        let res = node
+            .cni("ADD", &conf, &pod.path, "cfew", "eth0")
+            .ok()
+            .clone();
+        let all = all_rules(&pod, cap);
+        let (dns, mangle) = match variant(cap) {
+            Some(_) => ("MULTIMESH_DNS", "MULTIMESH_MANGLE_IN"),
+            None => ("chain dns_redirect", "chain mangle_inbound"),
+        };
+        assert!(all.contains(dns) && all.contains(mangle), "{all}");
+        let chained = json!({
+            "cniVersion": "1.0.0", "name": "chained", "type": "multimesh",
+            "cniDir": node.cni_dir().display().to_string(),
+            "capture": cap, "prevResult": res,
+        });
+        node.cni("ADD", &chained, &pod.path, "cfew", "net9").ok();
+        let all = all_rules(&pod, cap);
+        assert!(!all.contains(dns) && !all.contains(mangle), "{all}");
+        node.cni("CHECK", &chained, &pod.path, "cfew", "net9").ok();
+        node.cni("DEL", &chained, &pod.path, "cfew", "net9").ok();
+        node.cni("DEL", &conf, &pod.path, "cfew", "eth0").ok();
+        pod.assert_no_capture("after both DELs");
+        node.assert_no_leaks();
+    });
+}
+
 // h. CHECK notices rules changed behind multimesh's back; DEL still cleans up.
 #[test]
 fn check_detects_drift() {

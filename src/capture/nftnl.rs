@@ -566,6 +566,12 @@ fn hook(c: Chain) -> Option<(InetHookNumber, i32, &'static str)> {
 /// The batch `nft::render_apply` describes: create the table if needed,
 /// flush its rules, (re)declare the chains, append the rules.
 pub fn apply_batch(plan: &Plan) -> (Vec<u8>, Vec<String>) {
+    converge_batch(plan, &[])
+}
+
+/// `apply_batch`, also deleting the `stale` chains (after the flush, so
+/// nothing jumps to them any more).
+fn converge_batch(plan: &Plan, stale: &[String]) -> (Vec<u8>, Vec<String>) {
     let table = super::nft::TABLE;
     let inet = NetfilterProtoFamily::Inet;
     let mut b = Batch::new();
@@ -598,6 +604,19 @@ pub fn apply_batch(plan: &Plan) -> (Vec<u8>, Vec<String>) {
             NfTablesMessage::NewChain(ChainMessage { attributes }),
             NLM_F_CREATE,
             format!("add chain {}", chain_name(c)),
+        );
+    }
+    for c in stale {
+        b.msg(
+            inet,
+            NfTablesMessage::DeleteChain(ChainMessage {
+                attributes: vec![
+                    ChainAttribute::Table(table.into()),
+                    ChainAttribute::Name(c.clone()),
+                ],
+            }),
+            0,
+            format!("delete chain {c}"),
         );
     }
     let rules = super::nft::merged_rules(plan);
@@ -803,8 +822,8 @@ fn send_batch(sock: &Socket, batch: (Vec<u8>, Vec<String>)) -> Result<()> {
 // ------------------------------------------- iptables-nft, over netlink
 
 /// The dump request for `m` (chains, or rules) of `family`.
-fn dump_request(family: Family, m: NfTablesMessage) -> Vec<u8> {
-    let header = NetfilterHeader::new(nfproto(family), 0, 0);
+fn dump_request(family: NetfilterProtoFamily, m: NfTablesMessage) -> Vec<u8> {
+    let header = NetfilterHeader::new(family, 0, 0);
     let msg = request(header, m.into(), NLM_F_REQUEST | NLM_F_DUMP, 1);
     let mut buf = vec![0u8; msg.buffer_len()];
     msg.serialize(&mut buf);
@@ -813,7 +832,11 @@ fn dump_request(family: Family, m: NfTablesMessage) -> Vec<u8> {
 
 /// Dump `m` (chains, or rules) of `family`: the nf_tables messages of the
 /// replies. No such table is an empty answer.
-fn dump(sock: &Socket, family: Family, m: NfTablesMessage) -> Result<Vec<NfTablesMessage>> {
+fn dump(
+    sock: &Socket,
+    family: NetfilterProtoFamily,
+    m: NfTablesMessage,
+) -> Result<Vec<NfTablesMessage>> {
     send(sock, &dump_request(family, m))?;
     let mut out = Vec::new();
     let mut rbuf = vec![0u8; 65536];
@@ -924,7 +947,7 @@ pub fn remove_xt(ns: &NetNs, prefix: &str, families: &[Family], tables: &[&str])
 
 fn remove_xt_on(sock: &Socket, prefix: &str, family: Family, xt_table: &str) -> Result<()> {
     let all_chains = NfTablesMessage::GetChain(ChainMessage { attributes: vec![] });
-    let chains: Vec<String> = dump(sock, family, all_chains)?
+    let chains: Vec<String> = dump(sock, nfproto(family), all_chains)?
         .iter()
         .filter_map(|m| match m {
             NfTablesMessage::NewChain(c) => Some(chain_of(c)),
@@ -937,7 +960,7 @@ fn remove_xt_on(sock: &Socket, prefix: &str, family: Family, xt_table: &str) -> 
         attributes: vec![RuleAttribute::Table(xt_table.into())],
     });
     let mut jumps: Vec<(String, u64)> = Vec::new();
-    for m in dump(sock, family, table_rules)? {
+    for m in dump(sock, nfproto(family), table_rules)? {
         let NfTablesMessage::NewRule(r) = m else {
             continue;
         };
@@ -954,8 +977,37 @@ fn remove_xt_on(sock: &Socket, prefix: &str, family: Family, xt_table: &str) -> 
     send_batch(sock, xt_batch(family, xt_table, &chains, &jumps))
 }
 
+/// Converge the netns's table to `plan`: the chains a differing earlier
+/// plan declared (another attachment of this netns asked for another mode)
+/// are listed first and deleted in the same transaction, so the table is
+/// exactly the plan's and CHECK sees no drift.
 pub fn apply(plan: &Plan, ns: &NetNs) -> Result<()> {
-    transact(ns, apply_batch(plan))
+    let sock = socket_in(ns)?;
+    let r =
+        stale_chains(&sock, plan).and_then(|stale| send_batch(&sock, converge_batch(plan, &stale)));
+    linger(sock);
+    r
+}
+
+/// The chains of table `inet multimesh` that `plan` does not declare (none
+/// when the table does not exist yet).
+fn stale_chains(sock: &Socket, plan: &Plan) -> Result<Vec<String>> {
+    let table = super::nft::TABLE;
+    let ours: Vec<&str> = plan.chains().into_iter().map(chain_name).collect();
+    let all = NfTablesMessage::GetChain(ChainMessage {
+        attributes: vec![ChainAttribute::Table(table.into())],
+    });
+    Ok(dump(sock, NetfilterProtoFamily::Inet, all)?
+        .iter()
+        .filter_map(|m| match m {
+            NfTablesMessage::NewChain(c) => Some(chain_of(c)),
+            _ => None,
+        })
+        .filter(|(t, _)| *t == Some(table))
+        .filter_map(|(_, name)| name)
+        .filter(|n| !ours.contains(n))
+        .map(String::from)
+        .collect())
 }
 
 pub fn remove(ns: &NetNs) -> Result<()> {
@@ -1285,7 +1337,7 @@ mod tests {
         let rules = NfTablesMessage::GetRule(RuleMessage {
             attributes: vec![RuleAttribute::Table("nat".into())],
         });
-        let req = dump_request(Family::V4, rules);
+        let req = dump_request(nfproto(Family::V4), rules);
         let m = messages(&req);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].1.header.flags, NLM_F_REQUEST | NLM_F_DUMP);
