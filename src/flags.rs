@@ -13,6 +13,17 @@ impl Flags {
         with_value: &[&'static str],
         switches: &[&'static str],
     ) -> Result<Option<Flags>, String> {
+        Flags::parse_repeatable(args, with_value, &[], switches)
+    }
+
+    /// As `parse`; the options in `repeatable` (also in `with_value`) may
+    /// be given more than once (`values`).
+    pub fn parse_repeatable(
+        args: &[&str],
+        with_value: &[&'static str],
+        repeatable: &[&str],
+        switches: &[&'static str],
+    ) -> Result<Option<Flags>, String> {
         use lexopt::Arg;
         let mut p = lexopt::Parser::from_args(args.iter().copied());
         let mut f = Flags {
@@ -29,7 +40,7 @@ impl Flags {
                             .map_err(|e| e.to_string())?
                             .into_string()
                             .map_err(|v| format!("--{name}: {v:?} is not UTF-8"))?;
-                        if f.value(name).is_some() {
+                        if f.value(name).is_some() && !repeatable.contains(&name) {
                             return Err(format!("--{name} given twice"));
                         }
                         f.values.push((name, v));
@@ -49,6 +60,14 @@ impl Flags {
         self.values
             .iter()
             .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeatable option, in order.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.values
+            .iter()
+            .filter(move |(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
     }
 

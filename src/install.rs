@@ -136,29 +136,39 @@ pub fn print_lines(lines: &[String]) {
     let _ = out.flush();
 }
 
+/// The options `install` takes with a value (`agent` takes them too).
+pub const VALUE_FLAGS: &[&str] = &[
+    "bin-src",
+    "bin-dir",
+    "cni-conf-dir",
+    "multimesh-conf-dir",
+    "kubeconfig-out",
+    "service-account-dir",
+    "api-server",
+    "state-dir",
+    "capture-backend",
+    "capture-profile",
+    "cni-version",
+    "log-level",
+    "log-file",
+    "primary-conf",
+    "wait-for-primary",
+    "watch",
+];
+
 /// Parse the options; `env` reads the environment (for the API server).
 pub fn parse_args(args: &[&str], env: impl Fn(&str) -> Option<String>) -> Result<Options, String> {
-    const WITH_VALUE: &[&str] = &[
-        "bin-src",
-        "bin-dir",
-        "cni-conf-dir",
-        "multimesh-conf-dir",
-        "kubeconfig-out",
-        "service-account-dir",
-        "api-server",
-        "state-dir",
-        "capture-backend",
-        "capture-profile",
-        "cni-version",
-        "log-level",
-        "log-file",
-        "primary-conf",
-        "wait-for-primary",
-        "watch",
-    ];
-    let flags = crate::flags::Flags::parse(args, WITH_VALUE, &["uninstall"])?
+    let flags = crate::flags::Flags::parse(args, VALUE_FLAGS, &["uninstall"])?
         .ok_or("--help is handled by the caller")?;
-    for n in WITH_VALUE {
+    from_flags(&flags, env)
+}
+
+/// The install options among parsed `flags` (others are ignored).
+pub fn from_flags(
+    flags: &crate::flags::Flags,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Options, String> {
+    for n in VALUE_FLAGS {
         if flags.value(n) == Some("") {
             return Err(format!("--{n}: empty value"));
         }

@@ -117,58 +117,30 @@ pub struct Options {
     pub repair_mode: RepairMode,
 }
 
-/// Parse the agent's options; the rest go to `install::parse_args`.
+/// Parse the agent's options: its own and every `install` option.
 pub fn parse_args(args: &[&str], env: impl Fn(&str) -> Option<String>) -> Result<Options, String> {
     const OWN: &[&str] = &[
-        "--listen",
-        "--node-name",
-        "--kubeconfig",
-        "--netns-dir",
-        "--repair-mode",
+        "listen",
+        "node-name",
+        "kubeconfig",
+        "netns-dir",
+        "repair-mode",
     ];
-    let mut own: Vec<(&str, &str)> = Vec::new();
-    let mut rest: Vec<&str> = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i];
-        let (name, inline) = match a.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v)),
-            _ => (a, None),
-        };
-        if name == "--uninstall" {
-            return Err(
-                "--uninstall is not an agent option (use multimesh install --uninstall)".into(),
-            );
-        }
-        if OWN.contains(&name) {
-            let v = match inline {
-                Some(v) => v,
-                None => {
-                    i += 1;
-                    *args.get(i).ok_or_else(|| format!("{name} needs a value"))?
-                }
-            };
-            if v.is_empty() {
-                return Err(format!("{name}: empty value"));
-            }
-            if name != "--netns-dir" && own.iter().any(|(n, _)| *n == name) {
-                return Err(format!("{name} given twice"));
-            }
-            own.push((name, v));
-        } else {
-            rest.push(a);
-            // An install option's separate value goes with it.
-            if inline.is_none() && a.starts_with("--") && a != "--uninstall" {
-                if let Some(v) = args.get(i + 1).filter(|v| !v.starts_with("--")) {
-                    rest.push(v);
-                    i += 1;
-                }
-            }
-        }
-        i += 1;
+    let names: Vec<&'static str> = install::VALUE_FLAGS.iter().chain(OWN).copied().collect();
+    let f = crate::flags::Flags::parse_repeatable(args, &names, &["netns-dir"], &["uninstall"])?
+        .ok_or("--help is handled by the caller")?;
+    if f.switch("uninstall") {
+        return Err(
+            "--uninstall is not an agent option (use multimesh install --uninstall)".into(),
+        );
     }
-    let get = |n: &str| own.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
-    let install = install::parse_args(&rest, &env)?;
+    for n in OWN {
+        if f.values(n).any(str::is_empty) {
+            return Err(format!("--{n}: empty value"));
+        }
+    }
+    let get = |n: &str| f.value(n.trim_start_matches("--"));
+    let install = install::from_flags(&f, &env)?;
     let listen: SocketAddr = get("--listen")
         .unwrap_or(DEFAULT_LISTEN)
         .parse()
@@ -185,11 +157,7 @@ pub fn parse_args(args: &[&str], env: impl Fn(&str) -> Option<String>) -> Result
             node_name.chars().take(80).collect::<String>()
         ));
     }
-    let mut netns_dirs: Vec<PathBuf> = own
-        .iter()
-        .filter(|(n, _)| *n == "--netns-dir")
-        .map(|(_, v)| PathBuf::from(v))
-        .collect();
+    let mut netns_dirs: Vec<PathBuf> = f.values("netns-dir").map(PathBuf::from).collect();
     if netns_dirs.len() > MAX_NETNS_DIRS {
         return Err(format!("--netns-dir: at most {MAX_NETNS_DIRS}"));
     }
@@ -520,7 +488,7 @@ mod tests {
             (&["--node-name", "a", "--node-name", "b"], "twice"),
             (&["--uninstall"], "--uninstall"),
             (&["--bogus"], "unknown option"),
-            (&["--repair-mode"], "needs a value"),
+            (&["--repair-mode"], "missing argument"),
             (&["--capture-profile", "cilium"], "profile"),
         ] {
             let e = parse_args(args, env).unwrap_err();
