@@ -196,7 +196,12 @@ impl Worker {
             .filter(|p| needs_netns(p))
             .flat_map(|p| p.ips.iter().copied())
             .collect();
-        let found = locate::by_ips(&self.netns_dirs, Path::new("/proc"), &wanted);
+        let found = locate::by_ips(
+            &self.netns_dirs,
+            Path::new("/proc"),
+            &wanted,
+            &locate::Limits::default(),
+        );
         for p in pods {
             let netns = if needs_netns(&p) {
                 match netns_of(&p, &found) {
