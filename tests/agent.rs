@@ -681,6 +681,77 @@ fn survives_watch_expiry_and_api_restart() {
     assert!(s.repair_records().is_empty());
 }
 
+/// A linkerd pod that sets no `config.linkerd.io/*` of its own is repaired
+/// with its namespace's, as ADD programs it: the namespace skips outbound
+/// port 443, so after the repair port 80 lands on linkerd's outbound port
+/// and 443 does not. The namespace is read once for two such pods. A node
+/// with more than 1024 taints (`MAX_TAINTS`) is not patched: the agent is
+/// ready, the taint stays, the refusal is logged.
+#[test]
+fn linkerd_namespace_config_in_repairs() {
+    let s = Setup::new("lns");
+    let mut taints: Vec<Value> = (0..1024)
+        .map(|i| json!({"key": format!("example.com/t{i}"), "effect": "NoSchedule"}))
+        .collect();
+    taints.push(json!({"key": "multimesh.io/not-ready", "effect": "NoSchedule"}));
+    s.api.put_node(&json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE, "resourceVersion": "1"},
+        "spec": {"taints": taints}}));
+    s.api.put_namespace(
+        "shop",
+        json!({"config.linkerd.io/skip-outbound-ports": "443"}),
+    );
+    let pods: Vec<Pod> = (0..2).map(|i| s.node.pod(&format!("n{i}"))).collect();
+    let ips: Vec<String> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| s.bare_pod(p, &format!("cid-{i}")))
+        .collect();
+    for p in &pods {
+        s.mount(p);
+    }
+    let agent = s.agent(&["--capture-profile=linkerd"], "");
+    wait_for(Duration::from_secs(15), "ready", || {
+        (agent.get("/readyz").0 == 200).then_some(())
+    });
+    s.api.clear_requests();
+    const LINKERD_OUT: u16 = 4140;
+    for (i, p) in pods.iter().enumerate() {
+        s.put_meshed_by("linkerd", &p.name, &ips[i], "Running");
+    }
+    for p in &pods {
+        let _l = Listener::start(&p.name, LINKERD_OUT, false, 2);
+        let l = wait_for(
+            Duration::from_secs(15),
+            &format!("pod {}'s repair", p.name),
+            || {
+                connect(&p.name, "203.0.113.200", 80, false, None)
+                    .ok()
+                    .filter(|l| field(l, "served_by") == LINKERD_OUT.to_string())
+            },
+        );
+        assert_eq!(field(&l, "orig"), "203.0.113.200:80");
+        // The namespace's skip-outbound-ports: 443 is not redirected.
+        // (Unredirected, it reaches no one: an error, or another answer.)
+        if let Ok(l) = connect(&p.name, "203.0.113.200", 443, false, None) {
+            assert_ne!(field(&l, "served_by"), LINKERD_OUT.to_string(), "{l}");
+        }
+    }
+    let ns_reads = s
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r["method"] == "GET" && r["path"] == "/api/v1/namespaces/shop")
+        .count();
+    assert_eq!(ns_reads, 1, "{:?}", s.api.requests());
+    // The taint stays: more than 1024 taints are not looked through.
+    let t = s.api.node(NODE)["spec"]["taints"].clone();
+    assert_eq!(t.as_array().unwrap().len(), 1025);
+    wait_for(Duration::from_secs(10), "the refusal logged", || {
+        agent.log().contains("more than 1024 taints").then_some(())
+    });
+}
+
 /// `(VmRSS, VmHWM)` of a process, in KiB.
 fn rss_kib(pid: u32) -> (u64, u64) {
     let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

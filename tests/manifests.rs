@@ -352,6 +352,8 @@ fn manifests_agree_with_each_other_and_the_binary() {
     for verb in ["get", "patch"] {
         assert!(allows("", "nodes", verb), "nodes {verb}");
     }
+    // A linkerd pod's namespace config (ADD and the agent).
+    assert!(allows("", "namespaces", "get"));
     assert!(allows("", "events", "create"));
     assert!(allows("", "pods/status", "patch"));
     assert!(allows("", "pods/status", "update"));

@@ -403,13 +403,7 @@ fn remove_taint(client: &mut Client, node: &str) -> Result<bool, String> {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    if taints.len() > MAX_TAINTS {
-        return Err(format!("node {node} has more than {MAX_TAINTS} taints"));
-    }
-    let Some(i) = taints.iter().position(|t| {
-        t.get("key").and_then(Value::as_str) == Some(TAINT_KEY)
-            && t.get("effect").and_then(Value::as_str) == Some(TAINT_EFFECT)
-    }) else {
+    let Some(i) = taint_index(taints, MAX_TAINTS).map_err(|e| format!("node {node}: {e}"))? else {
         return Ok(false);
     };
     let patch = json!([
@@ -424,6 +418,18 @@ fn remove_taint(client: &mut Client, node: &str) -> Result<bool, String> {
         )
         .map_err(|e| e.to_string())?;
     Ok(true)
+}
+
+/// Where `TAINT_KEY:TAINT_EFFECT` is among `taints`; an error when there
+/// are more than `max` (none is looked at).
+fn taint_index(taints: &[Value], max: usize) -> Result<Option<usize>, String> {
+    if taints.len() > max {
+        return Err(format!("more than {max} taints"));
+    }
+    Ok(taints.iter().position(|t| {
+        t.get("key").and_then(Value::as_str) == Some(TAINT_KEY)
+            && t.get("effect").and_then(Value::as_str) == Some(TAINT_EFFECT)
+    }))
 }
 
 #[cfg(test)]
@@ -500,6 +506,36 @@ mod tests {
             .collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         assert!(parse_args(&many, env).unwrap_err().contains("at most"));
+        // Exactly the bound is fine.
+        assert_eq!(MAX_NETNS_DIRS, 16);
+        let o = parse_args(&many[..MAX_NETNS_DIRS], env).unwrap();
+        assert_eq!(o.netns_dirs.len(), MAX_NETNS_DIRS);
+    }
+
+    /// The taint is found among at most `max` taints; past that the node
+    /// is refused whole (the agent's `MAX_TAINTS`, 1024).
+    #[test]
+    fn taints_are_bounded() {
+        assert_eq!(MAX_TAINTS, 1024);
+        let ours = json!({"key": TAINT_KEY, "effect": TAINT_EFFECT});
+        let other = |i: usize| json!({"key": format!("t{i}"), "effect": "NoSchedule"});
+        let mut taints: Vec<Value> = (0..3).map(other).collect();
+        taints.push(json!({"key": TAINT_KEY, "effect": "NoExecute"}));
+        assert_eq!(taint_index(&taints, 4), Ok(None));
+        taints.push(ours.clone());
+        assert_eq!(taint_index(&taints, 5), Ok(Some(4)));
+        assert_eq!(taint_index(&taints, MAX_TAINTS), Ok(Some(4)));
+        assert!(taint_index(&taints, 4)
+            .unwrap_err()
+            .contains("more than 4 taints"));
+        let mut many: Vec<Value> = (0..MAX_TAINTS).map(other).collect();
+        many.push(ours);
+        assert!(taint_index(&many, MAX_TAINTS).is_err());
+        assert_eq!(
+            taint_index(&many[1..], MAX_TAINTS),
+            Ok(Some(MAX_TAINTS - 1))
+        );
+        assert_eq!(taint_index(&[], MAX_TAINTS), Ok(None));
     }
 
     #[test]

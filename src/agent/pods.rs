@@ -159,7 +159,14 @@ impl Candidate {
 }
 
 /// Why a pod is not a candidate (Ok(None)), or what breaks a bound (Err).
-pub fn assess(base: &CaptureConfig, p: &Pod) -> Result<Option<Candidate>, String> {
+/// `namespace` gives the pod's Namespace (None: there is none) when ADD
+/// would read it (`pod::needs_namespace`: a linkerd pod that sets no
+/// `config.linkerd.io/*` of its own); its error leaves the pod alone.
+pub fn assess(
+    base: &CaptureConfig,
+    p: &Pod,
+    namespace: impl FnOnce(&str) -> Result<Option<pod::Namespace>, String>,
+) -> Result<Option<Candidate>, String> {
     let m = &p.metadata;
     if !pod::is_dns_label(&m.namespace) || !pod::is_dns_subdomain(&m.name) {
         return Err(format!(
@@ -218,10 +225,14 @@ pub fn assess(base: &CaptureConfig, p: &Pod) -> Result<Option<Candidate>, String
     if ips.is_empty() {
         return Ok(None);
     }
-    // The pod's own annotations: the agent does not read namespaces (a
-    // linkerd pod relying on its namespace's config.linkerd.io/* is
-    // repaired with the profile's defaults).
-    let capture = match pod::capture_for_pod(base, &p.as_read_by_add(), None) {
+    // The same rule as ADD (`k8s::Session::capture`).
+    let read = p.as_read_by_add();
+    let ns = if pod::needs_namespace(base, &read) {
+        namespace(&m.namespace).map_err(|e| format!("pod {}: {e}", p.id()))?
+    } else {
+        None
+    };
+    let capture = match pod::capture_for_pod(base, &read, ns.as_ref()) {
         Ok(Some(c)) => c,
         Ok(None) => return Ok(None),
         Err(e) => return Err(format!("pod {}: {}", p.id(), e.msg)),
@@ -246,6 +257,11 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    /// `assess` where no namespace may be read.
+    fn assess_pod(base: &CaptureConfig, p: &Pod) -> Result<Option<Candidate>, String> {
+        assess(base, p, |ns| panic!("namespace {ns} read"))
+    }
+
     fn meshed(extra_status: Value) -> Value {
         let mut status =
             json!({"phase": "Running", "podIPs": [{"ip": "198.51.100.7"}, {"ip": "2001:db8::7"}]});
@@ -263,7 +279,7 @@ mod tests {
     #[test]
     fn meshed_running_pods_are_candidates() {
         let base = CaptureConfig::defaults(Profile::Istio);
-        let c = assess(&base, &pod(meshed(json!({})))).unwrap().unwrap();
+        let c = assess_pod(&base, &pod(meshed(json!({})))).unwrap().unwrap();
         assert_eq!(c.id(), "shop/web");
         assert_eq!(c.ips.len(), 2);
         assert!(!c.validator_failed);
@@ -275,27 +291,27 @@ mod tests {
         // no IP yet: not candidates.
         let mut v = meshed(json!({}));
         v["metadata"]["annotations"] = json!({});
-        assert_eq!(assess(&base, &pod(v)).unwrap(), None);
+        assert_eq!(assess_pod(&base, &pod(v)).unwrap(), None);
         assert_eq!(
-            assess(&base, &pod(meshed(json!({"phase": "Pending"})))).unwrap(),
+            assess_pod(&base, &pod(meshed(json!({"phase": "Pending"})))).unwrap(),
             None
         );
         let mut v = meshed(json!({}));
         v["spec"]["hostNetwork"] = json!(true);
-        assert_eq!(assess(&base, &pod(v)).unwrap(), None);
+        assert_eq!(assess_pod(&base, &pod(v)).unwrap(), None);
         let mut v = meshed(json!({}));
         v["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
-        assert_eq!(assess(&base, &pod(v)).unwrap(), None);
+        assert_eq!(assess_pod(&base, &pod(v)).unwrap(), None);
         let mut v = meshed(json!({}));
         v["metadata"]["labels"] = json!({UNINITIALIZED_LABEL: "true"});
-        assert_eq!(assess(&base, &pod(v)).unwrap(), None);
+        assert_eq!(assess_pod(&base, &pod(v)).unwrap(), None);
         assert_eq!(
-            assess(&base, &pod(meshed(json!({"podIPs": [{"ip": "bogus"}]})))).unwrap(),
+            assess_pod(&base, &pod(meshed(json!({"podIPs": [{"ip": "bogus"}]})))).unwrap(),
             None
         );
         // Linkerd's profile does not see an istio pod.
         let l = CaptureConfig::defaults(Profile::Linkerd);
-        assert_eq!(assess(&l, &pod(meshed(json!({})))).unwrap(), None);
+        assert_eq!(assess_pod(&l, &pod(meshed(json!({})))).unwrap(), None);
     }
 
     #[test]
@@ -306,28 +322,28 @@ mod tests {
                 {"name": "multimesh-validation", "state": state, "lastState": last}]}))
         };
         let term = |c: i32| json!({"terminated": {"exitCode": c}});
-        let c = assess(&base, &pod(failed(term(95), json!({}))))
+        let c = assess_pod(&base, &pod(failed(term(95), json!({}))))
             .unwrap()
             .unwrap();
         assert!(c.validator_failed);
         let waiting = json!({"waiting": {"reason": "CrashLoopBackOff"}});
         assert!(
-            assess(&base, &pod(failed(waiting.clone(), term(95))))
+            assess_pod(&base, &pod(failed(waiting.clone(), term(95))))
                 .unwrap()
                 .unwrap()
                 .validator_failed
         );
         // Passed on its latest run, running now, or another exit code.
         assert_eq!(
-            assess(&base, &pod(failed(term(0), term(95)))).unwrap(),
+            assess_pod(&base, &pod(failed(term(0), term(95)))).unwrap(),
             None
         );
         assert_eq!(
-            assess(&base, &pod(failed(json!({"running": {}}), term(95)))).unwrap(),
+            assess_pod(&base, &pod(failed(json!({"running": {}}), term(95)))).unwrap(),
             None
         );
         assert_eq!(
-            assess(&base, &pod(failed(term(1), json!({})))).unwrap(),
+            assess_pod(&base, &pod(failed(term(1), json!({})))).unwrap(),
             None
         );
     }
@@ -341,16 +357,20 @@ mod tests {
                 .map(|i| json!({"name": format!("c{i}")}))
                 .collect(),
         );
-        assert!(assess(&base, &pod(v)).unwrap_err().contains("containers"));
+        assert!(assess_pod(&base, &pod(v))
+            .unwrap_err()
+            .contains("containers"));
         let ips: Vec<Value> = (0..=MAX_POD_IPS)
             .map(|i| json!({"ip": format!("198.51.100.{i}")}))
             .collect();
-        assert!(assess(&base, &pod(meshed(json!({"podIPs": ips}))))
+        assert!(assess_pod(&base, &pod(meshed(json!({"podIPs": ips}))))
             .unwrap_err()
             .contains("pod IPs"));
         let mut v = meshed(json!({}));
         v["metadata"]["annotations"]["big"] = json!("x".repeat(pod::MAX_ANNOTATION_BYTES + 1));
-        assert!(assess(&base, &pod(v)).unwrap_err().contains("annotation"));
+        assert!(assess_pod(&base, &pod(v))
+            .unwrap_err()
+            .contains("annotation"));
         for (k, bad) in [
             ("name", "Bad_Name"),
             ("namespace", "a/b"),
@@ -359,12 +379,65 @@ mod tests {
         ] {
             let mut v = meshed(json!({}));
             v["metadata"][k] = json!(bad);
-            assert!(assess(&base, &pod(v)).is_err(), "{k}={bad:?}");
+            assert!(assess_pod(&base, &pod(v)).is_err(), "{k}={bad:?}");
         }
         // A bad annotation value is an error, never a rule.
         let mut v = meshed(json!({}));
         v["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeOutboundPorts"] =
             json!("99999");
-        assert!(assess(&base, &pod(v)).is_err());
+        assert!(assess_pod(&base, &pod(v)).is_err());
+    }
+
+    /// A linkerd pod without `config.linkerd.io/*` of its own takes its
+    /// namespace's, as ADD does; one with its own, and istio pods, never
+    /// read the namespace; a namespace that cannot be read leaves the pod
+    /// alone.
+    #[test]
+    fn linkerd_pods_take_their_namespace_config() {
+        let base = CaptureConfig::defaults(Profile::Linkerd);
+        let linkerd = |ann: Value| {
+            let mut v = meshed(json!({}));
+            v["metadata"]["annotations"] = ann;
+            v["spec"]["containers"] = json!([{"name": "app"}, {"name": "linkerd-proxy"}]);
+            pod(v)
+        };
+        let proxy = json!({"linkerd.io/proxy-version": "stable-2.14.10"});
+        let ns = pod::Namespace::from_json(&json!({"metadata": {"name": "shop",
+            "annotations": {"config.linkerd.io/skip-outbound-ports": "5432",
+                            "config.linkerd.io/proxy-uid": "2200"}}}))
+        .unwrap();
+        let mut asked = Vec::new();
+        let c = assess(&base, &linkerd(proxy.clone()), |n| {
+            asked.push(n.to_string());
+            Ok(Some(ns.clone()))
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(asked, ["shop"]);
+        // Exactly what ADD computes with the same namespace.
+        let add = pod::capture_for_pod(&base, &linkerd(proxy.clone()).as_read_by_add(), Some(&ns))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.capture, add);
+        assert_eq!(c.capture.proxy_uid, 2200);
+        assert_ne!(c.capture, CaptureConfig::defaults(Profile::Linkerd));
+        // No namespace object: the profile's defaults.
+        let none = assess(&base, &linkerd(proxy.clone()), |_| Ok(None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(none.capture.proxy_uid, base.proxy_uid);
+        // Its own config.linkerd.io/*: the namespace is not read.
+        let mut own = proxy.clone();
+        own["config.linkerd.io/proxy-uid"] = json!("2300");
+        let c = assess_pod(&base, &linkerd(own)).unwrap().unwrap();
+        assert_eq!(c.capture.proxy_uid, 2300);
+        // Cannot read it: left alone, saying why.
+        let e = assess(&base, &linkerd(proxy.clone()), |_| Err("API down".into())).unwrap_err();
+        assert!(e.contains("shop/web") && e.contains("API down"), "{e}");
+        // A bad value in the namespace is an error, as at ADD.
+        let bad = pod::Namespace::from_json(&json!({"metadata": {"annotations":
+            {"config.linkerd.io/skip-outbound-ports": "99999"}}}))
+        .unwrap();
+        assert!(assess(&base, &linkerd(proxy), |_| Ok(Some(bad))).is_err());
     }
 }

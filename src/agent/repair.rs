@@ -104,15 +104,8 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(w) => batch.push(w),
-                    Err(_) => break,
-                }
-            }
             let mut pods: Vec<Candidate> = Vec::new();
-            for w in batch {
+            for w in batch(first, &rx, MAX_BATCH) {
                 match w {
                     Work::Pod(c) => {
                         let c = *c;
@@ -196,7 +189,12 @@ impl Worker {
             .filter(|p| needs_netns(p))
             .flat_map(|p| p.ips.iter().copied())
             .collect();
-        let found = locate::by_ips(&self.netns_dirs, Path::new("/proc"), &wanted);
+        let found = locate::by_ips(
+            &self.netns_dirs,
+            Path::new("/proc"),
+            &wanted,
+            &locate::Limits::default(),
+        );
         for p in pods {
             let netns = if needs_netns(&p) {
                 match netns_of(&p, &found) {
@@ -342,6 +340,19 @@ impl Worker {
     }
 }
 
+/// `first` and what else is waiting in `rx`, at most `max` in all (the
+/// rest stays for the next batch).
+fn batch(first: Work, rx: &Receiver<Work>, max: usize) -> Vec<Work> {
+    let mut out = vec![first];
+    while out.len() < max {
+        match rx.try_recv() {
+            Ok(w) => out.push(w),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
 /// An action's metric outcome, Event reason and Event message.
 fn describe(a: &Action, why: &str) -> (&'static str, &'static str, String) {
     match a {
@@ -455,6 +466,37 @@ mod tests {
             capture: crate::capture::CaptureConfig::defaults(crate::capture::Profile::Istio),
             validator_failed: false,
         }
+    }
+
+    /// A batch takes what is waiting, at most `max` (the agent's
+    /// `MAX_BATCH`, 1024); the rest is the next batch's.
+    #[test]
+    fn batches_are_bounded() {
+        assert_eq!(MAX_BATCH, 1024);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..10 {
+            tx.send(Work::Gone(format!("u{i}"))).unwrap();
+        }
+        let uids = |b: Vec<Work>| -> Vec<String> {
+            b.into_iter()
+                .map(|w| match w {
+                    Work::Gone(u) => u,
+                    _ => unreachable!(),
+                })
+                .collect()
+        };
+        let b = batch(Work::Gone("first".into()), &rx, 4);
+        assert_eq!(uids(b), ["first", "u0", "u1", "u2"]);
+        let b = batch(Work::Gone("second".into()), &rx, 4);
+        assert_eq!(uids(b), ["second", "u3", "u4", "u5"]);
+        // Fewer waiting than the bound: all of them.
+        let b = batch(Work::Gone("third".into()), &rx, MAX_BATCH);
+        assert_eq!(uids(b).len(), 5);
+        assert!(rx.try_recv().is_err());
+        // A bound of one: the first alone.
+        tx.send(Work::Gone("left".into())).unwrap();
+        assert_eq!(uids(batch(Work::Gone("x".into()), &rx, 1)), ["x"]);
+        assert!(rx.try_recv().is_ok());
     }
 
     #[test]

@@ -27,12 +27,17 @@ const MAX_HEADERS: usize = 32;
 
 /// Bind `addr` and serve on a thread of its own.
 pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<(), String> {
+    start_with(addr, shared, IO_TIMEOUT)
+}
+
+/// `start`, each connection's reads and writes bounded by `io_timeout`.
+fn start_with(addr: SocketAddr, shared: Arc<Shared>, io_timeout: Duration) -> Result<(), String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     std::thread::Builder::new()
         .name("http".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                serve(conn, &shared);
+                serve(conn, &shared, io_timeout);
             }
         })
         .map_err(|e| format!("cannot start the HTTP thread: {e}"))?;
@@ -40,7 +45,8 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<(), String> {
 }
 
 /// Read one request head: its method and path; else the status to answer
-/// (400, 431), or 0 when the client is gone or silent (no answer).
+/// (400; 431 past `MAX_REQUEST` bytes or `MAX_HEADERS` fields), or 0 when
+/// the client is gone or silent (no answer).
 fn read_request(conn: &mut TcpStream) -> Result<(String, String), u16> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -60,14 +66,15 @@ fn read_request(conn: &mut TcpStream) -> Result<(String, String), u16> {
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST => {}
             Ok(httparse::Status::Partial) => return Err(431),
+            Err(httparse::Error::TooManyHeaders) => return Err(431),
             Err(_) => return Err(400),
         }
     }
 }
 
-fn serve(mut conn: TcpStream, shared: &Shared) {
-    let _ = conn.set_read_timeout(Some(IO_TIMEOUT));
-    let _ = conn.set_write_timeout(Some(IO_TIMEOUT));
+fn serve(mut conn: TcpStream, shared: &Shared, io_timeout: Duration) {
+    let _ = conn.set_read_timeout(Some(io_timeout));
+    let _ = conn.set_write_timeout(Some(io_timeout));
     let plain = "text/plain; charset=utf-8";
     let (head_only, code, body, ctype) = match read_request(&mut conn) {
         Err(0) => return,
@@ -126,6 +133,7 @@ fn answer(method: &str, path: &str, shared: &Shared) -> (u16, String, &'static s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     fn request(addr: SocketAddr, raw: &[u8]) -> String {
         let mut c = TcpStream::connect(addr).unwrap();
@@ -177,6 +185,65 @@ mod tests {
         assert!(request(addr, &big).starts_with("HTTP/1.1 431"));
         // A client that sends nothing and leaves; the server goes on.
         drop(TcpStream::connect(addr).unwrap());
+        assert!(request(addr, b"GET /healthz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
+        // Header fields: MAX_HEADERS (32) are read, one more is 431.
+        assert_eq!(MAX_HEADERS, 32);
+        assert_eq!(MAX_REQUEST, 8 * 1024);
+        let with_fields = |n: usize| {
+            let mut r = b"GET /healthz HTTP/1.1\r\n".to_vec();
+            for i in 0..n {
+                r.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+            }
+            r.extend_from_slice(b"\r\n");
+            request(addr, &r)
+        };
+        let r = with_fields(MAX_HEADERS);
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        let r = with_fields(MAX_HEADERS + 1);
+        assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+        // The main loop's heartbeat: within STALL (30 s) alive, past it
+        // /healthz is 503.
+        assert_eq!(STALL, Duration::from_secs(30));
+        let now = super::super::now_secs();
+        // (One second of margin: a clock tick between store and check.)
+        shared
+            .heartbeat
+            .store(now - STALL.as_secs() + 1, Ordering::SeqCst);
+        assert!(request(addr, b"GET /healthz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
+        shared
+            .heartbeat
+            .store(now - STALL.as_secs() - 2, Ordering::SeqCst);
+        let r = request(addr, b"GET /livez HTTP/1.1\r\n\r\n");
+        assert!(
+            r.starts_with("HTTP/1.1 503") && r.contains("stalled"),
+            "{r}"
+        );
+    }
+
+    /// A client that sends part of a head and goes silent is dropped
+    /// after the I/O timeout, unanswered, and the next one is served (the
+    /// agent's `IO_TIMEOUT`, 5 s).
+    #[test]
+    fn a_silent_client_is_dropped_after_the_timeout() {
+        assert_eq!(IO_TIMEOUT, Duration::from_secs(5));
+        let shared = Arc::new(Shared::new());
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        start_with(addr, shared, Duration::from_millis(300)).unwrap();
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let start = std::time::Instant::now();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        let waited = start.elapsed();
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
         assert!(request(addr, b"GET /healthz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
     }
 }

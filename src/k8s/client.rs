@@ -126,6 +126,9 @@ pub struct Client {
     conn: Option<Conn>,
     /// Requests sent (every attempt counts): for logs and benchmarks.
     pub requests: u32,
+    /// How much longer than its `timeoutSeconds` a watch may stay silent
+    /// (`WATCH_GRACE`).
+    pub watch_grace: Duration,
 }
 
 /// Accepts any server certificate (`insecure-skip-tls-verify: true`), but
@@ -242,6 +245,7 @@ impl Client {
             tls,
             conn: None,
             requests: 0,
+            watch_grace: WATCH_GRACE,
         })
     }
 
@@ -425,13 +429,14 @@ impl Client {
 
     /// Start a watch: GET `path` (which asks for `watch=1` and
     /// `timeoutSeconds`, `timeout`) on a connection of its own. Reads may
-    /// wait up to `timeout` + `WATCH_GRACE` in all. An error status is
+    /// wait up to `timeout` + `watch_grace` in all: a silent watch then
+    /// fails (Unreachable). An error status is
     /// the server's Status, as for other requests.
     pub fn watch(&mut self, path: &str, timeout: Duration) -> Result<Watch, ApiError> {
         let wire = self.request_bytes("GET", path, None, b"")?;
         let mut conn = self.connect()?;
         self.requests += 1;
-        let limit = timeout + WATCH_GRACE;
+        let limit = timeout + self.watch_grace;
         let stream = &mut conn.reader.get_mut().stream;
         let io = |e: std::io::Error| ApiError::Unreachable(e.to_string());
         stream.set_read_timeout(limit).map_err(io)?;
@@ -1302,6 +1307,59 @@ mod tests {
             w.next_event::<Value>().unwrap().unwrap().0,
             EventType::Added
         );
+    }
+
+    /// A watch that goes silent fails once `timeout` + `watch_grace` has
+    /// passed (the agent then relists after its back-off), never waits
+    /// longer; the default grace is `WATCH_GRACE`, 30 s.
+    #[test]
+    fn a_silent_watch_is_dropped_after_the_grace() {
+        use std::net::TcpListener;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let ev = b"{\"type\":\"ADDED\",\"object\":{\"n\":1}}\n";
+            let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            out.extend_from_slice(format!("{:x}\r\n", ev.len()).as_bytes());
+            out.extend_from_slice(ev);
+            out.extend_from_slice(b"\r\n");
+            c.write_all(&out).unwrap();
+            // Silent, the connection open, until the test is done.
+            let _ = done_rx.recv_timeout(Duration::from_secs(20));
+        });
+        let cfg = ApiConfig {
+            scheme: Scheme::Http,
+            host: "127.0.0.1".into(),
+            port,
+            base_path: String::new(),
+            ca_pem: None,
+            insecure: false,
+            tls_server_name: None,
+            token: None,
+            token_file: None,
+            client_cert: None,
+        };
+        let mut c = Client::new(cfg).unwrap();
+        assert_eq!(c.watch_grace, WATCH_GRACE);
+        assert_eq!(WATCH_GRACE, Duration::from_secs(30));
+        c.watch_grace = Duration::from_millis(300);
+        let start = Instant::now();
+        let mut w = c.watch("/api/v1/pods?watch=1", Duration::ZERO).unwrap();
+        let (k, v) = w.next_event::<Value>().unwrap().unwrap();
+        assert_eq!((k, v["n"].as_u64()), (EventType::Added, Some(1)));
+        let e = w.next_event::<Value>().unwrap_err();
+        let waited = start.elapsed();
+        assert!(matches!(e, ApiError::Unreachable(_)), "{e:?}");
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        done_tx.send(()).unwrap();
+        server.join().unwrap();
     }
 
     #[test]

@@ -106,6 +106,22 @@ pub fn api_error(e: ApiError, what: &str) -> CniError {
     }
 }
 
+/// The Namespace `ns` (a DNS label, checked by the caller); None when the
+/// API server has none. ADD and the node agent read it alike.
+pub fn read_namespace(client: &mut Client, ns: &str) -> Result<Option<pod::Namespace>> {
+    let v = match client.get(&format!("/api/v1/namespaces/{ns}")) {
+        Ok(v) => v,
+        Err(e) if e.status() == Some(404) => return Ok(None),
+        Err(e) => return Err(api_error(e, &format!("reading namespace {ns}"))),
+    };
+    pod::Namespace::from_json(&v).map(Some).map_err(|e| {
+        CniError::new(
+            code::API,
+            format!("namespace {ns} as the API server gave it: {e}"),
+        )
+    })
+}
+
 /// One ADD's conversation with the API server.
 pub struct Session {
     client: Client,
@@ -180,18 +196,7 @@ impl Session {
 
     /// The pod's Namespace; None when the API server has none.
     fn namespace(&mut self) -> Result<Option<pod::Namespace>> {
-        let ns = self.pod_ref.namespace.clone();
-        let v = match self.client.get(&format!("/api/v1/namespaces/{ns}")) {
-            Ok(v) => v,
-            Err(e) if e.status() == Some(404) => return Ok(None),
-            Err(e) => return Err(api_error(e, &format!("reading namespace {ns}"))),
-        };
-        pod::Namespace::from_json(&v).map(Some).map_err(|e| {
-            CniError::new(
-                code::API,
-                format!("namespace {ns} as the API server gave it: {e}"),
-            )
-        })
+        read_namespace(&mut self.client, &self.pod_ref.namespace)
     }
 
     /// A NetworkAttachmentDefinition (one GET per distinct name per ADD).
