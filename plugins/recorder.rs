@@ -97,9 +97,19 @@ fn main() {
             if !version.starts_with('1') {
                 ip["version"] = json!(if addr.contains(':') { "6" } else { "4" });
             }
+            // The recorder creates no interface: it reports one in the
+            // sandbox only when the netns really has it (as a real plugin's
+            // result would), so multimesh's CHECK finds what it is told.
+            let in_sandbox = !netns.is_empty()
+                && multimesh::netns::NetNs::open(std::path::Path::new(&netns))
+                    .ok()
+                    .flatten()
+                    .and_then(|ns| multimesh::netlink::link_names(&ns).ok())
+                    .is_some_and(|names| names.contains(&ifname));
+            let sandbox = if in_sandbox { netns.as_str() } else { "" };
             println!(
                 "{}",
-                json!({"cniVersion": version, "interfaces": [{"name": ifname, "sandbox": netns}],
+                json!({"cniVersion": version, "interfaces": [{"name": ifname, "sandbox": sandbox}],
                        "ips": [ip], "dns": {}})
             );
         }

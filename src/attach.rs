@@ -891,11 +891,23 @@ pub fn check(conf: &NetConf, env: &Env) -> Result<()> {
             "ADD did not complete for this attachment",
         ));
     }
-    // Every interface this attachment made is still in the pod netns (one
-    // netlink dump), before the delegates check their own.
-    if !rec.attachments.is_empty() {
+    // Every interface the delegates' results put in the pod netns (an
+    // `interfaces` entry with a `sandbox`) is still there (one netlink
+    // dump), before the delegates check their own.
+    let names: Vec<String> = rec
+        .attachments
+        .iter()
+        .filter_map(|a| a.result.as_ref()?.get("interfaces")?.as_array())
+        .flatten()
+        .filter(|i| {
+            i.get("sandbox")
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+        })
+        .filter_map(|i| i.get("name").and_then(Value::as_str).map(String::from))
+        .collect();
+    if !names.is_empty() {
         let ns = open_netns(env)?;
-        let names: Vec<String> = rec.attachments.iter().map(|a| a.ifname.clone()).collect();
         let present = crate::netlink::existing_links(&ns, &names)?;
         let missing: Vec<&str> = names
             .iter()
