@@ -318,7 +318,7 @@ fn namespace(
 mod tests {
     use super::*;
     use crate::capture::Profile;
-    use crate::k8s::kubeconfig::{ApiConfig, Scheme};
+    use crate::k8s::kubeconfig::ApiConfig;
     use serde_json::json;
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
@@ -369,18 +369,7 @@ mod tests {
                 });
             }
         });
-        let cfg = ApiConfig {
-            scheme: Scheme::Http,
-            host: "127.0.0.1".into(),
-            port,
-            base_path: String::new(),
-            ca_pem: None,
-            insecure: false,
-            tls_server_name: None,
-            token: None,
-            token_file: None,
-            client_cert: None,
-        };
+        let cfg = ApiConfig::test_loopback(port);
         (Client::new(cfg).unwrap(), log)
     }
 

@@ -1331,18 +1331,7 @@ mod tests {
             // Silent, the connection open, until the test is done.
             let _ = done_rx.recv_timeout(Duration::from_secs(20));
         });
-        let cfg = ApiConfig {
-            scheme: Scheme::Http,
-            host: "127.0.0.1".into(),
-            port,
-            base_path: String::new(),
-            ca_pem: None,
-            insecure: false,
-            tls_server_name: None,
-            token: None,
-            token_file: None,
-            client_cert: None,
-        };
+        let cfg = ApiConfig::test_loopback(port);
         let mut c = Client::new(cfg).unwrap();
         assert_eq!(c.watch_grace, WATCH_GRACE);
         assert_eq!(WATCH_GRACE, Duration::from_secs(30));

@@ -44,6 +44,26 @@ pub struct ApiConfig {
     pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+impl ApiConfig {
+    /// Plain HTTP to 127.0.0.1:`port`, no credentials: the API servers of
+    /// unit tests.
+    #[cfg(test)]
+    pub(crate) fn test_loopback(port: u16) -> ApiConfig {
+        ApiConfig {
+            scheme: Scheme::Http,
+            host: "127.0.0.1".into(),
+            port,
+            base_path: String::new(),
+            ca_pem: None,
+            insecure: false,
+            tls_server_name: None,
+            token: None,
+            token_file: None,
+            client_cert: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for ApiConfig {
     // Never print credentials.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
