@@ -97,6 +97,23 @@ impl Setup {
     }
 
     /// Bind-mount the pod's netns into the agent's --netns-dir.
+    /// `n` pods named `<prefix>0…`, each set up by the bridge alone (no
+    /// multimesh) and bind-mounted in the netns dir; their pods and IPs.
+    fn mounted_bare_pods(&self, prefix: &str, n: usize) -> (Vec<Pod>, Vec<String>) {
+        let pods: Vec<Pod> = (0..n)
+            .map(|i| self.node.pod(&format!("{prefix}{i}")))
+            .collect();
+        let ips = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| self.bare_pod(p, &format!("cid-{i}")))
+            .collect();
+        for p in &pods {
+            self.mount(p);
+        }
+        (pods, ips)
+    }
+
     fn mount(&self, pod: &Pod) {
         let target = self.netns_dir.join(&pod.name);
         std::fs::write(&target, "").unwrap();
@@ -585,15 +602,7 @@ fn label_and_delete_modes() {
 #[test]
 fn survives_watch_expiry_and_api_restart() {
     let mut s = Setup::new("res");
-    let pods: Vec<Pod> = (0..3).map(|i| s.node.pod(&format!("p{i}"))).collect();
-    let ips: Vec<String> = pods
-        .iter()
-        .enumerate()
-        .map(|(i, p)| s.bare_pod(p, &format!("cid-{i}")))
-        .collect();
-    for p in &pods {
-        s.mount(p);
-    }
+    let (pods, ips) = s.mounted_bare_pods("p", 3);
     let agent = s.agent(
         &["--capture-backend=nftables", "--capture-profile=linkerd"],
         "",
@@ -701,15 +710,7 @@ fn linkerd_namespace_config_in_repairs() {
         "shop",
         json!({"config.linkerd.io/skip-outbound-ports": "443"}),
     );
-    let pods: Vec<Pod> = (0..2).map(|i| s.node.pod(&format!("n{i}"))).collect();
-    let ips: Vec<String> = pods
-        .iter()
-        .enumerate()
-        .map(|(i, p)| s.bare_pod(p, &format!("cid-{i}")))
-        .collect();
-    for p in &pods {
-        s.mount(p);
-    }
+    let (pods, ips) = s.mounted_bare_pods("n", 2);
     let agent = s.agent(&["--capture-profile=linkerd"], "");
     wait_for(Duration::from_secs(15), "ready", || {
         (agent.get("/readyz").0 == 200).then_some(())
