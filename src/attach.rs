@@ -906,9 +906,14 @@ pub fn check(conf: &NetConf, env: &Env) -> Result<()> {
         })
         .filter_map(|i| i.get("name").and_then(Value::as_str).map(String::from))
         .collect();
-    if !names.is_empty() {
-        let ns = open_netns(env)?;
-        let present = crate::netlink::existing_links(&ns, &names)?;
+    // The netns is opened once, when anything here looks into it.
+    let ns = if names.is_empty() && rec.capture.is_none() {
+        None
+    } else {
+        Some(open_netns(env)?)
+    };
+    if let (Some(ns), false) = (&ns, names.is_empty()) {
+        let present = crate::netlink::link_names(ns)?;
         let missing: Vec<&str> = names
             .iter()
             .filter(|n| !present.contains(n))
@@ -931,10 +936,9 @@ pub fn check(conf: &NetConf, env: &Env) -> Result<()> {
         let prev = a.result.as_ref().ok_or_else(|| no_state(env))?;
         run.check(&d, &a.ifname, rc_of(a).as_ref(), prev)?;
     }
-    if let Some(c) = &rec.capture {
+    if let (Some(c), Some(ns)) = (&rec.capture, &ns) {
         let p = Setup::from_json(c)?;
-        let ns = open_netns(env)?;
-        capture::check(&p, &ns, lk.dir())?;
+        capture::check(&p, ns, lk.dir())?;
     }
     Ok(())
 }
